@@ -1,0 +1,95 @@
+"""Clean and adversarial accuracy over a list of attack radii."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+
+import torch
+from torch import nn
+
+from .attacks import Eps, check_eps, frozen, pgd
+
+
+def as_float_images(x: torch.Tensor) -> torch.Tensor:
+    """uint8 images (0..255) become float32 in [0, 1]; float images pass through."""
+    return x.float().div_(255.0) if x.dtype == torch.uint8 else x.float()
+
+
+def wilson_interval(correct: int, n: int, z: float = 1.96) -> tuple[float, float]:
+    """95% Wilson score interval for a binomial proportion (Wilson 1927)."""
+    if n == 0:
+        return (0.0, 1.0)
+    p = correct / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return (max(0.0, centre - half), min(1.0, centre + half))
+
+
+def _summary(correct: int, n: int) -> dict:
+    low, high = wilson_interval(correct, n)
+    return {"correct": correct, "n": n, "accuracy": correct / max(n, 1), "ci95": [low, high]}
+
+
+@torch.no_grad()
+def predict(model: nn.Module, x: torch.Tensor, batch_size: int = 512) -> torch.Tensor:
+    """Predicted labels for images in [0, 1] (or uint8), in eval mode."""
+    device = next(model.parameters()).device
+    with frozen(model):
+        preds = [model(as_float_images(x[i : i + batch_size].to(device))).argmax(1).cpu()
+                 for i in range(0, len(x), batch_size)]
+    return torch.cat(preds) if preds else torch.empty(0, dtype=torch.long)
+
+
+def evaluate(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    eps_list: Sequence[Eps],
+    steps: int,
+    batch_size: int = 256,
+    step_scale: float = 2.5,
+    random_start: bool = True,
+    seed: int = 0,
+    progress: Callable[[int], None] | None = None,
+) -> dict:
+    """Clean accuracy and accuracy under L-inf PGD for each eps (pixel units).
+
+    Only the points still classified correctly are attacked (a misclassified
+    point already counts as an error). The PGD step size is
+    ``step_scale * eps / steps``. ``progress`` is called with the number of
+    images finished after every batch of every eps.
+    """
+    if len(x) != len(y):
+        raise ValueError(f"x has {len(x)} images but y has {len(y)} labels")
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be an integer >= 1, got {batch_size!r}")
+    for eps in eps_list:
+        check_eps(eps)
+    device = next(model.parameters()).device
+    y = y.long()
+    clean_ok = predict(model, x, batch_size) == y.cpu()
+    robust = []
+    for i, eps in enumerate(eps_list):
+        correct = 0
+        for start in range(0, len(x), batch_size):
+            ok = clean_ok[start : start + batch_size]
+            if ok.any():
+                xb = as_float_images(x[start : start + batch_size][ok].to(device))
+                yb = y[start : start + batch_size][ok].to(device)
+                step = [step_scale * e / steps for e in eps] if isinstance(eps, (list, tuple)) \
+                    else step_scale * eps / steps
+                x_adv = pgd(model, xb, yb, eps, steps, step_size=step,
+                            random_start=random_start, seed=seed + 7919 * i + start)
+                with torch.no_grad(), frozen(model):
+                    correct += int((model(x_adv).argmax(1) == yb).sum())
+            if progress is not None:
+                progress(len(ok))
+        robust.append({"eps": eps, **_summary(correct, len(x))})
+    return {
+        "n": len(x),
+        "clean": _summary(int(clean_ok.sum()), len(x)),
+        "robust": robust,
+        "attack": {"name": "pgd-linf", "steps": steps, "step_scale": step_scale,
+                   "random_start": random_start, "seed": seed},
+    }
