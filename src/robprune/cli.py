@@ -8,7 +8,7 @@ import logging
 import math
 import sys
 import time
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import torch
@@ -33,6 +33,8 @@ EXAMPLES = {
     "prune": "robprune prune runs/base/model.safetensors --method rp --amount 0.1 --out runs/rp10",
     "eval": "robprune eval runs/base/model.safetensors --data digits --eps 8,16,32 --steps 10 --out runs/eval",
     "stats": "robprune stats runs/base/model.safetensors runs/ours/model.safetensors --out runs/stats",
+    "reproduce": "robprune reproduce --data imagefolder:../shared/data/cifar10-jpeg.tar.gz --arch resnet56 "
+                 "--init ../shared/pretrained/resnet56-4bfd9763.th --out runs/repro",
     "import": "robprune import ../shared/pretrained/resnet56-4bfd9763.th --arch resnet56 "
               "--out runs/resnet56.safetensors",
 }
@@ -209,6 +211,17 @@ def build_parser() -> Parser:
     p.add_argument("checkpoints", nargs="+")
     p.add_argument("--out", default="runs/stats", help="output folder (default: runs/stats)")
 
+    p = command("reproduce", "The paper's grid on real data: Tables 1-2, Figure 2, Eq. 3, and a report (cached, resumable).")
+    p.add_argument("--data", required=True, help="imagefolder:PATH or cifar10:DIR")
+    p.add_argument("--arch", default=None, help="architecture (default: resnet56, resnet20 with --quick)")
+    p.add_argument("--init", help="pretrained checkpoint (.th community file or robprune .safetensors); "
+                                  "default: train from scratch")
+    p.add_argument("--quick", action="store_true", help="ResNet-20, a few hundred images, 3 ratios: minutes on CPU")
+    p.add_argument("--epochs", type=_positive_int, help="fine-tuning epochs of every arm (overrides the default)")
+    p.add_argument("--baseline-epochs", type=_positive_int, help="fine-tuning epochs of the baseline")
+    p.add_argument("--eval-images", type=_positive_int, help="test images for Table 2 (default: all)")
+    p.add_argument("--out", default="runs/reproduce", help="output folder (default: runs/reproduce)")
+
     p = command("import", "Convert a pytorch_resnet_cifar10 checkpoint to robprune's safetensors format.")
     p.add_argument("file")
     p.add_argument("--arch", required=True, help=f"one of {', '.join(ARCHITECTURES)}")
@@ -347,12 +360,49 @@ def cmd_import(args) -> None:
     print(f"imported {args.file} as {args.arch}; wrote {path}")
 
 
-COMMANDS = {"demo": cmd_demo, "train": cmd_train, "prune": cmd_prune, "eval": cmd_eval,
+def cmd_reproduce(args) -> None:
+    from .reproduce import QUICK, ReproduceConfig, run_reproduce
+
+    device = _device(args.device)
+    config = QUICK if args.quick else ReproduceConfig()
+    changes = {}
+    if args.arch:
+        if args.arch not in ARCHITECTURES:
+            raise ValueError(f"unknown architecture {args.arch!r}; choose one of {', '.join(ARCHITECTURES)}")
+        changes["arch"] = args.arch
+    if args.epochs:
+        changes["finetune"] = replace(config.finetune, epochs=args.epochs)
+    if args.baseline_epochs:
+        changes["baseline"] = replace(config.baseline, epochs=args.baseline_epochs)
+    if args.eval_images:
+        changes["eval_images"] = args.eval_images
+    config = replace(config, **changes)
+    if args.init and not Path(args.init).is_file():
+        raise FileNotFoundError(f"checkpoint {args.init} does not exist")
+    out = prepare_out_dir(args.out)
+    command = "robprune " + " ".join(sys.argv[1:]) if argv_of_main is None else "robprune " + " ".join(argv_of_main)
+    started = time.strftime("%Y-%m-%d %H:%M:%S")
+    t0 = time.perf_counter()
+    with open(out / "runs.log", "a") as log:
+        log.write(f"{started} start: {command}\n")
+    state = run_reproduce(args.data, args.init, out, config, device, Progress())
+    with open(out / "runs.log", "a") as log:
+        log.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} finished in {time.perf_counter() - t0:.0f} s\n")
+    write_json(out / "config.json", {**_resolved(args), "reproduce_config": state["config"]})
+    print((out / "report.md").read_text())
+    print(f"wrote {out}/report.md, results.json, figure.png")
+
+
+argv_of_main: list[str] | None = None
+
+COMMANDS = {"reproduce": cmd_reproduce, "demo": cmd_demo, "train": cmd_train, "prune": cmd_prune, "eval": cmd_eval,
             "stats": cmd_stats, "import": cmd_import}
 
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``robprune`` command; returns the exit code."""
+    global argv_of_main
+    argv_of_main = argv
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:
         args = build_parser().parse_args(argv)

@@ -12,7 +12,7 @@ import copy
 import hashlib
 import json
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import MISSING, asdict, dataclass, field, fields, is_dataclass, replace
 from pathlib import Path
 
 import torch
@@ -59,6 +59,22 @@ class GridConfig:
     extra: dict = field(default_factory=dict)  # free-form notes written with the results
 
 
+def config_key(config) -> dict:
+    """The fields of a dataclass config that differ from their defaults.
+
+    Cache keys use this, so adding a new field with a default later does not
+    invalidate units that were computed before it existed.
+    """
+    out = {}
+    for f in fields(config):
+        value = getattr(config, f.name)
+        default = f.default if f.default is not MISSING else (
+            f.default_factory() if f.default_factory is not MISSING else MISSING)
+        if value != default:
+            out[f.name] = asdict(value) if is_dataclass(value) else value
+    return out
+
+
 def config_hash(obj) -> str:
     text = json.dumps(obj, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:10]
@@ -72,7 +88,7 @@ def _unit_dir(out_dir: Path, name: str, key) -> Path:
 def finetuned(base: nn.Module, base_key, data: ImageData, config: TrainConfig, out_dir: Path, name: str,
               progress: Progress | None = None) -> tuple[nn.Module, dict]:
     """``base`` fine-tuned with ``config`` (cached); returns (model, masks)."""
-    unit = _unit_dir(out_dir, name, {"base": base_key, "train": asdict(config)})
+    unit = _unit_dir(out_dir, name, {"base": base_key, "train": config_key(config)})
     final = unit / "model.safetensors"
     if final.is_file():
         _emit(progress, kind="unit", name=name, status="cached")
@@ -92,7 +108,7 @@ def finetuned(base: nn.Module, base_key, data: ImageData, config: TrainConfig, o
 def evaluated(model: nn.Module, model_key, data: ImageData, config: EvalConfig, out_dir: Path, name: str,
               progress: Progress | None = None) -> dict:
     """Clean and PGD accuracy of ``model`` on the test split under ``config`` (cached)."""
-    unit = _unit_dir(out_dir, f"eval-{name}", {"model": model_key, "eval": asdict(config)})
+    unit = _unit_dir(out_dir, f"eval-{name}", {"model": model_key, "eval": config_key(config)})
     path = unit / "eval.json"
     if path.is_file():
         _emit(progress, kind="unit", name=f"eval {name}", status="cached")
@@ -129,7 +145,7 @@ def run_grid(base: nn.Module, base_key, data: ImageData, config: GridConfig, out
         else:
             ft = replace(config.finetune, method=arm.method, amount=arm.amount, lam=arm.lam).validate()
             model, _ = finetuned(base, base_key, data, ft, out, arm.name, progress)
-            key = {"base": base_key, "train": asdict(ft)}
+            key = {"base": base_key, "train": config_key(ft)}
         rows[arm.name] = {"arm": asdict(arm),
                           "eval": evaluated(model, key, data, config.evaluation, out, arm.name, progress),
                           "stats": weight_stats(model)}
@@ -140,7 +156,7 @@ def run_grid(base: nn.Module, base_key, data: ImageData, config: GridConfig, out
                          lam=0.0).validate()
             name = f"sweep-{method}-{ratio:g}"
             model, _ = finetuned(base, base_key, data, ft, out, name, progress)
-            key = {"base": base_key, "train": asdict(ft)}
+            key = {"base": base_key, "train": config_key(ft)}
             result = evaluated(model, key, data, config.evaluation, out, name, progress)
             sweep.append({"method": method, "ratio": ratio, "eval": result})
     return {"rows": rows, "sweep": sweep, "config": _config_dict(config)}
