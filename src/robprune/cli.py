@@ -395,6 +395,17 @@ def cmd_reproduce(args) -> None:
 
 argv_of_main: list[str] | None = None
 
+
+def _check_out(args) -> None:
+    """Refuse an unusable output path before any work is done (nothing is created here)."""
+    out = Path(args.out)
+    folder = out.parent if args.command == "import" else out
+    for p in (folder, *folder.parents):
+        if p.exists():
+            if not p.is_dir():
+                raise NotADirectoryError(f"output path {out} cannot be created: {p} is a file")
+            break
+
 COMMANDS = {"reproduce": cmd_reproduce, "demo": cmd_demo, "train": cmd_train, "prune": cmd_prune, "eval": cmd_eval,
             "stats": cmd_stats, "import": cmd_import}
 
@@ -406,6 +417,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:
         args = build_parser().parse_args(argv)
+        _check_out(args)
         COMMANDS[args.command](args)
     except SystemExit as exit_:  # --help and --version
         return int(exit_.code or 0)

@@ -90,7 +90,8 @@ class _BatchUnpickler(pickle.Unpickler):
     """Unpickles CIFAR batch dicts only: numpy arrays and builtins, no other callables."""
 
     ALLOWED = {("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
-               ("numpy", "ndarray"), ("numpy", "dtype")}
+               ("numpy", "ndarray"), ("numpy", "dtype"),
+               ("_codecs", "encode")}  # how Python 3 writes bytes in protocol 2; harmless
 
     def find_class(self, module: str, name: str):
         if (module, name) not in self.ALLOWED:

@@ -1,0 +1,24 @@
+# Two commands do everything on a fresh machine:
+#   make demo   - install into .venv (first time only) and run the embedded demo
+#   make test   - install into .venv (first time only) and run the test suite
+# TORCH_SPEC pins the CPU wheel that lies on this project's machines; on a
+# machine with a GPU set it to the build you want (e.g. TORCH_SPEC=torch).
+VENV ?= .venv
+PY := $(VENV)/bin/python
+TORCH_SPEC ?= torch==2.13.0
+
+.PHONY: demo test install
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	python3 -m venv $(VENV)
+	$(PY) -m pip install --quiet "$(TORCH_SPEC)"
+	$(PY) -m pip install --quiet -e ".[dev]"
+	touch $@
+
+demo: install
+	$(VENV)/bin/robprune demo --out runs/demo
+
+test: install
+	$(PY) -m pytest

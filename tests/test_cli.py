@@ -1,0 +1,163 @@
+import json
+import struct
+
+import pytest
+
+from robprune.cli import main
+
+from conftest import write_cifar_batches, write_imagefolder
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """A small_cnn trained for one epoch on digits through the CLI."""
+    out = tmp_path_factory.mktemp("cli") / "base"
+    assert main(["train", "--data", "digits", "--arch", "small_cnn", "--epochs", "2", "--lr", "0.05",
+                 "--batch-size", "64", "--out", str(out), "--device", "cpu"]) == 0
+    return out / "model.safetensors"
+
+
+def test_demo_writes_tables_and_plot(tmp_path, capsys):
+    assert main(["demo", "--out", str(tmp_path / "demo"), "--device", "cpu"]) == 0
+    printed = capsys.readouterr().out
+    assert "Table 2 analogue" in printed and "Table 1 analogue" in printed and "| RP |" in printed
+    for name in ("report.md", "results.json", "demo.png", "config.json"):
+        assert (tmp_path / "demo" / name).is_file()
+    results = json.loads((tmp_path / "demo" / "results.json").read_text())
+    rows = results["rows"]
+    assert set(rows) == {"Baseline", "CP", "RP", "Ours"}
+    assert rows["CP"]["stats"]["sparsity"] == pytest.approx(0.5, abs=1e-4)
+    assert rows["RP"]["stats"]["sparsity"] == pytest.approx(0.1, abs=1e-4)
+    for row in rows.values():
+        clean = row["eval"]["clean"]["correct"]
+        assert all(r["correct"] <= clean for r in row["eval"]["robust"])
+    assert rows["Baseline"]["eval"]["clean"]["accuracy"] > 0.9  # the demo trains a real model
+    assert (tmp_path / "demo" / "demo.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_train_prune_eval_stats_chain(tmp_path, trained, capsys):
+    assert main(["prune", str(trained), "--method", "rp", "--amount", "0.1", "--out", str(tmp_path / "rp")]) == 0
+    pruned = tmp_path / "rp" / "model.safetensors"
+    sparsity = json.loads((tmp_path / "rp" / "sparsity.json").read_text())
+    assert sparsity["zeros"] == round(0.1 * sparsity["numel"])
+    assert main(["eval", str(pruned), "--data", "digits", "--eps", "0,8,32", "--steps", "3",
+                 "--n-images", "100", "--out", str(tmp_path / "ev"), "--device", "cpu"]) == 0
+    ev = json.loads((tmp_path / "ev" / "eval.json").read_text())
+    assert ev["n"] == 100 and ev["robust"][0]["correct"] == ev["clean"]["correct"]
+    assert ev["config"]["args"]["steps"] == 3  # the resolved config sits next to the result
+    assert main(["stats", str(trained), str(pruned), "--out", str(tmp_path / "st")]) == 0
+    st = json.loads((tmp_path / "st" / "stats.json").read_text())["stats"]
+    assert st[str(pruned)]["max_abs"] < st[str(trained)]["max_abs"]  # RP removed the largest weights
+    assert "Per layer" in (tmp_path / "st" / "stats.md").read_text()
+    # fine-tune the pruned model: its masks are kept
+    assert main(["train", "--data", "digits", "--init", str(pruned), "--epochs", "1", "--lr", "0.01",
+                 "--out", str(tmp_path / "ft"), "--device", "cpu"]) == 0
+    st = json.loads((tmp_path / "ft" / "metrics.jsonl").read_text().splitlines()[-1])
+    assert st["sparsity"] == pytest.approx(sparsity["sparsity"])
+
+
+def test_import_command(tmp_path):
+    import torch
+
+    from robprune import create_model
+    model = create_model("resnet20")
+    sd = {f"module.{k}": v for k, v in model.state_dict().items() if not k.startswith("normalize.")}
+    torch.save({"state_dict": sd}, tmp_path / "c.th")
+    assert main(["import", str(tmp_path / "c.th"), "--arch", "resnet20", "--out", str(tmp_path / "r.safetensors")]) == 0
+    assert (tmp_path / "r.safetensors").is_file()
+
+
+def test_help_shows_an_example(capsys):
+    for command in ("train", "prune", "eval", "stats", "import", "demo", "reproduce"):
+        assert main([command, "--help"]) == 0
+        assert "example:" in capsys.readouterr().out
+
+
+def _bad_inputs(tmp, trained):
+    empty = tmp / "empty.safetensors"
+    empty.write_bytes(b"")
+    trunc = tmp / "trunc.safetensors"
+    trunc.write_bytes(trained.read_bytes()[:300])
+    tampered = tmp / "tampered.safetensors"
+    tampered.write_bytes(struct.pack("<Q", 10**12) + trained.read_bytes()[8:])
+    a_file = tmp / "afile"
+    a_file.write_text("x")
+    no_classes = tmp / "noclasses"
+    (no_classes / "train").mkdir(parents=True)
+    (no_classes / "test").mkdir(parents=True)
+    cifar = write_cifar_batches(tmp / "cifar")
+    folder = write_imagefolder(tmp / "if")
+    ck = str(trained)
+    return {
+        "unknown arch": ["train", "--data", "digits", "--arch", "vgg99", "--out", str(tmp / "o1")],
+        "unknown method": ["prune", ck, "--method", "magic", "--amount", "0.5", "--out", str(tmp / "o2")],
+        "unknown scope": ["prune", ck, "--method", "cp", "--amount", "0.5", "--scope", "row", "--out", str(tmp / "o3")],
+        "unknown dataset": ["eval", ck, "--data", "mnist", "--out", str(tmp / "o4")],
+        "amount negative": ["prune", ck, "--method", "cp", "--amount", "-0.1", "--out", str(tmp / "o5")],
+        "amount one": ["prune", ck, "--method", "cp", "--amount", "1", "--out", str(tmp / "o6")],
+        "amount text": ["prune", ck, "--method", "cp", "--amount", "half", "--out", str(tmp / "o7")],
+        "negative eps": ["eval", ck, "--data", "digits", "--eps", "-1", "--out", str(tmp / "o8")],
+        "text eps": ["eval", ck, "--data", "digits", "--eps", "big", "--out", str(tmp / "o9")],
+        "zero steps": ["eval", ck, "--data", "digits", "--steps", "0", "--out", str(tmp / "o10")],
+        "zero epochs": ["train", "--data", "digits", "--arch", "small_cnn", "--epochs", "0", "--out", str(tmp / "o11")],
+        "negative batch": ["train", "--data", "digits", "--arch", "small_cnn", "--batch-size", "-4",
+                           "--out", str(tmp / "o12")],
+        "missing checkpoint": ["eval", str(tmp / "nope.safetensors"), "--data", "digits", "--out", str(tmp / "o13")],
+        "empty checkpoint": ["stats", str(empty), "--out", str(tmp / "o14")],
+        "truncated checkpoint": ["stats", str(trunc), "--out", str(tmp / "o15")],
+        "tampered header": ["stats", str(tampered), "--out", str(tmp / "o16")],
+        "arch mismatch": ["train", "--data", "digits", "--init", ck, "--arch", "resnet20", "--out", str(tmp / "o17")],
+        "class/channel mismatch": ["eval", ck, "--data", f"imagefolder:{folder}", "--out", str(tmp / "o18")],
+        "no classes": ["eval", ck, "--data", f"imagefolder:{no_classes}", "--out", str(tmp / "o19")],
+        "cifar missing": ["eval", ck, "--data", f"cifar10:{tmp / 'nowhere'}", "--out", str(tmp / "o20")],
+        "cifar channel mismatch": ["eval", ck, "--data", f"cifar10:{cifar}", "--out", str(tmp / "o21")],
+        "out is a file": ["eval", ck, "--data", "digits", "--n-images", "5", "--out", str(a_file)],
+        "bad tau": ["train", "--data", "digits", "--arch", "small_cnn", "--tau", "qx", "--out", str(tmp / "o23")],
+        "bad schedule": ["train", "--data", "digits", "--arch", "small_cnn", "--schedule", "zigzag",
+                         "--out", str(tmp / "o24")],
+        "bad p": ["train", "--data", "digits", "--arch", "small_cnn", "--p", "3", "--out", str(tmp / "o25")],
+        "no arch no init": ["train", "--data", "digits", "--out", str(tmp / "o26")],
+        "import unknown arch": ["import", ck, "--arch", "vgg", "--out", str(tmp / "o27.safetensors")],
+        "import not a pickle": ["import", str(a_file), "--arch", "resnet20", "--out", str(tmp / "o28.safetensors")],
+        "unknown command": ["explode"],
+        "cuda absent": ["eval", ck, "--data", "digits", "--device", "cuda:7", "--out", str(tmp / "o30")],
+        "reproduce missing init": ["reproduce", "--data", "digits", "--init", str(tmp / "no.th"),
+                                   "--out", str(tmp / "o31")],
+    }
+
+
+
+
+@pytest.fixture(scope="module")
+def bad_cases(tmp_path_factory, trained):
+    return _bad_inputs(tmp_path_factory.mktemp("bad"), trained)
+
+
+@pytest.mark.parametrize("case", [
+    "unknown arch", "unknown method", "unknown scope", "unknown dataset", "amount negative", "amount one",
+    "amount text", "negative eps", "text eps", "zero steps", "zero epochs", "negative batch", "missing checkpoint",
+    "empty checkpoint", "truncated checkpoint", "tampered header", "arch mismatch", "class/channel mismatch",
+    "no classes", "cifar missing", "cifar channel mismatch", "out is a file", "bad tau", "bad schedule", "bad p",
+    "no arch no init", "import unknown arch", "import not a pickle", "unknown command", "cuda absent",
+    "reproduce missing init"])
+def test_bad_input_gives_one_line_and_exit_2(bad_cases, case, capsys):
+    import torch
+
+    argv = bad_cases[case]
+    if case == "cuda absent" and torch.cuda.is_available():
+        pytest.skip("a GPU is present")
+    before = {p for p in _outputs(argv)}
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("robprune: error:") and len(err.splitlines()) == 1, err
+    assert "Traceback" not in err
+    for out in _outputs(argv):  # no partial output left behind
+        assert out in before or not out.exists() or out.is_file()
+
+
+def _outputs(argv):
+    from pathlib import Path
+    if "--out" in argv:
+        out = Path(argv[argv.index("--out") + 1])
+        return [out] if out.exists() else []
+    return []
