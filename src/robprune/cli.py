@@ -80,7 +80,9 @@ def _non_negative(text: str) -> float:
 
 
 def parse_eps_list(text: str) -> list[float]:
-    """'1,2,4,8' (units of 1/255) or '8/255,0.05' -> pixel-unit floats."""
+    """'1,2,4,8' (units of 1/255) or '8/255,0.05' -> pixel-unit floats; 'none' -> clean accuracy only."""
+    if text.strip().lower() == "none":
+        return []
     values = []
     for item in text.split(","):
         item = item.strip()
@@ -198,7 +200,8 @@ def build_parser() -> Parser:
     p.add_argument("checkpoint")
     p.add_argument("--data", required=True, help="digits | cifar10:DIR | imagefolder:PATH")
     p.add_argument("--eps", type=parse_eps_list, default=parse_eps_list("1,2,4,8"),
-                   help="comma-separated radii in units of 1/255 (default: 1,2,4,8), or a/b values")
+                   help="comma-separated radii in units of 1/255 (default: 1,2,4,8), or a/b values; "
+                        "'none' for clean accuracy only")
     p.add_argument("--steps", type=_positive_int, default=4, help="PGD steps (default: 4)")
     p.add_argument("--step-scale", type=_non_negative, default=2.5, help="step size = SCALE*eps/steps")
     p.add_argument("--no-random-start", action="store_true")
@@ -333,6 +336,9 @@ def cmd_eval(args) -> None:
     table = table2_markdown({Path(args.checkpoint).name: {"eval": result}})
     write_text_atomic(out / "eval.md", table + "\n")
     print(table)
+    if not args.eps:
+        print(f"clean accuracy only, {n} test images of {args.data}; {result['seconds']:.1f} s; wrote {out}/eval.json")
+        return
     print(f"PGD-{args.steps} (step {args.step_scale}*eps/{args.steps}, "
           f"{'no ' if args.no_random_start else ''}random start) on {n} test images of {args.data}, "
           f"eps {', '.join(eps_label(e) for e in args.eps)}; {result['seconds']:.1f} s; wrote {out}/eval.json")

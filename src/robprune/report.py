@@ -25,7 +25,7 @@ def table2_markdown(rows: dict) -> str:
     """Clean and PGD accuracy (%) per model, with the image count and a 95% Wilson interval."""
     first = next(iter(rows.values()))["eval"]
     eps = [r["eps"] for r in first["robust"]]
-    head = "| model | n | clean | " + " | ".join(f"PGD eps={eps_label(e)}" for e in eps) + " |"
+    head = "| " + " | ".join(["model", "n", "clean"] + [f"PGD eps={eps_label(e)}" for e in eps]) + " |"
     lines = [head, "|---|---:|---:|" + "---:|" * len(eps)]
     for name, row in rows.items():
         ev = row["eval"]
