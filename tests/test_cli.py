@@ -2,6 +2,7 @@ import json
 import struct
 
 import pytest
+import torch
 
 from robprune.cli import main
 
@@ -73,6 +74,29 @@ def test_help_shows_an_example(capsys):
         assert "example:" in capsys.readouterr().out
 
 
+def _with_tensor(src, dst, key, tensor):
+    import safetensors
+    import safetensors.torch
+
+    with safetensors.safe_open(str(src), "pt") as f:
+        meta = f.metadata()
+    tensors = safetensors.torch.load_file(src)
+    tensors[key] = tensor
+    safetensors.torch.save_file(tensors, dst, metadata=meta)
+    return dst
+
+
+def _with_meta(src, dst, **changes):
+    import safetensors
+    import safetensors.torch
+
+    with safetensors.safe_open(str(src), "pt") as f:
+        meta = json.loads(f.metadata()["robprune"])
+    safetensors.torch.save_file(safetensors.torch.load_file(src), dst,
+                                metadata={"robprune": json.dumps({**meta, **changes})})
+    return dst
+
+
 def _bad_inputs(tmp, trained):
     empty = tmp / "empty.safetensors"
     empty.write_bytes(b"")
@@ -87,8 +111,19 @@ def _bad_inputs(tmp, trained):
     (no_classes / "test").mkdir(parents=True)
     cifar = write_cifar_batches(tmp / "cifar")
     folder = write_imagefolder(tmp / "if")
+    unreadable = write_imagefolder(tmp / "unreadable")
+    (unreadable / "test" / "cat" / "zz.png").write_bytes(b"garbage")
+    mixed = write_imagefolder(tmp / "mixed")
+    write_imagefolder(tmp / "big", size=12)
+    (tmp / "big" / "test" / "dog" / "000.png").rename(mixed / "test" / "dog" / "zz.png")
+    bad_mask = _with_tensor(trained, tmp / "badmask.safetensors", "mask.conv1.weight", torch.ones(2, dtype=torch.bool))
+    classes5 = _with_meta(trained, tmp / "classes5.safetensors", num_classes=5)
     ck = str(trained)
     return {
+        "unreadable image": ["eval", ck, "--data", f"imagefolder:{unreadable}", "--out", str(tmp / "o32")],
+        "mixed image sizes": ["eval", ck, "--data", f"imagefolder:{mixed}", "--out", str(tmp / "o33")],
+        "mask wrong shape": ["stats", str(bad_mask), "--out", str(tmp / "o34")],
+        "other class count": ["stats", str(classes5), "--out", str(tmp / "o35")],
         "unknown arch": ["train", "--data", "digits", "--arch", "vgg99", "--out", str(tmp / "o1")],
         "unknown method": ["prune", ck, "--method", "magic", "--amount", "0.5", "--out", str(tmp / "o2")],
         "unknown scope": ["prune", ck, "--method", "cp", "--amount", "0.5", "--scope", "row", "--out", str(tmp / "o3")],
@@ -139,7 +174,7 @@ def bad_cases(tmp_path_factory, trained):
     "empty checkpoint", "truncated checkpoint", "tampered header", "arch mismatch", "class/channel mismatch",
     "no classes", "cifar missing", "cifar channel mismatch", "out is a file", "bad tau", "bad schedule", "bad p",
     "no arch no init", "import unknown arch", "import not a pickle", "unknown command", "cuda absent",
-    "reproduce missing init"])
+    "reproduce missing init", "unreadable image", "mixed image sizes", "mask wrong shape", "other class count"])
 def test_bad_input_gives_one_line_and_exit_2(bad_cases, case, capsys):
     import torch
 

@@ -402,6 +402,12 @@ def cmd_reproduce(args) -> None:
 argv_of_main: list[str] | None = None
 
 
+def _remove_if_empty(folder: Path | None) -> None:
+    """A failed command leaves no empty output folder behind (checkpoints it made are kept)."""
+    if folder is not None and folder.is_dir() and not any(folder.iterdir()):
+        folder.rmdir()
+
+
 def _check_out(args) -> None:
     """Refuse an unusable output path before any work is done (nothing is created here)."""
     out = Path(args.out)
@@ -421,13 +427,17 @@ def main(argv: list[str] | None = None) -> int:
     global argv_of_main
     argv_of_main = argv
     logging.basicConfig(level=logging.INFO, format="%(message)s")
+    created: Path | None = None
     try:
         args = build_parser().parse_args(argv)
         _check_out(args)
+        out = Path(args.out)
+        created = out if args.command != "import" and not out.exists() else None
         COMMANDS[args.command](args)
     except SystemExit as exit_:  # --help and --version
         return int(exit_.code or 0)
     except (UsageError, ValueError, TypeError, OSError, DivergenceError, json.JSONDecodeError) as err:
+        _remove_if_empty(created)
         print(f"robprune: error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
