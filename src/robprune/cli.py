@@ -31,7 +31,8 @@ EXAMPLES = {
              "  robprune train --data digits --init runs/base/model.safetensors --method cp --amount 0.5 "
              "--lam 0.1 --tau q0.9 --epochs 10 --lr 0.01 --out runs/ours",
     "prune": "robprune prune runs/base/model.safetensors --method rp --amount 0.1 --out runs/rp10",
-    "eval": "robprune eval runs/base/model.safetensors --data digits --eps 8,16,32 --steps 10 --out runs/eval",
+    "eval": "robprune eval runs/base/model.safetensors --data digits --eps 8,16,32 --steps 10 --out runs/eval\n"
+            "  robprune eval runs/base/model.safetensors --data digits --eps 8,16 --suite standard --n-images 200",
     "stats": "robprune stats runs/base/model.safetensors runs/ours/model.safetensors --out runs/stats",
     "reproduce": "robprune reproduce --data imagefolder:../shared/data/cifar10-jpeg.tar.gz --arch resnet56 "
                  "--init ../shared/pretrained/resnet56-4bfd9763.th --out runs/repro",
@@ -205,6 +206,14 @@ def build_parser() -> Parser:
     p.add_argument("--steps", type=_positive_int, default=4, help="PGD steps (default: 4)")
     p.add_argument("--step-scale", type=_non_negative, default=2.5, help="step size = SCALE*eps/steps")
     p.add_argument("--no-random-start", action="store_true")
+    p.add_argument("--attack", default="pgd", help="pgd, fgsm, pgd-l2, apgd-ce, apgd-dlr or square (default: pgd; "
+                                                    "--steps is the query budget for square)")
+    p.add_argument("--loss", default="ce", help="loss of pgd/pgd-l2: ce, cw or dlr (default: ce)")
+    p.add_argument("--restarts", type=_positive_int, default=1, help="random restarts of pgd (default: 1)")
+    p.add_argument("--suite", help="run a fixed list of attacks, worst case per point: standard or fast")
+    p.add_argument("--seeds", type=_positive_int, default=1, help="repeat with N seeds; report mean and std")
+    p.add_argument("--no-checks", action="store_true", help="skip the gradient-masking sanity checks")
+    p.add_argument("--check-images", type=_positive_int, default=200, help="images for the sanity checks")
     p.add_argument("--n-images", type=_positive_int, help="first N test images (default: all)")
     p.add_argument("--batch-size", type=_positive_int, default=256)
     p.add_argument("--seed", type=int, default=0)
@@ -310,38 +319,82 @@ def cmd_prune(args) -> None:
 
 
 def cmd_eval(args) -> None:
+    from .attacks import check_loss
+    from .suite import ATTACK_NAMES, SUITES, AttackSpec, repeat_over_seeds, sanity_checks, worst_case
+
     device = _device(args.device)
+    if args.suite is not None and args.suite not in SUITES:
+        raise ValueError(f"unknown suite {args.suite!r}; choose one of {', '.join(SUITES)}")
+    if args.attack not in ATTACK_NAMES:
+        raise ValueError(f"unknown attack {args.attack!r}; choose one of {', '.join(ATTACK_NAMES)}")
+    check_loss(args.loss)
     model, _, meta = load_checkpoint(args.checkpoint)
     data = load_dataset(args.data)
     if meta["num_classes"] != len(data.classes) or meta["in_channels"] != data.in_channels:
         raise ValueError(f"{args.checkpoint} has {meta['num_classes']} classes and {meta['in_channels']} "
                          f"channels; {args.data} has {len(data.classes)} and {data.in_channels}")
     n = len(data.x_test) if args.n_images is None else min(args.n_images, len(data.x_test))
+    x, y = data.x_test[:n], data.y_test[:n]
     model.to(device)
     progress = Progress()
-    done = [0]
+    name = Path(args.checkpoint).name
+    plain_pgd = args.suite is None and args.attack == "pgd" and args.loss == "ce" and args.restarts == 1
+    attacks = SUITES[args.suite] if args.suite else (AttackSpec(args.attack, args.steps, args.loss, args.restarts),)
+    label = (f"suite '{args.suite}' (" + ", ".join(f"{a.name}/{a.steps}" for a in attacks) + "; a point counts as "
+             "robust only if it survives all)") if args.suite else (
+        f"PGD-{args.steps} (step {args.step_scale}*eps/{args.steps}, {'no ' if args.no_random_start else ''}"
+        "random start)" if plain_pgd else f"{args.attack} ({args.steps} steps, loss {args.loss}, "
+        f"{args.restarts} restart(s))")
 
-    def tick(k: int) -> None:
-        done[0] += k
-        progress({"kind": "eval", "name": Path(args.checkpoint).name, "done": done[0], "total": n * len(args.eps)})
+    def one_run(seed: int) -> dict:
+        done = [0]
+
+        def tick(k: int) -> None:
+            done[0] += k
+            progress({"kind": "eval", "name": f"{name} seed {seed}", "done": done[0], "total": n * len(args.eps)})
+
+        if plain_pgd:
+            return evaluate(model, x, y, args.eps, args.steps, batch_size=args.batch_size, step_scale=args.step_scale,
+                            random_start=not args.no_random_start, seed=seed, progress=tick)
+        rows = [worst_case(model, x, y, e, attacks, args.batch_size, seed, tick) for e in args.eps]
+        clean = rows[0]["clean"] if rows else evaluate(model, x, y, [], 1)["clean"]
+        return {"n": n, "clean": clean, "robust": [{"eps": r["eps"], **r["worst_case"], "attacks": r["attacks"]}
+                                                   for r in rows], "attack": {"label": label}}
 
     t0 = time.perf_counter()
-    result = evaluate(model, data.x_test[:n], data.y_test[:n], args.eps, args.steps, batch_size=args.batch_size,
-                      step_scale=args.step_scale, random_start=not args.no_random_start, seed=args.seed,
-                      progress=tick)
+    result = one_run(args.seed)
+    if args.seeds > 1:
+        result["seeds"] = repeat_over_seeds(lambda s: one_run(args.seed + s), args.seeds,
+                                            lambda r: [r["clean"]["accuracy"]] + [e["accuracy"] for e in r["robust"]])
+        result["seeds"].pop("runs")
+    checks = []
+    if not args.no_checks and args.eps:
+        m = min(n, args.check_images)
+        checks = sanity_checks(model, x[:m], y[:m], args.eps, args.steps, args.batch_size)
+    result["sanity_checks"] = checks
     result["seconds"] = time.perf_counter() - t0
     result["checkpoint"] = args.checkpoint
+    table = table2_markdown({name: {"eval": result}})
+    lines = [table]
+    if args.seeds > 1:
+        sd = result["seeds"]
+        lines.append(f"over {args.seeds} seeds (random starts): mean " + ", ".join(f"{100 * v:.2f}" for v in sd["mean"])
+                     + "; std " + ", ".join(f"{100 * v:.2f}" for v in sd["std"]) + " (clean, then each eps)")
+    if checks:
+        lines.append(f"sanity checks on {min(n, args.check_images)} images:")
+        lines += [f"  [{'ok' if c['passed'] else 'FAILED'}] {c['name']}: {c['detail']}" for c in checks]
     out = prepare_out_dir(args.out)
     write_json(out / "eval.json", {**result, "config": _resolved(args)})
-    table = table2_markdown({Path(args.checkpoint).name: {"eval": result}})
-    write_text_atomic(out / "eval.md", table + "\n")
-    print(table)
+    write_text_atomic(out / "eval.md", "\n".join(lines) + "\n")
+    print("\n".join(lines))
+    for c in checks:
+        if not c["passed"]:
+            print(f"robprune: WARNING: sanity check {c['name']} FAILED: {c['detail']}", file=sys.stderr)
     if not args.eps:
         print(f"clean accuracy only, {n} test images of {args.data}; {result['seconds']:.1f} s; wrote {out}/eval.json")
         return
-    print(f"PGD-{args.steps} (step {args.step_scale}*eps/{args.steps}, "
-          f"{'no ' if args.no_random_start else ''}random start) on {n} test images of {args.data}, "
-          f"eps {', '.join(eps_label(e) for e in args.eps)}; {result['seconds']:.1f} s; wrote {out}/eval.json")
+    print(f"{label} on {n} test images of {args.data}, eps {', '.join(eps_label(e) for e in args.eps)}; "
+          f"{result['seconds']:.1f} s; wrote {out}/eval.json")
 
 
 def cmd_stats(args) -> None:

@@ -1,0 +1,132 @@
+import pytest
+import torch
+
+from robprune import create_model, load_dataset, train, TrainConfig
+from robprune.apgd import apgd, apgd_checkpoints
+from robprune.attacks import cw_loss, dlr_loss, pgd, pgd_l2
+from robprune.square import square_attack
+from robprune.suite import AttackSpec, sanity_checks, worst_case
+
+
+@pytest.fixture(scope="module")
+def trained_digits():
+    data = load_dataset("digits")
+    torch.manual_seed(0)
+    mean, std = data.channel_stats()
+    model = create_model("small_cnn", in_channels=1, mean=mean, std=std)
+    train(model, data, TrainConfig(epochs=4, batch_size=64, lr=0.05))
+    return model.eval(), data
+
+
+def test_apgd_checkpoints_match_the_paper():
+    assert apgd_checkpoints(100) == [22, 41, 57, 70, 80, 87, 93, 99]
+
+
+def test_dlr_is_scale_and_shift_invariant_and_cw_sign():
+    torch.manual_seed(0)
+    z, y = torch.randn(6, 10), torch.randint(0, 10, (6,))
+    assert torch.allclose(dlr_loss(3.0 * z + 7.0, y), dlr_loss(z, y), atol=1e-5)
+    assert torch.equal(cw_loss(z, y) > 0, z.argmax(1) != y)
+
+
+@pytest.mark.parametrize("attack", ["apgd-ce", "apgd-dlr", "square", "pgd-cw", "pgd-dlr"])
+def test_linf_attacks_stay_in_ball_and_box(trained_digits, attack):
+    model, data = trained_digits
+    x, y = data.x_test[:40].float() / 255, data.y_test[:40]
+    eps = 16 / 255
+    if attack.startswith("apgd"):
+        x_adv = apgd(model, x, y, eps, steps=10, loss=attack.split("-")[1])
+    elif attack == "square":
+        x_adv = square_attack(model, x, y, eps, queries=50)
+    else:
+        x_adv = pgd(model, x, y, eps, 5, loss=attack.split("-")[1])
+    assert x_adv.min() >= 0 and x_adv.max() <= 1 and (x_adv - x).abs().max() <= eps + 1e-6
+    assert (model(x_adv).argmax(1) == y).sum() <= (model(x).argmax(1) == y).sum()
+
+
+def test_l2_pgd_stays_in_l2_ball(trained_digits):
+    model, data = trained_digits
+    x, y = data.x_test[:20].float() / 255, data.y_test[:20]
+    x_adv = pgd_l2(model, x, y, 0.5, steps=5)
+    assert (x_adv - x).flatten(1).norm(dim=1).max() <= 0.5 + 1e-5 and x_adv.min() >= 0 and x_adv.max() <= 1
+
+
+def test_square_uses_no_gradients(trained_digits):
+    model, data = trained_digits
+
+    class NoBackward(torch.nn.Module):
+        def __init__(self, m):
+            super().__init__()
+            self.m = m
+
+        def forward(self, x):
+            assert not torch.is_grad_enabled(), "square attack must not build a graph"
+            return self.m(x)
+
+    x, y = data.x_test[:10].float() / 255, data.y_test[:10]
+    square_attack(NoBackward(model), x, y, 16 / 255, queries=20)
+
+
+def test_restarts_never_weaken_pgd(trained_digits):
+    model, data = trained_digits
+    x, y = data.x_test[:100].float() / 255, data.y_test[:100]
+    one = (model(pgd(model, x, y, 16 / 255, 5, seed=0)).argmax(1) == y).sum()
+    three = (model(pgd(model, x, y, 16 / 255, 5, seed=0, restarts=3)).argmax(1) == y).sum()
+    assert three <= one
+
+
+def test_worst_case_is_below_every_attack(trained_digits):
+    model, data = trained_digits
+    x, y = data.x_test[:120], data.y_test[:120]
+    attacks = [AttackSpec("apgd-ce", 10), AttackSpec("square", 100)]
+    suite = worst_case(model, x, y, 24 / 255, attacks, batch_size=64)
+    for spec in attacks:
+        alone = worst_case(model, x, y, 24 / 255, [spec], batch_size=64)["worst_case"]["correct"]
+        assert suite["worst_case"]["correct"] <= alone
+    assert suite["worst_case"]["correct"] <= suite["clean"]["correct"]
+
+
+class RoundedInput(torch.nn.Module):
+    """Gradient masking by construction: rounding the input makes every input gradient zero."""
+
+    def __init__(self, m):
+        super().__init__()
+        self.m = m
+
+    def forward(self, x):
+        return self.m(torch.round(x * 4) / 4)
+
+
+def test_sanity_checks_pass_on_a_healthy_model_and_flag_masking(trained_digits):
+    model, data = trained_digits
+    x, y = data.x_test[:100], data.y_test[:100]
+    healthy = {c["name"]: c["passed"] for c in sanity_checks(model, x, y, [8 / 255, 32 / 255], steps=10)}
+    assert healthy["eps0_equals_clean"] and healthy["monotone_in_eps"] and healthy["nonzero_input_gradients"]
+    assert healthy["outputs_are_logits"] and healthy["large_eps_breaks_model"]
+    masked = {c["name"]: c["passed"] for c in sanity_checks(RoundedInput(model).eval(), x, y, [8 / 255, 32 / 255],
+                                                              steps=10)}
+    assert not masked["nonzero_input_gradients"]
+    assert not masked["blackbox_not_stronger"] or not masked["large_eps_breaks_model"]
+
+
+def test_probability_outputs_are_flagged(trained_digits):
+    model, data = trained_digits
+    probs = torch.nn.Sequential(model, torch.nn.Softmax(dim=1)).eval()
+    checks = {c["name"]: c["passed"] for c in sanity_checks(probs, data.x_test[:50], data.y_test[:50], [8 / 255], 5)}
+    assert not checks["outputs_are_logits"]
+
+
+def test_cross_check_against_torchattacks_pgd(trained_digits):
+    torchattacks = pytest.importorskip("torchattacks")
+    model, data = trained_digits
+    x = torch.cat([data.x_test, data.x_train])[:600].float() / 255
+    y = torch.cat([data.y_test, data.y_train])[:600]
+    eps, steps = 16 / 255, 10
+    alpha = 2.5 * eps / steps
+    ours = pgd(model, x, y, eps, steps, step_size=alpha, random_start=False)
+    theirs = torchattacks.PGD(model, eps=eps, alpha=alpha, steps=steps, random_start=False)(x, y)
+    with torch.no_grad():
+        acc_ours = (model(ours).argmax(1) == y).float().mean().item()
+        acc_theirs = (model(theirs).argmax(1) == y).float().mean().item()
+    assert 0.05 < acc_theirs < 0.95  # a regime where the attack strength matters
+    assert abs(acc_ours - acc_theirs) <= 0.005, (acc_ours, acc_theirs)
