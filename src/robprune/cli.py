@@ -17,7 +17,7 @@ from tqdm import tqdm
 from . import __version__
 from .checkpoint import import_checkpoint, load_checkpoint, save_checkpoint
 from .data import load_dataset
-from .evaluation import evaluate
+from .evaluation import evaluate, fixed_subset
 from .io import prepare_out_dir, write_json, write_text_atomic
 from .models import ARCHITECTURES, create_model
 from .pruning import SCOPES, SCORERS, apply_masks, compute_masks, sparsity_report
@@ -214,7 +214,7 @@ def build_parser() -> Parser:
     p.add_argument("--seeds", type=_positive_int, default=1, help="repeat with N seeds; report mean and std")
     p.add_argument("--no-checks", action="store_true", help="skip the gradient-masking sanity checks")
     p.add_argument("--check-images", type=_positive_int, default=200, help="images for the sanity checks")
-    p.add_argument("--n-images", type=_positive_int, help="first N test images (default: all)")
+    p.add_argument("--n-images", type=_positive_int, help="N test images, a fixed random subset (default: all)")
     p.add_argument("--batch-size", type=_positive_int, default=256)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default="runs/eval", help="output folder (default: runs/eval)")
@@ -334,7 +334,7 @@ def cmd_eval(args) -> None:
         raise ValueError(f"{args.checkpoint} has {meta['num_classes']} classes and {meta['in_channels']} "
                          f"channels; {args.data} has {len(data.classes)} and {data.in_channels}")
     n = len(data.x_test) if args.n_images is None else min(args.n_images, len(data.x_test))
-    x, y = data.x_test[:n], data.y_test[:n]
+    x, y = fixed_subset(data.x_test, data.y_test, n)
     model.to(device)
     progress = Progress()
     name = Path(args.checkpoint).name

@@ -16,6 +16,18 @@ def as_float_images(x: torch.Tensor) -> torch.Tensor:
     return x.float().div_(255.0) if x.dtype == torch.uint8 else x.float()
 
 
+def fixed_subset(x: torch.Tensor, y: torch.Tensor, n: int | None, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """``n`` images drawn by a fixed random permutation (all of them, in order, when n is None or >= len).
+
+    Test splits are often sorted by class (ImageFolder), so "the first n
+    images" would be one class only; a seeded permutation gives every class.
+    """
+    if n is None or n >= len(x):
+        return x, y
+    idx = torch.randperm(len(x), generator=torch.Generator().manual_seed(seed))[:n].sort().values
+    return x[idx], y[idx]
+
+
 def wilson_interval(correct: int, n: int, z: float = 1.96) -> tuple[float, float]:
     """95% Wilson score interval for a binomial proportion (Wilson 1927)."""
     if n == 0:

@@ -20,7 +20,7 @@ from torch import nn
 
 from .checkpoint import load_checkpoint, save_checkpoint
 from .data import ImageData
-from .evaluation import evaluate
+from .evaluation import evaluate, fixed_subset
 from .io import write_json
 from .stats import weight_stats
 from .train import TrainConfig, train
@@ -123,7 +123,8 @@ def evaluated(model: nn.Module, model_key, data: ImageData, config: EvalConfig, 
         done[0] += k
         _emit(progress, kind="eval", name=name, done=done[0], total=total)
 
-    result = evaluate(model, data.x_test[:n], data.y_test[:n], eps_list, config.steps,
+    x, y = fixed_subset(data.x_test, data.y_test, n)
+    result = evaluate(model, x, y, eps_list, config.steps,
                       batch_size=config.batch_size, step_scale=config.step_scale,
                       random_start=config.random_start, seed=config.seed, progress=tick)
     for row, eps in zip(result["robust"], config.eps):

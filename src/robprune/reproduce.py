@@ -6,7 +6,7 @@ what is done and an interrupted run continues):
 1. Baseline: the ``--init`` model (or a model trained from scratch when no
    init is given) fine-tuned on the train part of the data.
 2. Eps readings: the paper's baseline row under several readings of its eps
-   unit and of "PGD-4", on the first ``calib_images`` test images.
+   unit and of "PGD-4", on ``calib_images`` test images (a fixed random subset, every class).
 3. CP 50% and RP 10%, fine-tuned from the Baseline.
 4. Ours: CP 50% with the Eq. 4 penalty; lam chosen on a held-out part of the
    train split (never the test split) among ``lam_grid``.
@@ -32,6 +32,7 @@ from .io import prepare_out_dir, write_json, write_text_atomic
 from .models import create_model
 from .report import plot_grid
 from .reproduce_report import render_report
+from .evaluation import fixed_subset
 from .stats import weight_stats
 from .train import TrainConfig
 
@@ -76,6 +77,8 @@ class ReproduceConfig:
     sweep_ratios: tuple[float, ...] = (0.1, 0.2, 0.3, 0.5, 0.7, 0.9)  # Figure 2
     sweep_epochs: int = 1  # fine-tuning epochs after each one-shot sweep pruning
     sweep_images: int = 1000  # test images per sweep evaluation
+    suite: str = "fast"  # worst-case attack suite run on every arm (issue: do the gains survive APGD and Square?)
+    suite_images: int = 500  # test images attacked by the suite
     bound_images: int = 500  # test images for the measured distortion ratio
     train_images: int | None = None  # cap on training images (quick mode)
 
@@ -84,7 +87,7 @@ QUICK = ReproduceConfig(
     arch="resnet20",
     baseline=TrainConfig(epochs=1, batch_size=64, lr=0.01, weight_decay=5e-4),
     finetune=TrainConfig(epochs=1, batch_size=64, lr=0.01, weight_decay=5e-4),
-    lam_grid=(0.01,), holdout=100, search_images=100, calib_images=100, eval_images=200,
+    lam_grid=(0.01,), holdout=100, suite_images=40, search_images=100, calib_images=100, eval_images=200,
     sweep_ratios=(0.1, 0.5, 0.9), sweep_epochs=1, sweep_images=100, bound_images=50, train_images=1000,
 )
 
@@ -187,9 +190,9 @@ def run_reproduce(data_spec: str, init: str | None, out_dir: str | Path, config:
     stats = {name: weight_stats(m) for name, (m, _, _) in arms.items()}
     stage_done("stats", stats)
     shape = tuple(data.x_test.shape[1:])
-    n_bound = min(config.bound_images, len(data.x_test))
+    x_bound, y_bound = fixed_subset(data.x_test, data.y_test, config.bound_images)
     bounds = {name: {"l1": lipschitz_bound(m, shape, "l1"), "spectral": lipschitz_bound(m, shape, "spectral"),
-                     "measured": measured_distortion(m, data.x_test[:n_bound], data.y_test[:n_bound], 8 / 255)}
+                     "measured": measured_distortion(m, x_bound, y_bound, 8 / 255)}
               for name, (m, _, _) in arms.items()}
     stage_done("bounds", bounds)
     for reading in dict.fromkeys(["pixel", best]):
@@ -199,6 +202,10 @@ def run_reproduce(data_spec: str, init: str | None, out_dir: str | Path, config:
                         "stats": stats[name], "train": asdict(ft)}
                  for name, (m, key, ft) in arms.items()}
         stage_done(f"table2-{reading}", table)
+
+    # 5b. Worst case over a suite of stronger attacks (APGD-CE, APGD-DLR, Square), pixel units
+    suite = {name: suite_evaluated(m, key, data, config, out, name, progress) for name, (m, key, _) in arms.items()}
+    stage_done("suite", suite)
 
     # 6. Figure 2 sweep
     sweep = []
@@ -218,6 +225,31 @@ def run_reproduce(data_spec: str, init: str | None, out_dir: str | Path, config:
     state["figure"] = "figure.png"
     stage_done("done", True)
     return state
+
+
+def suite_evaluated(model, model_key, data: ImageData, config: ReproduceConfig, out: Path, name: str,
+                    progress: Progress | None) -> dict:
+    """Worst case over ``config.suite`` at the paper's eps, plus the sanity checks (cached)."""
+    import json
+
+    from .experiment import _emit, _unit_dir
+    from .suite import SUITES, sanity_checks, worst_case
+
+    n = min(config.suite_images, len(data.x_test))
+    unit = _unit_dir(out, f"suite-{name}", {"model": model_key, "suite": config.suite, "n": n})
+    path = unit / "suite.json"
+    if path.is_file():
+        _emit(progress, kind="unit", name=f"suite {name}", status="cached")
+        return json.loads(path.read_text())
+    _emit(progress, kind="unit", name=f"suite {name}", status="start")
+    x, y = fixed_subset(data.x_test, data.y_test, n)
+    rows = [worst_case(model, x, y, e, SUITES[config.suite], config.eval_batch) for e in PAPER_EPS]
+    checks = sanity_checks(model, x[:200], y[:200], list(PAPER_EPS), 4, config.eval_batch)
+    result = {"n": n, "suite": config.suite, "attacks": [a.__dict__ for a in SUITES[config.suite]],
+              "rows": rows, "sanity_checks": checks}
+    write_json(path, result)
+    _emit(progress, kind="unit", name=f"suite {name}", status="done")
+    return result
 
 
 def _paper_distance(ev: dict) -> float:

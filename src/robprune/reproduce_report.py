@@ -72,6 +72,29 @@ def bounds_markdown(bounds: dict, table: dict | None) -> str:
     return "\n".join(lines)
 
 
+def suite_markdown(suite: dict, table: dict | None) -> str:
+    first = next(iter(suite.values()))
+    attacks = ", ".join(f"{a['name']} ({a['steps']})" for a in first["attacks"])
+    lines = [f"Attacks: {attacks}; a point is robust only if it survives all of them. {first['n']} test images (fixed random subset). "
+             "PGD-4 column: the Table 2 attack on the same images is not recomputed here; it is the full-split "
+             "number from Table 2 for reference.", "",
+             "| model | clean | " + " | ".join(f"eps {i}/255 worst case (PGD-4 full split)" for i in (1, 2, 4, 8))
+             + " | failed sanity checks |", "|---|---:|" + "---:|" * 4 + "---|"]
+    for name, s in suite.items():
+        pgd_row = table[name]["eval"]["robust"] if table and name in table else None
+        cells = [f"{pct(r['worst_case']['accuracy'])}" + (f" ({pct(pgd_row[i]['accuracy'])})" if pgd_row else "")
+                 for i, r in enumerate(s["rows"])]
+        failed = [c["name"] for c in s["sanity_checks"] if not c["passed"]]
+        lines.append(f"| {name} | {pct(s['rows'][0]['clean']['accuracy'])} | " + " | ".join(cells) + " | "
+                     + (", ".join(failed) or "none") + " |")
+    details = []
+    for name, s in suite.items():
+        for c in s["sanity_checks"]:
+            if not c["passed"]:
+                details.append(f"- {name}: **{c['name']} FAILED**: {c['detail']}")
+    return "\n".join(lines + ([""] + details if details else []))
+
+
 def _claims(table: dict, stats: dict) -> list[str]:
     rows = {n: _acc_row(r["eval"]) for n, r in table.items()}
     ci = {n: [r["eval"]["clean"]["ci95"]] + [x["ci95"] for x in r["eval"]["robust"]] for n, r in table.items()}
@@ -154,6 +177,11 @@ def render_report(state: dict) -> str:
                   bounds_markdown(st["bounds"], table)]
     else:
         parts += ["## Eq. 3", PENDING]
+    if "suite" in st:
+        parts += [f"## Stronger attacks: worst case over the '{next(iter(st['suite'].values()))['suite']}' suite "
+                  "(pixel units)", suite_markdown(st["suite"], st.get("table2-pixel"))]
+    else:
+        parts += ["## Stronger attacks", PENDING]
     parts += ["## Figure 2: CP vs RP by pruning ratio",
               (sweep_markdown(st["sweep"]) + "\n\n![figure](figure.png)") if "sweep" in st else PENDING]
     parts.append("## The paper's claims, here")
