@@ -210,6 +210,9 @@ def build_parser() -> Parser:
                                                     "--steps is the query budget for square)")
     p.add_argument("--loss", default="ce", help="loss of pgd/pgd-l2: ce, cw or dlr (default: ce)")
     p.add_argument("--restarts", type=_positive_int, default=1, help="random restarts of pgd (default: 1)")
+    p.add_argument("--fast", action="store_true", help="attack a BatchNorm-folded channels_last copy (pgd)")
+    p.add_argument("--precision", default="fp32", help="attack precision for pgd: fp32, bf16 (CPU/GPU), fp16 (GPU); "
+                                                        "adversarial examples are always checked in fp32")
     p.add_argument("--suite", help="run a fixed list of attacks, worst case per point: standard or fast")
     p.add_argument("--seeds", type=_positive_int, default=1, help="repeat with N seeds; report mean and std")
     p.add_argument("--no-checks", action="store_true", help="skip the gradient-masking sanity checks")
@@ -318,6 +321,10 @@ def cmd_prune(args) -> None:
     print(f"wrote {out}/model.safetensors")
 
 
+def plain_pgd_requested(args) -> bool:
+    return args.suite is None and args.attack == "pgd" and args.loss == "ce" and args.restarts == 1
+
+
 def cmd_eval(args) -> None:
     from .attacks import check_loss
     from .suite import ATTACK_NAMES, SUITES, AttackSpec, repeat_over_seeds, sanity_checks, worst_case
@@ -328,6 +335,11 @@ def cmd_eval(args) -> None:
     if args.attack not in ATTACK_NAMES:
         raise ValueError(f"unknown attack {args.attack!r}; choose one of {', '.join(ATTACK_NAMES)}")
     check_loss(args.loss)
+    from .fast import PRECISIONS
+    if args.precision not in PRECISIONS:
+        raise ValueError(f"unknown precision {args.precision!r}; choose one of {', '.join(PRECISIONS)}")
+    if not plain_pgd_requested(args) and (args.fast or args.precision != "fp32"):
+        raise ValueError("--fast and --precision apply to plain PGD only (no --suite, --loss or --restarts)")
     model, _, meta = load_checkpoint(args.checkpoint)
     data = load_dataset(args.data)
     if meta["num_classes"] != len(data.classes) or meta["in_channels"] != data.in_channels:
@@ -338,12 +350,13 @@ def cmd_eval(args) -> None:
     model.to(device)
     progress = Progress()
     name = Path(args.checkpoint).name
-    plain_pgd = args.suite is None and args.attack == "pgd" and args.loss == "ce" and args.restarts == 1
+    plain_pgd = plain_pgd_requested(args)
     attacks = SUITES[args.suite] if args.suite else (AttackSpec(args.attack, args.steps, args.loss, args.restarts),)
     label = (f"suite '{args.suite}' (" + ", ".join(f"{a.name}/{a.steps}" for a in attacks) + "; a point counts as "
              "robust only if it survives all)") if args.suite else (
         f"PGD-{args.steps} (step {args.step_scale}*eps/{args.steps}, {'no ' if args.no_random_start else ''}"
-        "random start)" if plain_pgd else f"{args.attack} ({args.steps} steps, loss {args.loss}, "
+        f"random start; {'BN-folded channels_last ' if args.fast or args.precision != 'fp32' else ''}"
+        f"{args.precision} attack, checked in fp32)" if plain_pgd else f"{args.attack} ({args.steps} steps, loss {args.loss}, "
         f"{args.restarts} restart(s))")
 
     def one_run(seed: int) -> dict:
@@ -355,7 +368,8 @@ def cmd_eval(args) -> None:
 
         if plain_pgd:
             return evaluate(model, x, y, args.eps, args.steps, batch_size=args.batch_size, step_scale=args.step_scale,
-                            random_start=not args.no_random_start, seed=seed, progress=tick)
+                            random_start=not args.no_random_start, seed=seed, progress=tick, fast=args.fast,
+                            precision=args.precision)
         rows = [worst_case(model, x, y, e, attacks, args.batch_size, seed, tick) for e in args.eps]
         clean = rows[0]["clean"] if rows else evaluate(model, x, y, [], 1)["clean"]
         return {"n": n, "clean": clean, "robust": [{"eps": r["eps"], **r["worst_case"], "attacks": r["attacks"]}

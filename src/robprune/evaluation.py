@@ -64,6 +64,8 @@ def evaluate(
     random_start: bool = True,
     seed: int = 0,
     progress: Callable[[int], None] | None = None,
+    fast: bool = False,
+    precision: str = "fp32",
 ) -> dict:
     """Clean accuracy and accuracy under L-inf PGD for each eps (pixel units).
 
@@ -71,7 +73,14 @@ def evaluate(
     point already counts as an error). The PGD step size is
     ``step_scale * eps / steps``. ``progress`` is called with the number of
     images finished after every batch of every eps.
+
+    ``fast`` attacks a BatchNorm-folded, channels_last copy of the model;
+    ``precision`` ("bf16", or "fp16" on a GPU) runs the attack's passes under
+    autocast. Either way the adversarial examples are then classified by the
+    original model in fp32, so a reduced-precision attack can only be weaker,
+    never report a robustness that fp32 would not confirm.
     """
+    from .fast import attack_model, autocast_context
     if len(x) != len(y):
         raise ValueError(f"x has {len(x)} images but y has {len(y)} labels")
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
@@ -81,18 +90,23 @@ def evaluate(
     device = next(model.parameters()).device
     y = y.long()
     clean_ok = predict(model, x, batch_size) == y.cpu()
+    reduced = precision != "fp32"
+    attacker = attack_model(model) if fast or reduced else model
+    memory_format = torch.channels_last if attacker is not model else torch.contiguous_format
     robust = []
     for i, eps in enumerate(eps_list):
         correct = 0
         for start in range(0, len(x), batch_size):
             ok = clean_ok[start : start + batch_size]
             if ok.any():
-                xb = as_float_images(x[start : start + batch_size][ok].to(device))
+                xb = as_float_images(x[start : start + batch_size][ok].to(device)).contiguous(
+                    memory_format=memory_format)
                 yb = y[start : start + batch_size][ok].to(device)
                 step = [step_scale * e / steps for e in eps] if isinstance(eps, (list, tuple)) \
                     else step_scale * eps / steps
-                x_adv = pgd(model, xb, yb, eps, steps, step_size=step,
-                            random_start=random_start, seed=seed + 7919 * i + start)
+                with autocast_context(torch.device(device), precision):
+                    x_adv = pgd(attacker, xb, yb, eps, steps, step_size=step,
+                                random_start=random_start, seed=seed + 7919 * i + start)
                 with torch.no_grad(), frozen(model):
                     correct += int((model(x_adv).argmax(1) == yb).sum())
             if progress is not None:
@@ -103,5 +117,7 @@ def evaluate(
         "clean": _summary(int(clean_ok.sum()), len(x)),
         "robust": robust,
         "attack": {"name": "pgd-linf", "steps": steps, "step_scale": step_scale,
-                   "random_start": random_start, "seed": seed},
+                   "random_start": random_start, "seed": seed,
+                   "path": f"{'folded-bn channels_last ' if attacker is not model else ''}{precision} attack, "
+                           "fp32 check"},
     }
