@@ -37,21 +37,6 @@ def interleaved_medians(fns: dict, repeats: int = 3, sync=None) -> dict[str, flo
     return {name: statistics.median(t) for name, t in times.items()}
 
 
-def median_time(fn, repeats: int = 3, sync=None) -> float:
-    """Median wall time of ``fn()`` over ``repeats`` runs (after one warm-up run)."""
-    fn()
-    times = []
-    for _ in range(repeats):
-        if sync:
-            sync()
-        t0 = time.perf_counter()
-        fn()
-        if sync:
-            sync()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
-
-
 def model_and_images(arch: str, n: int, device: torch.device):
     """The community ResNet-56 and CIFAR-10 (JPEG) test images when ../shared has them, else random ones."""
     from robprune import create_model, import_checkpoint, load_dataset

@@ -235,6 +235,8 @@ def build_parser() -> Parser:
     p.add_argument("--epochs", type=_positive_int, help="fine-tuning epochs of every arm (overrides the default)")
     p.add_argument("--baseline-epochs", type=_positive_int, help="fine-tuning epochs of the baseline")
     p.add_argument("--eval-images", type=_positive_int, help="test images for Table 2 (default: all)")
+    p.add_argument("--report-only", action="store_true",
+                   help="only rewrite report.md (and figure.png) from OUT/results.json; computes nothing")
     p.add_argument("--out", default="runs/reproduce", help="output folder (default: runs/reproduce)")
 
     p = command("import", "Convert a pytorch_resnet_cifar10 checkpoint to robprune's safetensors format.")
@@ -435,6 +437,12 @@ def cmd_import(args) -> None:
 
 def cmd_reproduce(args) -> None:
     from .reproduce import QUICK, ReproduceConfig, run_reproduce
+
+    if args.report_only:
+        from .reproduce import rewrite_report
+
+        print(rewrite_report(Path(args.out)))
+        return
 
     device = _device(args.device)
     config = QUICK if args.quick else ReproduceConfig()

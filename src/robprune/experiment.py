@@ -173,6 +173,3 @@ def _emit(progress: Progress | None, **event) -> None:
     if progress is not None:
         progress(event)
 
-
-def device_of(model: nn.Module) -> torch.device:
-    return next(model.parameters()).device

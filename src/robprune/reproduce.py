@@ -144,7 +144,8 @@ def run_reproduce(data_spec: str, init: str | None, out_dir: str | Path, config:
         state["stages"][name] = value
         state["elapsed_s"] = time.time() - t0 + state.get("elapsed_before_s", 0.0)
         write_json(out / "results.json", state)
-        write_text_atomic(out / "report.md", render_report(state))
+        runs_log = (out / "runs.log").read_text() if (out / "runs.log").is_file() else ""
+        write_text_atomic(out / "report.md", render_report(state, runs_log))
         if on_stage is not None:
             on_stage({"stage": name})
 
@@ -260,3 +261,22 @@ def _paper_distance(ev: dict) -> float:
 
 def _config_dict(config: ReproduceConfig) -> dict:
     return asdict(config)
+
+
+def rewrite_report(out: Path) -> str:
+    """Re-render report.md (and the figure, from whatever stages exist) from ``out/results.json``."""
+    import json
+
+    path = out / "results.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} does not exist; run reproduce first")
+    state = json.loads(path.read_text())
+    runs_log = (out / "runs.log").read_text() if (out / "runs.log").is_file() else ""
+    text = render_report(state, runs_log)
+    write_text_atomic(out / "report.md", text)
+    st = state["stages"]
+    table = next((st[k] for k in st if k.startswith("table2-") and k != "table2-pixel"), st.get("table2-pixel"))
+    if table:
+        plot_grid({"rows": table, "sweep": st.get("sweep", [])}, out / "figure.png",
+                  f"{state['config']['arch']} on CIFAR-10 (JPEG)")
+    return text

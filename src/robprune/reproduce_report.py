@@ -130,13 +130,14 @@ def _claims(table: dict, stats: dict) -> list[str]:
     return out
 
 
-def render_report(state: dict) -> str:
+def render_report(state: dict, runs_log: str = "") -> str:
     st = state["stages"]
     cfg = state["config"]
     parts = [
         f"# Reproduction: {cfg['arch']} on {state['data']} (CIFAR-10 (JPEG) when run on the shared archive)",
-        "Produced by `robprune reproduce` (command and wall time in `runs.log` beside this report and below). "
-        "Every number here is read from `results.json`, written by the same run.",
+        "Produced by `robprune reproduce`; every number here is read from `results.json`, written by the same "
+        "run. Invocations (from `runs.log`; a rerun continues from the cached units):",
+        "```text\n" + (runs_log.strip() or "(no runs.log)") + "\n```",
         f"Device: {state['device']}. Wall time of the last invocation: {state.get('elapsed_s', 0) / 60:.1f} min. "
         f"Init: `{state['init']}`.",
         f"Fine-tuning: Baseline {cfg['baseline']['epochs']} epochs from the init; every arm "
