@@ -25,6 +25,8 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=4)
     ap.add_argument("--eps", type=float, default=8.0, help="in units of 1/255")
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--acc-eps", default="1,2,4,8", help="eps (x/255) at which fp32 and bf16 accuracy are compared")
+    ap.add_argument("--acc-images", type=int, default=1000, help="images for the accuracy comparison")
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = ap.parse_args()
     device = torch.device(args.device)
@@ -72,16 +74,20 @@ def main() -> None:
         print("torchattacks is not installed (make install adds it); its comparison is skipped")
     results = interleaved_medians(paths, args.repeats, sync)
 
-    # Robust accuracy of the bf16 path against fp32, both checked by the fp32 model.
+    # Robust accuracy of the bf16 path against fp32 on the same images, both checked by the fp32 model.
+    _, xa, ya, _ = model_and_images(args.arch, args.acc_images, device)
     acc = {}
-    for precision in ("fp32", "bf16"):
-        correct = 0
-        for xb, yb in batches:
-            with autocast_context(device, precision):
-                x_adv = pgd(fast, xb, yb, eps, k, random_start=False)
-            with torch.no_grad():
-                correct += int((model(x_adv.contiguous()).argmax(1) == yb).sum())
-        acc[precision] = 100 * correct / len(x)
+    for e in [float(v) for v in args.acc_eps.split(",")]:
+        for precision in ("fp32", "bf16"):
+            correct = 0
+            for i in range(0, len(xa), args.batch):
+                xb = xa[i:i + args.batch].contiguous(memory_format=torch.channels_last)
+                yb = ya[i:i + args.batch]
+                with autocast_context(device, precision):
+                    x_adv = pgd(fast, xb, yb, e / 255, k, random_start=False)
+                with torch.no_grad():
+                    correct += int((model(x_adv.contiguous()).argmax(1) == yb).sum())
+            acc[(e, precision)] = 100 * correct / len(xa)
 
     print(f"machine: {machine()}")
     print(f"workload: PGD-{k}, eps {args.eps:g}/255, {len(x)} images, batch {args.batch}, {source}; "
@@ -97,8 +103,11 @@ def main() -> None:
               f"{t['torchattacks PGD'] / t['ours fp32 (folded, channels_last)']:.2f}   (target >= 1.5)")
         print(f"  ours bf16 / torchattacks               "
               f"{t['torchattacks PGD'] / t['ours bf16 (folded, channels_last)']:.2f}   (target >= 2.5)")
-    print(f"  robust accuracy fp32 {acc['fp32']:.2f}%, bf16 {acc['bf16']:.2f}%, "
-          f"difference {abs(acc['fp32'] - acc['bf16']):.2f} points (target <= 0.5)")
+    print(f"robust accuracy of the bf16 attack against fp32 (PGD-{k}, {len(xa)} images, both checked in fp32):")
+    for e in sorted({e for e, _ in acc}):
+        diff = abs(acc[(e, 'fp32')] - acc[(e, 'bf16')])
+        print(f"  eps {e:g}/255: fp32 {acc[(e, 'fp32')]:.2f}%, bf16 {acc[(e, 'bf16')]:.2f}%, "
+              f"difference {diff:.2f} points (target <= 0.5)")
 
 
 if __name__ == "__main__":
