@@ -118,8 +118,18 @@ def _bad_inputs(tmp, trained):
     (tmp / "big" / "test" / "dog" / "000.png").rename(mixed / "test" / "dog" / "zz.png")
     bad_mask = _with_tensor(trained, tmp / "badmask.safetensors", "mask.conv1.weight", torch.ones(2, dtype=torch.bool))
     classes5 = _with_meta(trained, tmp / "classes5.safetensors", num_classes=5)
+    bad_cifar = write_cifar_batches(tmp / "badcifar")
+    import pickle
+    import numpy as np
+    with open(bad_cifar / "data_batch_3", "wb") as f:
+        pickle.dump({b"data": np.zeros((4, 1000), dtype=np.uint8), b"labels": [0, 1, 2, 3]}, f)
     ck = str(trained)
     return {
+        "unknown attack": ["eval", ck, "--data", "digits", "--attack", "deepfool", "--out", str(tmp / "o36")],
+        "unknown loss": ["eval", ck, "--data", "digits", "--loss", "hinge", "--out", str(tmp / "o37")],
+        "unknown suite": ["eval", ck, "--data", "digits", "--suite", "ultimate", "--out", str(tmp / "o38")],
+        "cifar wrong shape": ["eval", ck, "--data", f"cifar10:{bad_cifar}", "--out", str(tmp / "o39")],
+        "bad precision": ["eval", ck, "--data", "digits", "--precision", "int4", "--out", str(tmp / "o40")],
         "unreadable image": ["eval", ck, "--data", f"imagefolder:{unreadable}", "--out", str(tmp / "o32")],
         "mixed image sizes": ["eval", ck, "--data", f"imagefolder:{mixed}", "--out", str(tmp / "o33")],
         "mask wrong shape": ["stats", str(bad_mask), "--out", str(tmp / "o34")],
@@ -174,7 +184,8 @@ def bad_cases(tmp_path_factory, trained):
     "empty checkpoint", "truncated checkpoint", "tampered header", "arch mismatch", "class/channel mismatch",
     "no classes", "cifar missing", "cifar channel mismatch", "out is a file", "bad tau", "bad schedule", "bad p",
     "no arch no init", "import unknown arch", "import not a pickle", "unknown command", "cuda absent",
-    "reproduce missing init", "unreadable image", "mixed image sizes", "mask wrong shape", "other class count"])
+    "reproduce missing init", "unreadable image", "mixed image sizes", "mask wrong shape", "other class count",
+    "unknown attack", "unknown loss", "unknown suite", "cifar wrong shape", "bad precision"])
 def test_bad_input_gives_one_line_and_exit_2(bad_cases, case, capsys):
     import torch
 

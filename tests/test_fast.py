@@ -44,3 +44,16 @@ def test_fast_and_bf16_paths_agree_with_fp32():
         assert abs(a["correct"] - b["correct"]) <= 1
         assert abs(a["correct"] - c["correct"]) <= 4  # bf16 gradients: signs may differ on a few pixels
     assert "bf16" in bf16["attack"]["path"] and "fp32 check" in bf16["attack"]["path"]
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_gpu_path_agrees_with_cpu():
+    model = _with_bn_statistics(create_model("resnet20"))
+    x, y = torch.rand(64, 3, 32, 32), torch.randint(0, 10, (64,))
+    cpu = evaluate(model, x, y, [2 / 255], steps=3, random_start=False)
+    gpu_model = model.to("cuda")
+    for precision in ("fp32", "fp16", "bf16"):
+        gpu = evaluate(gpu_model, x.cuda(), y.cuda(), [2 / 255], steps=3, random_start=False, fast=True,
+                       precision=precision)
+        assert gpu["clean"]["correct"] == cpu["clean"]["correct"]
+        assert abs(gpu["robust"][0]["correct"] - cpu["robust"][0]["correct"]) <= 3

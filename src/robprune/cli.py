@@ -211,6 +211,7 @@ def build_parser() -> Parser:
     p.add_argument("--loss", default="ce", help="loss of pgd/pgd-l2: ce, cw or dlr (default: ce)")
     p.add_argument("--restarts", type=_positive_int, default=1, help="random restarts of pgd (default: 1)")
     p.add_argument("--fast", action="store_true", help="attack a BatchNorm-folded channels_last copy (pgd)")
+    p.add_argument("--compile", action="store_true", help="torch.compile the attack model (GPU; implies --fast)")
     p.add_argument("--precision", default="fp32", help="attack precision for pgd: fp32, bf16 (CPU/GPU), fp16 (GPU); "
                                                         "adversarial examples are always checked in fp32")
     p.add_argument("--suite", help="run a fixed list of attacks, worst case per point: standard or fast")
@@ -340,8 +341,8 @@ def cmd_eval(args) -> None:
     from .fast import PRECISIONS
     if args.precision not in PRECISIONS:
         raise ValueError(f"unknown precision {args.precision!r}; choose one of {', '.join(PRECISIONS)}")
-    if not plain_pgd_requested(args) and (args.fast or args.precision != "fp32"):
-        raise ValueError("--fast and --precision apply to plain PGD only (no --suite, --loss or --restarts)")
+    if not plain_pgd_requested(args) and (args.fast or args.compile or args.precision != "fp32"):
+        raise ValueError("--fast, --compile and --precision apply to plain PGD only (no --suite, --loss or --restarts)")
     model, _, meta = load_checkpoint(args.checkpoint)
     data = load_dataset(args.data)
     if meta["num_classes"] != len(data.classes) or meta["in_channels"] != data.in_channels:
@@ -357,7 +358,8 @@ def cmd_eval(args) -> None:
     label = (f"suite '{args.suite}' (" + ", ".join(f"{a.name}/{a.steps}" for a in attacks) + "; a point counts as "
              "robust only if it survives all)") if args.suite else (
         f"PGD-{args.steps} (step {args.step_scale}*eps/{args.steps}, {'no ' if args.no_random_start else ''}"
-        f"random start; {'BN-folded channels_last ' if args.fast or args.precision != 'fp32' else ''}"
+        f"random start; {'BN-folded channels_last ' if args.fast or args.compile or args.precision != 'fp32' else ''}"
+        f"{'compiled ' if args.compile else ''}"
         f"{args.precision} attack, checked in fp32)" if plain_pgd else f"{args.attack} ({args.steps} steps, loss {args.loss}, "
         f"{args.restarts} restart(s))")
 
@@ -371,7 +373,7 @@ def cmd_eval(args) -> None:
         if plain_pgd:
             return evaluate(model, x, y, args.eps, args.steps, batch_size=args.batch_size, step_scale=args.step_scale,
                             random_start=not args.no_random_start, seed=seed, progress=tick, fast=args.fast,
-                            precision=args.precision)
+                            precision=args.precision, compile=args.compile)
         rows = [worst_case(model, x, y, e, attacks, args.batch_size, seed, tick) for e in args.eps]
         clean = rows[0]["clean"] if rows else evaluate(model, x, y, [], 1)["clean"]
         return {"n": n, "clean": clean, "robust": [{"eps": r["eps"], **r["worst_case"], "attacks": r["attacks"]}

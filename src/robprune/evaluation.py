@@ -66,6 +66,7 @@ def evaluate(
     progress: Callable[[int], None] | None = None,
     fast: bool = False,
     precision: str = "fp32",
+    compile: bool = False,
 ) -> dict:
     """Clean accuracy and accuracy under L-inf PGD for each eps (pixel units).
 
@@ -78,7 +79,8 @@ def evaluate(
     ``precision`` ("bf16", or "fp16" on a GPU) runs the attack's passes under
     autocast. Either way the adversarial examples are then classified by the
     original model in fp32, so a reduced-precision attack can only be weaker,
-    never report a robustness that fp32 would not confirm.
+    never report a robustness that fp32 would not confirm. ``compile`` adds
+    ``torch.compile`` to that copy (for GPUs).
     """
     from .fast import attack_model, autocast_context
     if len(x) != len(y):
@@ -91,7 +93,7 @@ def evaluate(
     y = y.long()
     clean_ok = predict(model, x, batch_size) == y.cpu()
     reduced = precision != "fp32"
-    attacker = attack_model(model) if fast or reduced else model
+    attacker = attack_model(model, compile=compile) if fast or reduced or compile else model
     memory_format = torch.channels_last if attacker is not model else torch.contiguous_format
     robust = []
     for i, eps in enumerate(eps_list):

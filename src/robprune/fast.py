@@ -41,12 +41,18 @@ def fold_batchnorm(model: nn.Module) -> nn.Module:
     return folded.eval()
 
 
-def attack_model(model: nn.Module, channels_last: bool = True) -> nn.Module:
-    """The model to differentiate through during an attack: BN folded, optionally channels_last."""
+def attack_model(model: nn.Module, channels_last: bool = True, compile: bool = False) -> nn.Module:
+    """The model to differentiate through during an attack: BN folded, optionally channels_last.
+
+    ``compile`` wraps it in ``torch.compile`` (worth it on a GPU for long attacks; the first
+    call pays the compilation).
+    """
     fast = fold_batchnorm(model)
     for p in fast.parameters():
         p.requires_grad_(False)
-    return fast.to(memory_format=torch.channels_last) if channels_last else fast
+    if channels_last:
+        fast = fast.to(memory_format=torch.channels_last)
+    return torch.compile(fast) if compile else fast
 
 
 def autocast_context(device: torch.device, precision: str):
