@@ -258,13 +258,11 @@ def cmd_demo(args) -> None:
 
     device = _device(args.device)
     t0 = time.perf_counter()
-    result = run_demo(args.out, device, Progress())
+    run_demo(args.out, device, Progress())
     write_json(Path(args.out) / "config.json", _resolved(args))
-    report = (Path(args.out) / "report.md").read_text()
-    print(report)
+    print((Path(args.out) / "report.md").read_text())
     print(f"demo finished in {time.perf_counter() - t0:.1f} s on {device}; "
           f"wrote {args.out}/report.md, results.json, demo.png")
-    del result
 
 
 def cmd_train(args) -> None:
@@ -463,7 +461,7 @@ def cmd_reproduce(args) -> None:
     if args.init and not Path(args.init).is_file():
         raise FileNotFoundError(f"checkpoint {args.init} does not exist")
     out = prepare_out_dir(args.out)
-    command = "robprune " + " ".join(sys.argv[1:]) if argv_of_main is None else "robprune " + " ".join(argv_of_main)
+    command = "robprune " + " ".join(args.argv)
     started = time.strftime("%Y-%m-%d %H:%M:%S")
     t0 = time.perf_counter()
     with open(out / "runs.log", "a") as log:
@@ -474,9 +472,6 @@ def cmd_reproduce(args) -> None:
     write_json(out / "config.json", {**_resolved(args), "reproduce_config": state["config"]})
     print((out / "report.md").read_text())
     print(f"wrote {out}/report.md, results.json, figure.png")
-
-
-argv_of_main: list[str] | None = None
 
 
 def _remove_if_empty(folder: Path | None) -> None:
@@ -501,12 +496,11 @@ COMMANDS = {"reproduce": cmd_reproduce, "demo": cmd_demo, "train": cmd_train, "p
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``robprune`` command; returns the exit code."""
-    global argv_of_main
-    argv_of_main = argv
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     created: Path | None = None
     try:
         args = build_parser().parse_args(argv)
+        args.argv = list(sys.argv[1:] if argv is None else argv)  # recorded with the results
         _check_out(args)
         out = Path(args.out)
         created = out if args.command != "import" and not out.exists() else None

@@ -14,7 +14,7 @@ import torch
 
 from .checkpoint import load_checkpoint, save_checkpoint
 from .data import load_digits
-from .experiment import Arm, EvalConfig, GridConfig, Progress, _emit, config_hash, config_key, run_grid
+from .experiment import Arm, EvalConfig, GridConfig, Progress, emit, config_hash, config_key, run_grid
 from .io import prepare_out_dir, write_json, write_text_atomic
 from .models import create_model
 from .report import grid_markdown, plot_grid
@@ -49,11 +49,11 @@ def run_demo(out_dir: str | Path, device: str | torch.device = "cpu", progress: 
     base_key = {"data": data.name, "arch": "small_cnn", "train": config_key(BASELINE), "mean": mean, "std": std}
     base_path = out / "units" / f"baseline-{config_hash(base_key)}" / "model.safetensors"
     if base_path.is_file():
-        _emit(progress, kind="unit", name="Baseline training", status="cached")
+        emit(progress, kind="unit", name="Baseline training", status="cached")
         base, _, _ = load_checkpoint(base_path)
         base = base.to(device)
     else:
-        _emit(progress, kind="unit", name="Baseline training", status="start")
+        emit(progress, kind="unit", name="Baseline training", status="start")
         torch.manual_seed(BASELINE.seed)
         base = create_model("small_cnn", num_classes=10, in_channels=1, mean=mean, std=std).to(device)
         result = train(base, data, BASELINE, out_dir=base_path.parent, resume=True, progress=progress)

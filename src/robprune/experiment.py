@@ -80,7 +80,7 @@ def config_hash(obj) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:10]
 
 
-def _unit_dir(out_dir: Path, name: str, key) -> Path:
+def unit_dir(out_dir: Path, name: str, key) -> Path:
     safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
     return out_dir / "units" / f"{safe}-{config_hash(key)}"
 
@@ -88,32 +88,32 @@ def _unit_dir(out_dir: Path, name: str, key) -> Path:
 def finetuned(base: nn.Module, base_key, data: ImageData, config: TrainConfig, out_dir: Path, name: str,
               progress: Progress | None = None) -> tuple[nn.Module, dict]:
     """``base`` fine-tuned with ``config`` (cached); returns (model, masks)."""
-    unit = _unit_dir(out_dir, name, {"base": base_key, "train": config_key(config)})
+    unit = unit_dir(out_dir, name, {"base": base_key, "train": config_key(config)})
     final = unit / "model.safetensors"
     if final.is_file():
-        _emit(progress, kind="unit", name=name, status="cached")
+        emit(progress, kind="unit", name=name, status="cached")
         model, masks, _ = load_checkpoint(final)
         return model.to(next(base.parameters()).device), masks
-    _emit(progress, kind="unit", name=name, status="start")
+    emit(progress, kind="unit", name=name, status="start")
     model = copy.deepcopy(base)
     result = train(model, data, config, out_dir=unit, resume=True, progress=progress,
                    meta={"unit": name})
     save_checkpoint(final, model, result["masks"], {"unit": name, "config": asdict(config),
                                                      "tau_resolved": result["tau_resolved"],
                                                      "history": result["history"]})
-    _emit(progress, kind="unit", name=name, status="done")
+    emit(progress, kind="unit", name=name, status="done")
     return model, result["masks"]
 
 
 def evaluated(model: nn.Module, model_key, data: ImageData, config: EvalConfig, out_dir: Path, name: str,
               progress: Progress | None = None) -> dict:
     """Clean and PGD accuracy of ``model`` on the test split under ``config`` (cached)."""
-    unit = _unit_dir(out_dir, f"eval-{name}", {"model": model_key, "eval": config_key(config)})
+    unit = unit_dir(out_dir, f"eval-{name}", {"model": model_key, "eval": config_key(config)})
     path = unit / "eval.json"
     if path.is_file():
-        _emit(progress, kind="unit", name=f"eval {name}", status="cached")
+        emit(progress, kind="unit", name=f"eval {name}", status="cached")
         return json.loads(path.read_text())
-    _emit(progress, kind="unit", name=f"eval {name}", status="start")
+    emit(progress, kind="unit", name=f"eval {name}", status="start")
     n = len(data.x_test) if config.n_images is None else min(config.n_images, len(data.x_test))
     eps_list = [list(e * s for s in config.eps_scale) if config.eps_scale else e for e in config.eps]
     total = n * len(eps_list)
@@ -121,7 +121,7 @@ def evaluated(model: nn.Module, model_key, data: ImageData, config: EvalConfig, 
 
     def tick(k: int) -> None:
         done[0] += k
-        _emit(progress, kind="eval", name=name, done=done[0], total=total)
+        emit(progress, kind="eval", name=name, done=done[0], total=total)
 
     x, y = fixed_subset(data.x_test, data.y_test, n)
     result = evaluate(model, x, y, eps_list, config.steps,
@@ -131,7 +131,7 @@ def evaluated(model: nn.Module, model_key, data: ImageData, config: EvalConfig, 
         row["eps"] = eps  # report the nominal (pixel) eps, the per-channel values are in the config
     result["config"] = asdict(config)
     write_json(path, result)
-    _emit(progress, kind="unit", name=f"eval {name}", status="done")
+    emit(progress, kind="unit", name=f"eval {name}", status="done")
     return result
 
 
@@ -169,7 +169,7 @@ def _config_dict(config: GridConfig) -> dict:
     return d
 
 
-def _emit(progress: Progress | None, **event) -> None:
+def emit(progress: Progress | None, **event) -> None:
     if progress is not None:
         progress(event)
 

@@ -233,23 +233,23 @@ def suite_evaluated(model, model_key, data: ImageData, config: ReproduceConfig, 
     """Worst case over ``config.suite`` at the paper's eps, plus the sanity checks (cached)."""
     import json
 
-    from .experiment import _emit, _unit_dir
+    from .experiment import emit, unit_dir
     from .suite import SUITES, sanity_checks, worst_case
 
     n = min(config.suite_images, len(data.x_test))
-    unit = _unit_dir(out, f"suite-{name}", {"model": model_key, "suite": config.suite, "n": n})
+    unit = unit_dir(out, f"suite-{name}", {"model": model_key, "suite": config.suite, "n": n})
     path = unit / "suite.json"
     if path.is_file():
-        _emit(progress, kind="unit", name=f"suite {name}", status="cached")
+        emit(progress, kind="unit", name=f"suite {name}", status="cached")
         return json.loads(path.read_text())
-    _emit(progress, kind="unit", name=f"suite {name}", status="start")
+    emit(progress, kind="unit", name=f"suite {name}", status="start")
     x, y = fixed_subset(data.x_test, data.y_test, n)
     rows = [worst_case(model, x, y, e, SUITES[config.suite], config.eval_batch) for e in PAPER_EPS]
     checks = sanity_checks(model, x[:200], y[:200], list(PAPER_EPS), 4, config.eval_batch)
     result = {"n": n, "suite": config.suite, "attacks": [a.__dict__ for a in SUITES[config.suite]],
               "rows": rows, "sanity_checks": checks}
     write_json(path, result)
-    _emit(progress, kind="unit", name=f"suite {name}", status="done")
+    emit(progress, kind="unit", name=f"suite {name}", status="done")
     return result
 
 
