@@ -67,7 +67,7 @@ def plot_grid(result: dict, path: str | Path, title: str) -> Path:
         xs = [0.0] + [r["eps"] * 255 for r in ev["robust"]]
         ys = [100 * ev["clean"]["accuracy"]] + [100 * r["accuracy"] for r in ev["robust"]]
         ax_eps.plot(xs, ys, marker="o", label=name)
-    ax_eps.set(xlabel="L-inf eps (x/255; 0 = clean)", ylabel="accuracy (%)", title="Accuracy under PGD")
+    ax_eps.set(xlabel="L-inf eps (x/255; 0 = clean)", ylabel="accuracy (%)", title="Accuracy under attack")
     ax_eps.legend()
     ax_eps.grid(alpha=0.3)
 

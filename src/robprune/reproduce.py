@@ -275,8 +275,10 @@ def rewrite_report(out: Path) -> str:
     text = render_report(state, runs_log)
     write_text_atomic(out / "report.md", text)
     st = state["stages"]
-    table = next((st[k] for k in st if k.startswith("table2-") and k != "table2-pixel"), st.get("table2-pixel"))
-    if table:
-        plot_grid({"rows": table, "sweep": st.get("sweep", [])}, out / "figure.png",
-                  f"{state['config']['arch']} on CIFAR-10 (JPEG)")
+    key = next((k for k in st if k.startswith("table2-") and k != "table2-pixel"), "table2-pixel")
+    if key in st:
+        reading = key.removeprefix("table2-")
+        desc = st["readings"][reading]["reading"]["description"] if "readings" in st else reading
+        plot_grid({"rows": st[key], "sweep": st.get("sweep", [])}, out / "figure.png",
+                  f"{state['config']['arch']} on CIFAR-10 (JPEG); attack reading '{reading}': {desc}")
     return text
