@@ -15,7 +15,7 @@ import math
 import torch
 from torch import nn
 
-from .attacks import check_eps, check_loss, frozen, loss_and_gradient
+from .attacks import check_eps, check_loss, check_steps, frozen, loss_and_gradient
 
 
 def apgd_checkpoints(steps: int) -> list[int]:
@@ -40,8 +40,7 @@ def apgd(
     """L-inf APGD on ``loss`` (ce or dlr); returns a misclassified point where one was found, else the best."""
     check_eps(eps)
     check_loss(loss)
-    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
-        raise ValueError(f"steps must be an integer >= 1, got {steps!r}")
+    check_steps(steps)
     lower, upper = (x - eps).clamp_min(0.0), (x + eps).clamp_max(1.0)
 
     def project(z: torch.Tensor) -> torch.Tensor:

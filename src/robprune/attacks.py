@@ -84,6 +84,13 @@ def dlr_loss(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
 LOSSES = {"ce": ce_loss, "cw": cw_loss, "dlr": dlr_loss}
 
 
+def check_steps(steps: int) -> int:
+    """Validate an iteration count: an integer >= 1."""
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+        raise ValueError(f"steps must be an integer >= 1, got {steps!r}")
+    return steps
+
+
 def check_loss(loss: str) -> str:
     if loss not in LOSSES:
         raise ValueError(f"unknown attack loss {loss!r}; choose one of {', '.join(LOSSES)}")
@@ -135,8 +142,7 @@ def pgd(
     """
     check_eps(eps)
     check_loss(loss)
-    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
-        raise ValueError(f"steps must be an integer >= 1, got {steps!r}")
+    check_steps(steps)
     if isinstance(restarts, bool) or not isinstance(restarts, int) or restarts < 1:
         raise ValueError(f"restarts must be an integer >= 1, got {restarts!r}")
     if restarts > 1:
@@ -196,8 +202,7 @@ def pgd_l2(
     """L2 PGD (Madry et al. 2018): steps along the L2-normalised gradient, projected onto ||x_adv - x||_2 <= eps and [0, 1]."""
     check_eps(eps)
     check_loss(loss)
-    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
-        raise ValueError(f"steps must be an integer >= 1, got {steps!r}")
+    check_steps(steps)
     alpha = 2.5 * eps / steps if step_size is None else step_size
 
     def project(x_adv: torch.Tensor) -> torch.Tensor:
