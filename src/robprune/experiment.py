@@ -160,13 +160,7 @@ def run_grid(base: nn.Module, base_key, data: ImageData, config: GridConfig, out
             key = {"base": base_key, "train": config_key(ft)}
             result = evaluated(model, key, data, config.evaluation, out, name, progress)
             sweep.append({"method": method, "ratio": ratio, "eval": result})
-    return {"rows": rows, "sweep": sweep, "config": _config_dict(config)}
-
-
-def _config_dict(config: GridConfig) -> dict:
-    d = asdict(config)
-    d["finetune"] = asdict(config.finetune)
-    return d
+    return {"rows": rows, "sweep": sweep, "config": asdict(config)}
 
 
 def emit(progress: Progress | None, **event) -> None:

@@ -136,7 +136,7 @@ def run_reproduce(data_spec: str, init: str | None, out_dir: str | Path, config:
     init_model, init_key = _load_init(init, config.arch, data)
     init_model.to(device)
     std = tuple(float(s) for s in init_model.normalize.std.flatten())
-    state: dict = {"config": _config_dict(config), "data": data_spec, "init": init, "device": str(device),
+    state: dict = {"config": asdict(config), "data": data_spec, "init": init, "device": str(device),
                    "stages": {}}
     base_key = {**init_key, "data": data_spec, "holdout": config.holdout, "train_images": config.train_images}
 
@@ -257,10 +257,6 @@ def _paper_distance(ev: dict) -> float:
     """Mean absolute difference (points) from the paper's Baseline PGD row."""
     paper = (44.16, 36.08, 23.75, 15.73)
     return sum(abs(100 * r["accuracy"] - p) for r, p in zip(ev["robust"], paper)) / len(paper)
-
-
-def _config_dict(config: ReproduceConfig) -> dict:
-    return asdict(config)
 
 
 def rewrite_report(out: Path) -> str:

@@ -5,7 +5,6 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 import numpy as np
-import torch
 from torch import nn
 
 from .pruning import prunable_parameters
@@ -55,7 +54,3 @@ def layer_stats_markdown(stats: dict) -> str:
                      f"{s['l1']:.2f} | {100 * s['sparsity']:.1f}% |")
     return "\n".join(lines)
 
-
-def count_nonzero(model: nn.Module) -> int:
-    """Non-zero prunable weights."""
-    return int(sum(torch.count_nonzero(w) for w in prunable_parameters(model).values()))

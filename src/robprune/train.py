@@ -13,7 +13,7 @@ import json
 import math
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
@@ -221,7 +221,3 @@ def _config_diff(saved: dict | None, new: dict) -> str:
     diff = [f"{k}: {saved.get(k)!r} -> {v!r}" for k, v in new.items() if saved.get(k) != v]
     return ", ".join(diff) or "unknown difference"
 
-
-def finetune_config(base: TrainConfig, **changes) -> TrainConfig:
-    """A copy of ``base`` with ``changes`` applied and validated."""
-    return replace(base, **changes).validate()
