@@ -130,3 +130,25 @@ def test_cross_check_against_torchattacks_pgd(trained_digits):
         acc_theirs = (model(theirs).argmax(1) == y).float().mean().item()
     assert 0.05 < acc_theirs < 0.95  # a regime where the attack strength matters
     assert abs(acc_ours - acc_theirs) <= 0.005, (acc_ours, acc_theirs)
+
+
+def test_apgd_attacks_only_unfooled_images_and_that_changes_no_result(trained_digits):
+    model, data = trained_digits
+    x, y = data.x_test[:30].float() / 255, data.y_test[:30]
+    sizes = []
+
+    class Recorder(torch.nn.Module):
+        def __init__(self, m):
+            super().__init__()
+            self.m = m
+
+        def forward(self, z):
+            sizes.append(len(z))
+            return self.m(z)
+
+    eps = 24 / 255
+    both = apgd(Recorder(model), x, y, eps, steps=20, seed=3)
+    assert sizes[0] == 30 and min(sizes) < 30  # images fooled early drop out of later steps
+    # The first 20 images get the same random start either way; the 10 extra ones must not change their result.
+    alone = apgd(model, x[:20], y[:20], eps, steps=20, seed=3)
+    assert torch.allclose(both[:20], alone, atol=1e-6)

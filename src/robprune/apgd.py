@@ -43,13 +43,11 @@ def apgd(
     check_steps(steps)
     lower, upper = (x - eps).clamp_min(0.0), (x + eps).clamp_max(1.0)
 
-    def project(z: torch.Tensor) -> torch.Tensor:
-        return torch.minimum(torch.maximum(z, lower), upper)
-
     view = (-1,) + (1,) * (x.dim() - 1)
     g = torch.Generator(device=x.device).manual_seed(seed)
     with frozen(model):
-        x_cur = project(x + eps * torch.empty_like(x).uniform_(-1.0, 1.0, generator=g))
+        start = x + eps * torch.empty_like(x).uniform_(-1.0, 1.0, generator=g)
+        x_cur = torch.minimum(torch.maximum(start, lower), upper)
         loss_cur, grad, logits = loss_and_gradient(model, x_cur, y, loss)
         x_out = x_cur.clone()  # first misclassified point found, else the best-loss point
         fooled = logits.argmax(1) != y
@@ -60,16 +58,25 @@ def apgd(
         last_ckpt, increases = 0, torch.zeros(len(x), device=x.device)
         eta_at_ckpt, best_at_ckpt = eta.clone(), loss_best.clone()
         for k in range(steps):
-            z = project(x_cur + eta.view(view) * grad.sign())
-            x_next = z if k == 0 else project(x_cur + alpha * (z - x_cur) + (1 - alpha) * (x_cur - x_prev))
-            loss_next, grad_next, logits = loss_and_gradient(model, x_next, y, loss)
-            newly = (logits.argmax(1) != y) & ~fooled
-            x_out[newly] = x_next[newly]
-            fooled |= newly
-            increases += (loss_next > loss_cur).float()
-            better = loss_next > loss_best
-            x_best[better], loss_best[better], grad_best[better] = x_next[better], loss_next[better], grad_next[better]
-            x_prev, x_cur, loss_cur, grad = x_cur, x_next, loss_next, grad_next
+            # Only images not yet misclassified are attacked further: their result is fixed (x_out), and in an
+            # eval-mode model each image's trajectory does not depend on the others, so this changes nothing
+            # but the cost (at large eps most images fall in the first steps).
+            a = (~fooled).nonzero().squeeze(1)
+            if len(a) == 0:
+                break
+            xa, lo, hi = x_cur[a], lower[a], upper[a]
+            z = torch.minimum(torch.maximum(xa + eta[a].view(view) * grad[a].sign(), lo), hi)
+            if k > 0:
+                z = torch.minimum(torch.maximum(xa + alpha * (z - xa) + (1 - alpha) * (xa - x_prev[a]), lo), hi)
+            loss_next, grad_next, logits = loss_and_gradient(model, z, y[a], loss)
+            newly = logits.argmax(1) != y[a]
+            x_out[a[newly]] = z[newly]
+            fooled[a[newly]] = True
+            increases[a] += (loss_next > loss_cur[a]).float()
+            better = loss_next > loss_best[a]
+            b = a[better]
+            x_best[b], loss_best[b], grad_best[b] = z[better], loss_next[better], grad_next[better]
+            x_prev[a], x_cur[a], loss_cur[a], grad[a] = xa, z, loss_next, grad_next
             if k + 1 in checkpoints:
                 stalled = increases < rho * (k + 1 - last_ckpt)
                 unchanged = (eta == eta_at_ckpt) & (loss_best == best_at_ckpt)

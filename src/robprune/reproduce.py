@@ -77,7 +77,7 @@ class ReproduceConfig:
     sweep_ratios: tuple[float, ...] = (0.1, 0.2, 0.3, 0.5, 0.7, 0.9)  # Figure 2
     sweep_epochs: int = 1  # fine-tuning epochs after each one-shot sweep pruning
     sweep_images: int = 1000  # test images per sweep evaluation
-    suite: str = "fast"  # worst-case attack suite run on every arm (issue: do the gains survive APGD and Square?)
+    suite: str = "standard"  # worst-case attack suite run on every arm (issue: do the gains survive APGD and Square?)
     suite_images: int = 500  # test images attacked by the suite
     bound_images: int = 500  # test images for the measured distortion ratio
     train_images: int | None = None  # cap on training images (quick mode)
@@ -87,7 +87,7 @@ QUICK = ReproduceConfig(
     arch="resnet20",
     baseline=TrainConfig(epochs=1, batch_size=64, lr=0.01, weight_decay=5e-4),
     finetune=TrainConfig(epochs=1, batch_size=64, lr=0.01, weight_decay=5e-4),
-    lam_grid=(0.01,), holdout=100, suite_images=40, search_images=100, calib_images=100, eval_images=200,
+    lam_grid=(0.01,), holdout=100, suite="fast", suite_images=40, search_images=100, calib_images=100, eval_images=200,
     sweep_ratios=(0.1, 0.5, 0.9), sweep_epochs=1, sweep_images=100, bound_images=50, train_images=1000,
 )
 
