@@ -21,9 +21,36 @@ def test_quick_reproduce_runs_caches_and_reports(tmp_path, capsys):
     bounds = results["stages"]["bounds"]
     for b in bounds.values():  # the measured ratio can never exceed a valid Lipschitz bound
         assert b["measured"]["max"] <= 10 ** b["spectral"]["log10_bound"] <= 10 ** b["l1"]["log10_bound"]
-    assert (tmp_path / "r" / "figure.png").is_file()
+    suite = results["stages"]["suite"]
+    assert all(set(s["reference"]) >= {"pixel"} and s["reference"]["pixel"]["n"] == s["n"] for s in suite.values())
+    assert "Stronger attacks" in report and "worst case of the suite" in report
+    readings = {s["reading"] for s in results["stages"]["sweep"]}
+    assert "pixel" in readings and len(results["stages"]["sweep"]) == 3 * 2 * len(readings)
+    assert results["figures"] and all((tmp_path / "r" / f).is_file() for f in results["figures"])
+    assert all(f"]({f})" in report for f in results["figures"])
     capsys.readouterr()
     # a rerun recomputes nothing: every unit is cached
     assert main(argv) == 0
     err = capsys.readouterr().err
     assert "[start]" not in err and "[cached]" in err
+
+
+def _acc(a: float) -> dict:
+    return {"accuracy": a, "correct": round(a * 100), "n": 100, "ci95": [a, a]}
+
+
+def _suite_entry(weak: list[float], worst: list[float]) -> dict:
+    eps = [1 / 255, 8 / 255]
+    return {"n": 100, "reference": {"pixel": {"robust": [_acc(w) for w in weak]}},
+            "rows": [{"eps": e, "worst_case": _acc(w)} for e, w in zip(eps, worst)]}
+
+
+def test_masking_verdict_tells_surviving_from_vanishing_gains():
+    from robprune.reproduce_report import masking_verdict
+
+    suite = {"CP": _suite_entry([0.40, 0.02], [0.30, 0.00]),
+             "RP": _suite_entry([0.35, 0.10], [0.25, 0.00]),  # gain at 8/255 under PGD, none in the worst case
+             "Ours": _suite_entry([0.45, 0.03], [0.33, 0.00])}  # gain at 1/255 survives, at 8/255 gone
+    rp, ours = masking_verdict(suite)
+    assert "eps 8/255: +8.00 -> +0.00" in rp and "survives at no eps and is gone at 8/255" in rp
+    assert "survives at 1/255 and is gone at 8/255" in ours

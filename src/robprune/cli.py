@@ -471,7 +471,7 @@ def cmd_reproduce(args) -> None:
         log.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} finished in {time.perf_counter() - t0:.0f} s\n")
     write_json(out / "config.json", {**_resolved(args), "reproduce_config": state["config"]})
     print((out / "report.md").read_text())
-    print(f"wrote {out}/report.md, results.json, figure.png")
+    print(f"wrote {out}/report.md, results.json and the figures")
 
 
 def _remove_if_empty(folder: Path | None) -> None:

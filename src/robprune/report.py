@@ -48,17 +48,21 @@ def sweep_markdown(sweep: list[dict]) -> str:
     if not sweep:
         return "(no sweep)"
     eps = [r["eps"] for r in sweep[0]["eval"]["robust"]]
-    lines = ["| method | ratio | clean | " + " | ".join(f"eps={eps_label(e)}" for e in eps) + " |",
-             "|---|---:|---:|" + "---:|" * len(eps)]
-    for s in sweep:
+    readings = "reading" in sweep[0]  # reproduce evaluates each sweep model under several attack readings
+    lines = ["| method | ratio | " + ("attack reading | " if readings else "") + "n | clean | "
+             + " | ".join(f"eps={eps_label(e)}" for e in eps) + " |",
+             "|---|---:|" + ("---|" if readings else "") + "---:|---:|" + "---:|" * len(eps)]
+    for s in sorted(sweep, key=lambda s: (s.get("reading", ""), s["method"], s["ratio"])):
         ev = s["eval"]
-        lines.append(f"| {s['method'].upper()} | {s['ratio']:.2f} | {pct(ev['clean']['accuracy'])} | "
+        lines.append(f"| {s['method'].upper()} | {s['ratio']:.2f} | " + (f"{s['reading']} | " if readings else "")
+                     + f"{ev['n']} | {pct(ev['clean']['accuracy'])} | "
                      + " | ".join(pct(r["accuracy"]) for r in ev["robust"]) + " |")
     return "\n".join(lines)
 
 
-def plot_grid(result: dict, path: str | Path, title: str) -> Path:
-    """Three panels: accuracy vs eps per model, weight quantiles per model, CP-vs-RP sweep."""
+def plot_grid(result: dict, path: str | Path, title: str, attack: str = "PGD") -> Path:
+    """Three panels: accuracy vs eps per model, weight quantiles per model, CP-vs-RP sweep (``attack`` names
+    the attack in the labels)."""
     rows, sweep = result["rows"], result["sweep"]
     fig = Figure(figsize=(15, 4.6), layout="constrained")
     ax_eps, ax_w, ax_sw = fig.subplots(1, 3)
@@ -67,7 +71,7 @@ def plot_grid(result: dict, path: str | Path, title: str) -> Path:
         xs = [0.0] + [r["eps"] * 255 for r in ev["robust"]]
         ys = [100 * ev["clean"]["accuracy"]] + [100 * r["accuracy"] for r in ev["robust"]]
         ax_eps.plot(xs, ys, marker="o", label=name)
-    ax_eps.set(xlabel="L-inf eps (x/255; 0 = clean)", ylabel="accuracy (%)", title="Accuracy under attack")
+    ax_eps.set(xlabel="L-inf eps (x/255; 0 = clean)", ylabel="accuracy (%)", title=f"Accuracy under {attack}")
     ax_eps.legend()
     ax_eps.grid(alpha=0.3)
 
@@ -91,7 +95,7 @@ def plot_grid(result: dict, path: str | Path, title: str) -> Path:
             ax_sw.plot(ratios, [100 * e["clean"]["accuracy"] for _, e in pts], "-o", color=color,
                        label=f"{method.upper()} clean")
             ax_sw.plot(ratios, [100 * e["robust"][eps_idx]["accuracy"] for _, e in pts], "--s",
-                       color=color, label=f"{method.upper()} PGD {eps_label(eps)}")
+                       color=color, label=f"{method.upper()} {attack} {eps_label(eps)}")
         ax_sw.set(xlabel="pruning ratio (%)", ylabel="accuracy (%)", title="CP vs RP by pruning ratio")
         ax_sw.legend(fontsize=8)
         ax_sw.grid(alpha=0.3)

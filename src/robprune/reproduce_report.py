@@ -72,27 +72,65 @@ def bounds_markdown(bounds: dict, table: dict | None) -> str:
     return "\n".join(lines)
 
 
-def suite_markdown(suite: dict, table: dict | None) -> str:
+def suite_markdown(suite: dict) -> str:
+    """Per model and eps: the Table 2 attacks and the suite's attacks, one after the other, on the same images."""
     first = next(iter(suite.values()))
-    attacks = ", ".join(f"{a['name']} ({a['steps']})" for a in first["attacks"])
-    lines = [f"Attacks: {attacks}; a point is robust only if it survives all of them. {first['n']} test images (fixed random subset). "
-             "PGD-4 column: the Table 2 attack on the same images is not recomputed here; it is the full-split "
-             "number from Table 2 for reference.", "",
-             "| model | clean | " + " | ".join(f"eps {i}/255 worst case (PGD-4 full split)" for i in (1, 2, 4, 8))
-             + " | failed sanity checks |", "|---|---:|" + "---:|" * 4 + "---|"]
+    attacks = [a["name"] for a in first["attacks"]]
+    refs = list(first.get("reference", {}))
+    names = ", ".join(f"{a['name']} ({a['steps']})" for a in first["attacks"])
+    lines = [f"Attacks: {names}, each run only on "
+             f"the points still robust, so each column is the accuracy after that attack and all before it; a "
+             f"point counts as robust only if it survives all of them. Reference columns: the Table 2 attacks "
+             f"({', '.join(refs) or 'none'}) on the same {first['n']} test images (a fixed random subset). "
+             "Accuracy in % [95% Wilson interval].", "",
+             "| model | eps | clean | " + " | ".join(f"{r} (reference)" for r in refs) + " | "
+             + " | ".join(f"after {a}" for a in attacks) + " |",
+             "|---|---|---:|" + "---:|" * (len(refs) + len(attacks))]
     for name, s in suite.items():
-        pgd_row = table[name]["eval"]["robust"] if table and name in table else None
-        cells = [f"{pct(r['worst_case']['accuracy'])}" + (f" ({pct(pgd_row[i]['accuracy'])})" if pgd_row else "")
-                 for i, r in enumerate(s["rows"])]
-        failed = [c["name"] for c in s["sanity_checks"] if not c["passed"]]
-        lines.append(f"| {name} | {pct(s['rows'][0]['clean']['accuracy'])} | " + " | ".join(cells) + " | "
-                     + (", ".join(failed) or "none") + " |")
-    details = []
+        for i, row in enumerate(s["rows"]):
+            ref_cells = [_ci(s["reference"][r]["robust"][i]) for r in refs]
+            cells = [_ci(row["attacks"][a]["robust_after"]) for a in attacks]
+            lines.append(f"| {name} | {eps_label(row['eps'])} | {pct(row['clean']['accuracy'])} | "
+                         + " | ".join(ref_cells + cells) + " |")
+    lines += ["", "Sanity checks (the first 200 of these images at most; PGD-4 in pixel units, Square 300 queries):", ""]
     for name, s in suite.items():
-        for c in s["sanity_checks"]:
-            if not c["passed"]:
-                details.append(f"- {name}: **{c['name']} FAILED**: {c['detail']}")
-    return "\n".join(lines + ([""] + details if details else []))
+        failed = [c for c in s["sanity_checks"] if not c["passed"]]
+        lines.append(f"- {name}: " + ("all " + str(len(s["sanity_checks"])) + " passed" if not failed else
+                                      "; ".join(f"**{c['name']} FAILED**: {c['detail']}" for c in failed)))
+    return "\n".join(lines)
+
+
+def _ci(s: dict) -> str:
+    return f"{pct(s['accuracy'])} [{pct(s['ci95'][0])}, {pct(s['ci95'][1])}]"
+
+
+def masking_verdict(suite: dict) -> list[str]:
+    """Do RP's and Ours' gains over CP under the Table 2 attacks survive the worst case of the suite?"""
+    if not all(k in suite for k in ("CP", "RP", "Ours")):
+        return ["the verdict needs CP, RP and Ours"]
+    refs = list(suite["CP"].get("reference", {}))
+    out = []
+    for arm in ("RP", "Ours"):
+        for r in refs:
+            parts, kept, lost = [], [], []
+            for i, row in enumerate(suite[arm]["rows"]):
+                weak = 100 * (suite[arm]["reference"][r]["robust"][i]["accuracy"]
+                              - suite["CP"]["reference"][r]["robust"][i]["accuracy"])
+                strong = 100 * (row["worst_case"]["accuracy"] - suite["CP"]["rows"][i]["worst_case"]["accuracy"])
+                label = eps_label(row["eps"])
+                parts.append(f"eps {label}: {weak:+.2f} -> {strong:+.2f}")
+                if weak > 0:
+                    (kept if strong > 0 else lost).append(label)
+            gained = kept + lost
+            summary = ("no gain over CP under this attack to test" if not gained else
+                       f"the gain survives at {', '.join(kept) or 'no eps'}"
+                       + (f" and is gone at {', '.join(lost)}" if lost else ""))
+            failed = [c["name"] for c in suite[arm].get("sanity_checks", []) if not c["passed"]]
+            if failed and kept:
+                summary += (f"; but {arm} failed the sanity check(s) {', '.join(failed)}, so a surviving gain may come "
+                            "from a model that ignores its input rather than from robustness")
+            out.append(f"{arm} - CP in points, {r} -> worst case of the suite ({'; '.join(parts)}): {summary}.")
+    return out
 
 
 def _claims(table: dict, stats: dict) -> list[str]:
@@ -184,12 +222,18 @@ def render_report(state: dict, runs_log: str = "") -> str:
     else:
         parts += ["## Eq. 3", PENDING]
     if "suite" in st:
+        verdict = masking_verdict(st["suite"]) if all("reference" in v for v in st["suite"].values()) else []
         parts += [f"## Stronger attacks: worst case over the '{next(iter(st['suite'].values()))['suite']}' suite "
-                  "(pixel units)", suite_markdown(st["suite"], st.get("table2-pixel"))]
+                  "(pixel units)", suite_markdown(st["suite"]),
+                  "Gains over CP, first under the Table 2 attack, then under the suite's worst case (same images; "
+                  "differences of a few points are within the intervals at this image count):",
+                  "\n".join(f"- {v}" for v in verdict) or PENDING]
     else:
         parts += ["## Stronger attacks", PENDING]
-    parts += ["## Figure 2: CP vs RP by pruning ratio",
-              (sweep_markdown(st["sweep"]) + "\n\n![figure](figure.png)") if "sweep" in st else PENDING]
+    figures = "\n\n".join(f"![{f}]({f})" for f in state.get("figures", []))
+    parts += ["## Figure 2: CP vs RP by pruning ratio (one-shot pruning, then "
+              f"{cfg['sweep_epochs']} fine-tuning epoch(s))",
+              (sweep_markdown(st["sweep"]) + ("\n\n" + figures if figures else "")) if "sweep" in st else PENDING]
     parts.append("## The paper's claims, here")
     for reading in dict.fromkeys(["pixel", best or "pixel"]):
         key = f"table2-{reading}"
