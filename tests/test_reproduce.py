@@ -51,6 +51,7 @@ def test_masking_verdict_tells_surviving_from_vanishing_gains():
     suite = {"CP": _suite_entry([0.40, 0.02], [0.30, 0.00]),
              "RP": _suite_entry([0.35, 0.10], [0.25, 0.00]),  # gain at 8/255 under PGD, none in the worst case
              "Ours": _suite_entry([0.45, 0.03], [0.33, 0.00])}  # gain at 1/255 survives, at 8/255 gone
-    rp, ours = masking_verdict(suite)
-    assert "eps 8/255: +8.00 -> +0.00" in rp and "survives at no eps and is gone at 8/255" in rp
-    assert "survives at 1/255 and is gone at 8/255" in ours
+    rp, ours, overstated = masking_verdict(suite)
+    assert "eps 8/255: +8.00 -> +0.00" in rp and "the gain is gone at 8/255." in rp
+    assert "survives clearly at 1/255; is gone at 8/255" in ours
+    assert "RP 10.00, 10.00" in overstated and "CP 10.00, 2.00" in overstated

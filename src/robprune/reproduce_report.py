@@ -105,31 +105,44 @@ def _ci(s: dict) -> str:
 
 
 def masking_verdict(suite: dict) -> list[str]:
-    """Do RP's and Ours' gains over CP under the Table 2 attacks survive the worst case of the suite?"""
+    """Do RP's and Ours' gains over CP under the Table 2 attacks survive the worst case of the suite?
+
+    A gain survives at an eps when it is positive under the Table 2 attack and still positive in the
+    worst case; it is called clear there only when the two models' 95% intervals do not overlap.
+    """
     if not all(k in suite for k in ("CP", "RP", "Ours")):
         return ["the verdict needs CP, RP and Ours"]
     refs = list(suite["CP"].get("reference", {}))
     out = []
     for arm in ("RP", "Ours"):
         for r in refs:
-            parts, kept, lost = [], [], []
+            parts, clear, noise, lost = [], [], [], []
             for i, row in enumerate(suite[arm]["rows"]):
                 weak = 100 * (suite[arm]["reference"][r]["robust"][i]["accuracy"]
                               - suite["CP"]["reference"][r]["robust"][i]["accuracy"])
-                strong = 100 * (row["worst_case"]["accuracy"] - suite["CP"]["rows"][i]["worst_case"]["accuracy"])
+                a, c = row["worst_case"], suite["CP"]["rows"][i]["worst_case"]
+                strong = 100 * (a["accuracy"] - c["accuracy"])
                 label = eps_label(row["eps"])
                 parts.append(f"eps {label}: {weak:+.2f} -> {strong:+.2f}")
-                if weak > 0:
-                    (kept if strong > 0 else lost).append(label)
-            gained = kept + lost
-            summary = ("no gain over CP under this attack to test" if not gained else
-                       f"the gain survives at {', '.join(kept) or 'no eps'}"
-                       + (f" and is gone at {', '.join(lost)}" if lost else ""))
+                if weak > 0 and strong <= 0:
+                    lost.append(label)
+                elif weak > 0:
+                    (clear if a["ci95"][0] > c["ci95"][1] else noise).append(label)
+            found = [f"survives clearly at {', '.join(clear)}"] if clear else []
+            found += [f"survives within noise (intervals overlap) at {', '.join(noise)}"] if noise else []
+            found += [f"is gone at {', '.join(lost)}"] if lost else []
+            summary = "; ".join(found) or "no gain over CP under this attack to test"
             failed = [c["name"] for c in suite[arm].get("sanity_checks", []) if not c["passed"]]
-            if failed and kept:
+            if failed and (clear or noise):
                 summary += (f"; but {arm} failed the sanity check(s) {', '.join(failed)}, so a surviving gain may come "
                             "from a model that ignores its input rather than from robustness")
-            out.append(f"{arm} - CP in points, {r} -> worst case of the suite ({'; '.join(parts)}): {summary}.")
+            out.append(f"{arm} - CP in points, {r} -> worst case of the suite ({'; '.join(parts)}): the gain {summary}.")
+    for r in refs:
+        drops = {name: [100 * (s["reference"][r]["robust"][i]["accuracy"] - row["worst_case"]["accuracy"])
+                        for i, row in enumerate(s["rows"])] for name, s in suite.items()}
+        out.append(f"How much {r} overstates each model (points above the worst case, eps "
+                   f"{', '.join(eps_label(row['eps']) for row in suite['CP']['rows'])}): "
+                   + "; ".join(f"{name} {', '.join(f'{d:.2f}' for d in v)}" for name, v in drops.items()) + ".")
     return out
 
 
