@@ -85,17 +85,18 @@ def plot_grid(result: dict, path: str | Path, title: str, attack: str = "PGD") -
     ax_w.grid(alpha=0.3, axis="y")
 
     if sweep:
-        eps_idx = len(sweep[0]["eval"]["robust"]) // 2
-        eps = sweep[0]["eval"]["robust"][eps_idx]["eps"]
+        robust = sweep[0]["eval"]["robust"]
+        shown = list(dict.fromkeys([0, len(robust) // 2]))  # smallest and middle eps: one is rarely all ~0
         for method, color in (("cp", "tab:blue"), ("rp", "tab:red")):
-            pts = sorted((s["ratio"], s["eval"]) for s in sweep if s["method"] == method)
+            pts = sorted(((s["ratio"], s["eval"]) for s in sweep if s["method"] == method), key=lambda p: p[0])
             if not pts:
                 continue
             ratios = [100 * r for r, _ in pts]
             ax_sw.plot(ratios, [100 * e["clean"]["accuracy"] for _, e in pts], "-o", color=color,
                        label=f"{method.upper()} clean")
-            ax_sw.plot(ratios, [100 * e["robust"][eps_idx]["accuracy"] for _, e in pts], "--s",
-                       color=color, label=f"{method.upper()} {attack} {eps_label(eps)}")
+            for i, style in zip(shown, ("--s", ":^")):
+                ax_sw.plot(ratios, [100 * e["robust"][i]["accuracy"] for _, e in pts], style, color=color,
+                           label=f"{method.upper()} {attack} {eps_label(robust[i]['eps'])}")
         ax_sw.set(xlabel="pruning ratio (%)", ylabel="accuracy (%)", title="CP vs RP by pruning ratio")
         ax_sw.legend(fontsize=8)
         ax_sw.grid(alpha=0.3)
