@@ -326,6 +326,17 @@ def plain_pgd_requested(args) -> bool:
     return args.suite is None and args.attack == "pgd" and args.loss == "ce" and args.restarts == 1
 
 
+def _attack_label(a) -> str:
+    """What one attack of ``robprune eval`` did, naming only the settings that attack uses."""
+    if a.name == "fgsm":
+        return "FGSM (one step of eps, loss ce)"
+    if a.name == "square":
+        return f"Square ({a.steps} queries, margin loss)"
+    if a.name.startswith("apgd"):
+        return f"{a.name.upper()} ({a.steps} steps)"
+    return f"{a.name} ({a.steps} steps, loss {a.loss}, {a.restarts} restart(s))"
+
+
 def cmd_eval(args) -> None:
     from .attacks import check_loss
     from .suite import ATTACK_NAMES, SUITES, AttackSpec, repeat_over_seeds, sanity_checks, worst_case
@@ -358,8 +369,7 @@ def cmd_eval(args) -> None:
         f"PGD-{args.steps} (step {args.step_scale}*eps/{args.steps}, {'no ' if args.no_random_start else ''}"
         f"random start; {'BN-folded channels_last ' if args.fast or args.compile or args.precision != 'fp32' else ''}"
         f"{'compiled ' if args.compile else ''}"
-        f"{args.precision} attack, checked in fp32)" if plain_pgd else f"{args.attack} ({args.steps} steps, loss {args.loss}, "
-        f"{args.restarts} restart(s))")
+        f"{args.precision} attack, checked in fp32)" if plain_pgd else _attack_label(attacks[0]))
 
     def one_run(seed: int) -> dict:
         done = [0]
