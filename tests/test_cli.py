@@ -207,3 +207,15 @@ def _outputs(argv):
         out = Path(argv[argv.index("--out") + 1])
         return [out] if out.exists() else []
     return []
+
+
+def test_suite_progress_ends_exactly_at_its_total(tmp_path, trained, monkeypatch):
+    import robprune.cli as cli
+
+    events = []
+    monkeypatch.setattr(cli.Progress, "__call__", lambda self, e: events.append(e))
+    assert main(["eval", str(trained), "--data", "digits", "--suite", "fast", "--eps", "8,16", "--n-images", "30",
+                 "--no-checks", "--out", str(tmp_path / "e")]) == 0
+    bars = [e for e in events if e["kind"] == "eval"]
+    assert bars[-1]["done"] == bars[-1]["total"] == 30 * 2 * 3
+    assert all(e["done"] <= e["total"] for e in bars)

@@ -371,12 +371,14 @@ def cmd_eval(args) -> None:
         f"{'compiled ' if args.compile else ''}"
         f"{args.precision} attack, checked in fp32)" if plain_pgd else _attack_label(attacks[0]))
 
+    total = n * len(args.eps) * (1 if plain_pgd else len(attacks))  # worst_case ticks once per attack
+
     def one_run(seed: int) -> dict:
         done = [0]
 
         def tick(k: int) -> None:
             done[0] += k
-            progress({"kind": "eval", "name": f"{name} seed {seed}", "done": done[0], "total": n * len(args.eps)})
+            progress({"kind": "eval", "name": f"{name} seed {seed}", "done": done[0], "total": total})
 
         if plain_pgd:
             return evaluate(model, x, y, args.eps, args.steps, batch_size=args.batch_size, step_scale=args.step_scale,
