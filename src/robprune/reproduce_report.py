@@ -92,7 +92,8 @@ def suite_markdown(suite: dict) -> str:
             cells = [_ci(row["attacks"][a]["robust_after"]) for a in attacks]
             lines.append(f"| {name} | {eps_label(row['eps'])} | {pct(row['clean']['accuracy'])} | "
                          + " | ".join(ref_cells + cells) + " |")
-    lines += ["", "Sanity checks (the first 200 of these images at most; PGD-4 in pixel units, Square 300 queries):", ""]
+    lines += ["", "Sanity checks (the first 200 of these images at most; PGD-4 in pixel units, Square 300 "
+              "queries):", ""]
     for name, s in suite.items():
         failed = [c for c in s["sanity_checks"] if not c["passed"]]
         lines.append(f"- {name}: " + ("all " + str(len(s["sanity_checks"])) + " passed" if not failed else
@@ -136,7 +137,8 @@ def masking_verdict(suite: dict) -> list[str]:
             if failed and (clear or noise):
                 summary += (f"; but {arm} failed the sanity check(s) {', '.join(failed)}, so a surviving gain may come "
                             "from a model that ignores its input rather than from robustness")
-            out.append(f"{arm} - CP in points, {r} -> worst case of the suite ({'; '.join(parts)}): the gain {summary}.")
+            out.append(f"{arm} - CP in points, {r} -> worst case of the suite ({'; '.join(parts)}): "
+                       f"the gain {summary}.")
     for r in refs:
         drops = {name: [100 * (s["reference"][r]["robust"][i]["accuracy"] - row["worst_case"]["accuracy"])
                         for i, row in enumerate(s["rows"])] for name, s in suite.items()}
