@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from robprune import create_model, high_magnitude_penalty
+from robprune import high_magnitude_penalty
 from robprune.pruning import prunable_parameters
 from robprune.regularizer import parse_tau, resolve_tau
 

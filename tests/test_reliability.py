@@ -11,7 +11,7 @@ import time
 import pytest
 import torch
 
-from robprune import create_model, load_checkpoint, save_checkpoint
+from robprune import load_checkpoint, save_checkpoint
 from robprune.cli import main
 
 

@@ -46,8 +46,7 @@ def apgd(
     view = (-1,) + (1,) * (x.dim() - 1)
     g = torch.Generator(device=x.device).manual_seed(seed)
     with frozen(model):
-        start = x + eps * torch.empty_like(x).uniform_(-1.0, 1.0, generator=g)
-        x_cur = torch.minimum(torch.maximum(start, lower), upper)
+        x_cur = (x + eps * torch.empty_like(x).uniform_(-1.0, 1.0, generator=g)).clamp(lower, upper)
         loss_cur, grad, logits = loss_and_gradient(model, x_cur, y, loss)
         x_out = x_cur.clone()  # first misclassified point found, else the best-loss point
         fooled = logits.argmax(1) != y
@@ -65,9 +64,9 @@ def apgd(
             if len(a) == 0:
                 break
             xa, lo, hi = x_cur[a], lower[a], upper[a]
-            z = torch.minimum(torch.maximum(xa + eta[a].view(view) * grad[a].sign(), lo), hi)
+            z = (xa + eta[a].view(view) * grad[a].sign()).clamp(lo, hi)
             if k > 0:
-                z = torch.minimum(torch.maximum(xa + alpha * (z - xa) + (1 - alpha) * (xa - x_prev[a]), lo), hi)
+                z = (xa + alpha * (z - xa) + (1 - alpha) * (xa - x_prev[a])).clamp(lo, hi)
             loss_next, grad_next, logits = loss_and_gradient(model, z, y[a], loss)
             newly = logits.argmax(1) != y[a]
             x_out[a[newly]] = z[newly]

@@ -18,10 +18,11 @@ from . import __version__
 from .checkpoint import import_checkpoint, load_checkpoint, save_checkpoint
 from .data import load_dataset
 from .evaluation import evaluate, fixed_subset
+from .experiment import progress_counter
 from .io import prepare_out_dir, write_json, write_text_atomic
 from .models import ARCHITECTURES, create_model
 from .pruning import SCOPES, SCORERS, apply_masks, compute_masks, sparsity_report
-from .report import eps_label, grid_markdown, table2_markdown
+from .report import eps_label, table2_markdown
 from .stats import layer_stats_markdown, stats_markdown, weight_stats
 from .train import AUGMENTS, PRUNE_SCHEDULES, SCHEDULES, DivergenceError, TrainConfig, train
 
@@ -374,11 +375,7 @@ def cmd_eval(args) -> None:
     total = n * len(args.eps) * (1 if plain_pgd else len(attacks))  # worst_case ticks once per attack
 
     def one_run(seed: int) -> dict:
-        done = [0]
-
-        def tick(k: int) -> None:
-            done[0] += k
-            progress({"kind": "eval", "name": f"{name} seed {seed}", "done": done[0], "total": total})
+        tick = progress_counter(progress, f"{name} seed {seed}", total)
 
         if plain_pgd:
             return evaluate(model, x, y, args.eps, args.steps, batch_size=args.batch_size, step_scale=args.step_scale,

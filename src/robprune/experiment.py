@@ -15,7 +15,6 @@ from collections.abc import Callable
 from dataclasses import MISSING, asdict, dataclass, field, fields, is_dataclass, replace
 from pathlib import Path
 
-import torch
 from torch import nn
 
 from .checkpoint import load_checkpoint, save_checkpoint
@@ -116,13 +115,7 @@ def evaluated(model: nn.Module, model_key, data: ImageData, config: EvalConfig, 
     emit(progress, kind="unit", name=f"eval {name}", status="start")
     n = len(data.x_test) if config.n_images is None else min(config.n_images, len(data.x_test))
     eps_list = [list(e * s for s in config.eps_scale) if config.eps_scale else e for e in config.eps]
-    total = n * len(eps_list)
-    done = [0]
-
-    def tick(k: int) -> None:
-        done[0] += k
-        emit(progress, kind="eval", name=name, done=done[0], total=total)
-
+    tick = progress_counter(progress, name, n * len(eps_list))
     x, y = fixed_subset(data.x_test, data.y_test, n)
     result = evaluate(model, x, y, eps_list, config.steps,
                       batch_size=config.batch_size, step_scale=config.step_scale,
@@ -166,4 +159,16 @@ def run_grid(base: nn.Module, base_key, data: ImageData, config: GridConfig, out
 def emit(progress: Progress | None, **event) -> None:
     if progress is not None:
         progress(event)
+
+
+def progress_counter(progress: Progress | None, name: str, total: int) -> Callable[[int], None]:
+    """A callback that adds up the images an attack loop reports and emits an "eval" event with the total."""
+    done = 0
+
+    def tick(k: int) -> None:
+        nonlocal done
+        done += k
+        emit(progress, kind="eval", name=name, done=done, total=total)
+
+    return tick
 

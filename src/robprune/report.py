@@ -29,12 +29,13 @@ def table2_markdown(rows: dict) -> str:
     lines = [head, "|---|---:|---:|" + "---:|" * len(eps)]
     for name, row in rows.items():
         ev = row["eval"]
-        cells = [_with_ci(ev["clean"])] + [_with_ci(r) for r in ev["robust"]]
+        cells = [with_ci(ev["clean"])] + [with_ci(r) for r in ev["robust"]]
         lines.append(f"| {name} | {ev['n']} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
-def _with_ci(s: dict) -> str:
+def with_ci(s: dict) -> str:
+    """Accuracy (%) with its 95% Wilson interval, e.g. 41.20 [36.97, 45.57]."""
     low, high = s["ci95"]
     return f"{pct(s['accuracy'])} [{pct(low)}, {pct(high)}]"
 

@@ -144,8 +144,7 @@ def run_reproduce(data_spec: str, init: str | None, out_dir: str | Path, config:
         state["stages"][name] = value
         state["elapsed_s"] = time.time() - t0 + state.get("elapsed_before_s", 0.0)
         write_json(out / "results.json", state)
-        runs_log = (out / "runs.log").read_text() if (out / "runs.log").is_file() else ""
-        write_text_atomic(out / "report.md", render_report(state, runs_log))
+        write_text_atomic(out / "report.md", render_report(state, _runs_log(out)))
         if on_stage is not None:
             on_stage({"stage": name})
 
@@ -196,17 +195,16 @@ def run_reproduce(data_spec: str, init: str | None, out_dir: str | Path, config:
                      "measured": measured_distortion(m, x_bound, y_bound, 8 / 255)}
               for name, (m, _, _) in arms.items()}
     stage_done("bounds", bounds)
-    for reading in dict.fromkeys(["pixel", best]):
-        r = next(x for x in READINGS if x.name == reading)
+    readings_used = [next(x for x in READINGS if x.name == n) for n in dict.fromkeys(["pixel", best])]
+    for r in readings_used:
         table = {name: {"eval": evaluated(m, key, data, _eval_config(r, config.eval_images, config.eval_batch, std),
-                                          out, f"test-{reading}-{name}", progress),
+                                          out, f"test-{r.name}-{name}", progress),
                         "stats": stats[name], "train": asdict(ft)}
                  for name, (m, key, ft) in arms.items()}
-        stage_done(f"table2-{reading}", table)
+        stage_done(f"table2-{r.name}", table)
 
     # 5b. Worst case over a suite of stronger attacks (APGD-CE, APGD-DLR, Square), pixel units, beside the
     # Table 2 attacks on the very same images, so a gain that exists only under the weak attack shows up.
-    readings_used = [next(x for x in READINGS if x.name == n) for n in dict.fromkeys(["pixel", best])]
     suite = {}
     for name, (m, key, _) in arms.items():
         suite[name] = suite_evaluated(m, key, data, config, out, name, progress)
@@ -239,7 +237,7 @@ def suite_evaluated(model, model_key, data: ImageData, config: ReproduceConfig, 
     """Worst case over ``config.suite`` at the paper's eps, plus the sanity checks (cached)."""
     import json
 
-    from .experiment import emit, unit_dir
+    from .experiment import emit, progress_counter, unit_dir
     from .suite import SUITES, sanity_checks, worst_case
 
     n = min(config.suite_images, len(data.x_test))
@@ -251,12 +249,7 @@ def suite_evaluated(model, model_key, data: ImageData, config: ReproduceConfig, 
     emit(progress, kind="unit", name=f"suite {name}", status="start")
     x, y = fixed_subset(data.x_test, data.y_test, n)
     attacks = SUITES[config.suite]
-    done, total = [0], n * len(attacks) * len(PAPER_EPS)
-
-    def tick(k: int) -> None:
-        done[0] += k
-        emit(progress, kind="eval", name=f"suite-{name}", done=done[0], total=total)
-
+    tick = progress_counter(progress, f"suite-{name}", n * len(attacks) * len(PAPER_EPS))
     rows = [worst_case(model, x, y, e, attacks, config.eval_batch, progress=tick) for e in PAPER_EPS]
     checks = sanity_checks(model, x[:200], y[:200], list(PAPER_EPS), 4, config.eval_batch)
     result = {"n": n, "suite": config.suite, "attacks": [a.__dict__ for a in attacks],
@@ -280,33 +273,34 @@ def rewrite_report(out: Path) -> str:
     if not path.is_file():
         raise FileNotFoundError(f"{path} does not exist; run reproduce first")
     state = json.loads(path.read_text())
-    runs_log = (out / "runs.log").read_text() if (out / "runs.log").is_file() else ""
     if "sweep" in state["stages"]:
         state["figures"] = write_figures(state, out)
-    text = render_report(state, runs_log)
+    text = render_report(state, _runs_log(out))
     write_text_atomic(out / "report.md", text)
     return text
 
 
-def figure_name(reading: str, best: str | None) -> str:
-    """figure.png for the reading that best matches the paper, figure-<reading>.png for the others."""
-    return "figure.png" if reading == (best or "pixel") else f"figure-{reading}.png"
+def _runs_log(out: Path) -> str:
+    """The invocation log the CLI appends to, quoted in the report ("" before the first run)."""
+    path = out / "runs.log"
+    return path.read_text() if path.is_file() else ""
 
 
 def write_figures(state: dict, out: Path) -> list[str]:
-    """One figure per attack reading with a Table 2: accuracy vs eps, weights, and the sweep under that reading."""
-    st = state["stages"]
-    best = st.get("search", {}).get("reading")
+    """One figure per attack reading with a Table 2: accuracy vs eps, weights, and the sweep under that reading.
+
+    figure.png is the reading that best matches the paper, figure-<reading>.png the others.
+    """
+    st = state["stages"]  # a Table 2 stage exists only after the readings and search stages
+    best = st["search"]["reading"]
     names = []
     for key in sorted((k for k in st if k.startswith("table2-")), key=lambda k: k != f"table2-{best}"):
         reading = key.removeprefix("table2-")
-        desc = st["readings"][reading]["reading"]["description"] if "readings" in st else reading
-        sweep = [s for s in st.get("sweep", []) if s.get("reading", best) == reading]
-        attack = "FGSM" if "fgsm" in reading else f"PGD-{st['readings'][reading]['reading']['steps']}" \
-            if "readings" in st else "PGD"
-        name = figure_name(reading, best)
+        r = st["readings"][reading]["reading"]
+        sweep = [s for s in st.get("sweep", []) if s["reading"] == reading]
+        name = "figure.png" if reading == best else f"figure-{reading}.png"
         plot_grid({"rows": st[key], "sweep": sweep}, out / name,
-                  f"{state['config']['arch']} on {Path(state['data']).name}; attack reading '{reading}': {desc}",
-                  attack=attack)
+                  f"{state['config']['arch']} on {Path(state['data']).name}; attack reading '{reading}': "
+                  f"{r['description']}", attack="FGSM" if r["steps"] == 1 else f"PGD-{r['steps']}")
         names.append(name)
     return names

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .report import eps_label, pct, sweep_markdown
+from .report import eps_label, pct, sweep_markdown, with_ci
 
 PAPER_TABLE2 = {  # clean, PGD eps = 1, 2, 4, 8 (/255); ResNet-56 on the original CIFAR-10
     "Baseline": (94.21, 44.16, 36.08, 23.75, 15.73),
@@ -44,7 +44,7 @@ def table2_side_by_side(table: dict) -> str:
     for name, row in table.items():
         ev = row["eval"]
         paper = PAPER_TABLE2.get(name, (float("nan"),) * 5)
-        cells = [f"{pct(s['accuracy'])} [{pct(s['ci95'][0])}, {pct(s['ci95'][1])}] / {p:.2f}"
+        cells = [f"{with_ci(s)} / {p:.2f}"
                  for s, p in zip([ev["clean"], *ev["robust"]], paper)]
         lines.append(f"| {name} | {ev['n']} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
@@ -88,8 +88,8 @@ def suite_markdown(suite: dict) -> str:
              "|---|---|---:|" + "---:|" * (len(refs) + len(attacks))]
     for name, s in suite.items():
         for i, row in enumerate(s["rows"]):
-            ref_cells = [_ci(s["reference"][r]["robust"][i]) for r in refs]
-            cells = [_ci(row["attacks"][a]["robust_after"]) for a in attacks]
+            ref_cells = [with_ci(s["reference"][r]["robust"][i]) for r in refs]
+            cells = [with_ci(row["attacks"][a]["robust_after"]) for a in attacks]
             lines.append(f"| {name} | {eps_label(row['eps'])} | {pct(row['clean']['accuracy'])} | "
                          + " | ".join(ref_cells + cells) + " |")
     lines += ["", "Sanity checks (the first 200 of these images at most; PGD-4 in pixel units, Square 300 "
@@ -99,10 +99,6 @@ def suite_markdown(suite: dict) -> str:
         lines.append(f"- {name}: " + ("all " + str(len(s["sanity_checks"])) + " passed" if not failed else
                                       "; ".join(f"**{c['name']} FAILED**: {c['detail']}" for c in failed)))
     return "\n".join(lines)
-
-
-def _ci(s: dict) -> str:
-    return f"{pct(s['accuracy'])} [{pct(s['ci95'][0])}, {pct(s['ci95'][1])}]"
 
 
 def masking_verdict(suite: dict) -> list[str]:
