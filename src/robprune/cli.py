@@ -134,8 +134,7 @@ class Progress:
             if self.bar is None:
                 self.bar = tqdm(total=event["total"], desc=f"attack {event['name']}", leave=False,
                                 file=sys.stderr, dynamic_ncols=True, unit="img")
-            self.bar.n = event["done"]
-            self.bar.refresh()
+            self.bar.update(event["done"] - self.bar.n)  # update, not n =: tqdm then measures the rate
             if event["done"] >= event["total"]:
                 self._close()
         elif kind == "unit":
