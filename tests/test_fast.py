@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from robprune import create_model, evaluate
-from robprune.fast import attack_model, fold_batchnorm
+from robprune.evaluation.fast import attack_model, fold_batchnorm
 
 
 def _with_bn_statistics(model):

@@ -3,7 +3,7 @@ import torch
 
 from robprune import high_magnitude_penalty
 from robprune.pruning import prunable_parameters
-from robprune.regularizer import parse_tau, resolve_tau
+from robprune.pruning.regularizer import parse_tau, resolve_tau
 
 
 def test_zero_when_all_weights_below_tau(small_cnn):

@@ -46,7 +46,7 @@ def _suite_entry(weak: list[float], worst: list[float]) -> dict:
 
 
 def test_masking_verdict_tells_surviving_from_vanishing_gains():
-    from robprune.reproduce_report import masking_verdict
+    from robprune.reporting.reproduce_report import masking_verdict
 
     suite = {"CP": _suite_entry([0.40, 0.02], [0.30, 0.00]),
              "RP": _suite_entry([0.35, 0.10], [0.25, 0.00]),  # gain at 8/255 under PGD, none in the worst case

@@ -4,9 +4,9 @@ import torch
 import torch.nn.functional as F
 
 from robprune import create_model, weight_stats
-from robprune.bounds import conv_spectral_norm, lipschitz_bound, measured_distortion
+from robprune.evaluation.bounds import conv_spectral_norm, lipschitz_bound, measured_distortion
 from robprune.pruning import prunable_parameters
-from robprune.stats import stats_markdown
+from robprune.evaluation.stats import stats_markdown
 
 
 def test_weight_stats_match_numpy(small_cnn):

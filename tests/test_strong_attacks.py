@@ -2,10 +2,10 @@ import pytest
 import torch
 
 from robprune import create_model, load_dataset, train, TrainConfig
-from robprune.apgd import apgd, apgd_checkpoints
+from robprune.attacks.apgd import apgd, apgd_checkpoints
 from robprune.attacks import cw_loss, dlr_loss, pgd, pgd_l2
-from robprune.square import square_attack
-from robprune.suite import AttackSpec, sanity_checks, worst_case
+from robprune.attacks.square import square_attack
+from robprune.evaluation import AttackSpec, sanity_checks, worst_case
 
 
 @pytest.fixture(scope="module")

@@ -4,7 +4,7 @@ import torch
 from robprune import TrainConfig, create_model, load_dataset, train
 from robprune.checkpoint import load_checkpoint
 from robprune.pruning import prunable_parameters
-from robprune.train import DivergenceError, learning_rate
+from robprune.training import DivergenceError, learning_rate
 
 
 @pytest.fixture(scope="module")

@@ -21,8 +21,8 @@ from torch import nn
 
 from . import __version__
 from .io import write_bytes_atomic
-from .models import create_model
-from .pruning import Masks, check_masks
+from .models import create_model, is_factory_spec
+from .pruning.masks import Masks, check_masks
 
 FORMAT = 1
 MAX_HEADER_BYTES = 16 * 1024 * 1024  # a header (tensor index + metadata) larger than this is refused
@@ -32,11 +32,19 @@ COMMUNITY_STD = (0.229, 0.224, 0.225)
 
 
 def model_spec(model: nn.Module) -> dict:
-    """Architecture name and shape of a model built by :func:`create_model`."""
+    """How to rebuild ``model``: registry name or ``package.module:factory``, classes, channels, kwargs, normalisation.
+
+    A module not built by :func:`create_model` is saved too; its ``arch`` is
+    then ``None`` and loading needs the module (``load_checkpoint(path, model=...)``).
+    """
     spec = getattr(model, "robprune_spec", None)
-    if spec is None:
-        raise ValueError("model was not built by robprune.create_model; its architecture is unknown")
-    return dict(spec)
+    if spec is not None:
+        return dict(spec)
+    last = [m for m in model.modules() if isinstance(m, nn.Linear)]
+    first = next((m for m in model.modules() if isinstance(m, nn.Conv2d)), None)
+    return {"arch": None, "class": type(model).__name__,
+            "num_classes": last[-1].out_features if last else None,
+            "in_channels": first.in_channels if first is not None else None}
 
 
 def save_checkpoint(
@@ -67,6 +75,9 @@ def read_checkpoint(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], d
         head = f.read(8)
     if len(head) < 8:
         raise ValueError(f"{path} is not a safetensors checkpoint (only {size} bytes)")
+    if head[:4] == b"PK\x03\x04" or head[:1] == b"\x80":
+        raise ValueError(f"{path} is a torch checkpoint (zip or pickle), not a robprune safetensors file; convert it "
+                         f"once with 'robprune import {path} --arch ARCH --out FILE.safetensors'")
     (header_len,) = struct.unpack("<Q", head)
     if header_len > min(MAX_HEADER_BYTES, size - 8):
         raise ValueError(f"{path} is corrupt or not a safetensors file: header claims {header_len} bytes "
@@ -83,6 +94,8 @@ def read_checkpoint(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], d
         meta = json.loads(raw_meta["robprune"])
     except json.JSONDecodeError as err:
         raise ValueError(f"{path} has unreadable metadata: {err}") from None
+    if not isinstance(meta, dict):
+        raise ValueError(f"{path} has metadata that is not a JSON object")
     for key in ("arch", "num_classes", "in_channels"):
         if key not in meta:
             raise ValueError(f"{path} metadata lacks {key!r}")
@@ -94,23 +107,78 @@ def _prefixed(tensors: Mapping[str, torch.Tensor], prefix: str) -> dict[str, tor
 
 
 def load_checkpoint(
-    path: str | os.PathLike, expect_arch: str | None = None
+    path: str | os.PathLike, expect_arch: str | None = None, model: nn.Module | None = None
 ) -> tuple[nn.Module, Masks, dict]:
-    """(model, masks, meta) from a robprune checkpoint; strict: every weight must match."""
+    """(model, masks, meta) from a robprune checkpoint; strict: every weight must match.
+
+    The model is rebuilt from the recorded architecture. A checkpoint of a
+    user's ``package.module:factory`` is rebuilt only when ``expect_arch``
+    names that same factory: loading a file never imports code the caller did
+    not ask for. ``model`` loads the weights into a module the caller built.
+    """
     tensors, meta = read_checkpoint(path)
-    if expect_arch is not None and meta["arch"] != expect_arch:
-        raise ValueError(f"{path} holds a {meta['arch']} model, not {expect_arch}")
-    model = create_model(meta["arch"], num_classes=meta["num_classes"], in_channels=meta["in_channels"])
+    arch = meta["arch"]
+    if expect_arch is not None and arch != expect_arch:
+        raise ValueError(f"{path} holds a {arch} model, not {expect_arch}")
+    if model is None:
+        if arch is None:
+            raise ValueError(f"{path} holds a {meta.get('class', 'custom')} module not built by create_model; "
+                             "load it with load_checkpoint(path, model=your_module)")
+        if is_factory_spec(arch) and expect_arch != arch:
+            raise ValueError(f"{path} was built by the model factory {arch!r}; pass --arch {arch} (library: "
+                             f"expect_arch={arch!r}) to allow importing that module")
+        norm = meta.get("normalization") or {}
+        kwargs = meta.get("kwargs") or {}
+        if not isinstance(kwargs, dict):
+            raise ValueError(f"{path} metadata has kwargs that are not a JSON object")
+        # Registry models restore mean/std from their own buffers; a wrapped factory model needs them to rebuild.
+        stats = {"mean": norm.get("mean"), "std": norm.get("std")} if is_factory_spec(arch) and norm else {}
+        model = create_model(arch, num_classes=meta["num_classes"], in_channels=meta["in_channels"], **stats,
+                             **kwargs)
+    _check_tensor_shapes(path, model, tensors)
     state_dict = _prefixed(tensors, "model.")
     try:
         model.load_state_dict(state_dict, strict=True)
     except RuntimeError as err:
-        first = str(err).strip().splitlines()
-        raise ValueError(f"{path} does not match a {meta['arch']} with {meta['num_classes']} classes: "
-                         f"{' '.join(line.strip() for line in first[:3])}") from None
+        raise ValueError(f"{path} does not match a {arch} with {meta['num_classes']} classes: "
+                         f"{summarise_key_mismatch(err)}") from None
     masks = _prefixed(tensors, "mask.")
     check_masks(model, masks)
     return model, masks, meta
+
+
+def _check_tensor_shapes(path, model: nn.Module, tensors: Mapping[str, torch.Tensor]) -> None:
+    """Refuse weights of the wrong dtype class (an integer where the model has floats) or non-finite weights."""
+    own = model.state_dict()
+    for name, value in _prefixed(tensors, "model.").items():
+        ref = own.get(name)
+        if ref is None:
+            continue
+        if ref.is_floating_point() != value.is_floating_point():
+            raise ValueError(f"{path}: tensor model.{name} has dtype {value.dtype}, the model expects {ref.dtype}")
+        if value.is_floating_point() and not torch.isfinite(value).all():
+            raise ValueError(f"{path}: tensor model.{name} holds NaN or infinite values")
+        if name.endswith("normalize.std") and value.is_floating_point() and (value <= 0).any():
+            raise ValueError(f"{path}: the input normalisation has a std <= 0")
+
+
+def summarise_key_mismatch(err: Exception) -> str:
+    """One short line from a load_state_dict error: counts and the first few keys, never thousands of characters."""
+    text = str(err)
+    parts = []
+    for label in ("Missing key(s)", "Unexpected key(s)"):
+        i = text.find(label)
+        if i < 0:
+            continue
+        segment = text[i:].split(":", 1)[1].split(".\n", 1)[0].split(". Unexpected", 1)[0]
+        keys = [k.strip().strip('"') for k in segment.split(",") if k.strip()]
+        shown = ", ".join(keys[:3]) + (", ..." if len(keys) > 3 else "")
+        parts.append(f"{len(keys)} {label.split()[0].lower()} keys ({shown})")
+    if "size mismatch" in text:
+        first = text[text.index("size mismatch"):].splitlines()[0]
+        count = text.count("size mismatch")
+        parts.append(f"{count} size mismatch(es), first: {first[:200]}")
+    return "; ".join(parts) if parts else text.strip().splitlines()[0][:300]
 
 
 def import_checkpoint(
@@ -146,6 +214,5 @@ def import_checkpoint(
     try:
         model.load_state_dict(state_dict, strict=True)
     except RuntimeError as err:
-        raise ValueError(f"{path} does not fit {arch}: {str(err).strip().splitlines()[0]} "
-                         f"{str(err).strip().splitlines()[1:2]}") from None
+        raise ValueError(f"{path} does not fit {arch}: {summarise_key_mismatch(err)}") from None
     return model

@@ -57,3 +57,52 @@ def prepare_out_dir(path: str | os.PathLike) -> Path:
         raise NotADirectoryError(f"output folder {path} exists and is a file")
     path.mkdir(parents=True, exist_ok=True)
     return path
+
+
+class OutputLock:
+    """An OS lock (``flock``) on an output folder: a second process writing there is refused at once.
+
+    The kernel releases the lock when the process exits or is killed, so a
+    crashed run never leaves a lock that blocks the next one.
+    """
+
+    NAME = ".robprune.lock"
+
+    def __init__(self, folder: str | os.PathLike) -> None:
+        self.folder = Path(folder)
+        self._fd: int | None = None
+
+    def __enter__(self) -> OutputLock:
+        import fcntl
+
+        self.folder.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.folder / self.NAME, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.read(fd, 64).decode(errors="replace").strip() or "another process"
+            os.close(fd)
+            raise ValueError(f"output folder {self.folder} is in use by {holder}; wait for it to finish or "
+                             "choose another --out") from None
+        os.ftruncate(fd, 0)
+        os.write(fd, f"robprune pid {os.getpid()}".encode())
+        self._fd = fd
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._fd is not None:
+            os.close(self._fd)  # closing releases the flock
+            self._fd = None
+            (self.folder / self.NAME).unlink(missing_ok=True)
+
+
+def remove_stale_temporaries(folder: str | os.PathLike) -> int:
+    """Delete the hidden ``.NAME.*.tmp`` files an interrupted atomic write left behind; returns how many."""
+    count = 0
+    folder = Path(folder)
+    if folder.is_dir():
+        for tmp in folder.rglob(".*.tmp"):
+            if tmp.is_file():
+                tmp.unlink(missing_ok=True)
+                count += 1
+    return count

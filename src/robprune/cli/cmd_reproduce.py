@@ -1,0 +1,66 @@
+"""robprune reproduce: the paper's grid on real data, cached and resumable, with an honest report."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import replace
+from pathlib import Path
+
+from ..io import write_json
+from ..models import MODELS
+from .common import Progress, add_device, device, positive_int, resolved
+
+HELP = "The paper's grid on real data: Tables 1-2, Figure 2, Eq. 3, and a report (cached, resumable)."
+EXAMPLE = ("robprune reproduce --data imagefolder:../shared/data/cifar10-jpeg.tar.gz --arch resnet56 "
+           "--init ../shared/pretrained/resnet56-4bfd9763.th --out runs/repro")
+RESUMABLE = True
+
+
+def add_arguments(p) -> None:
+    p.add_argument("--data", required=True, help="imagefolder:PATH or cifar10:DIR")
+    p.add_argument("--arch", default=None, help=f"one of {MODELS.describe()} (default: resnet56, resnet20 with "
+                                                "--quick)")
+    p.add_argument("--init", help="pretrained checkpoint (.th community file or robprune .safetensors); "
+                                  "default: train from scratch")
+    p.add_argument("--quick", action="store_true", help="ResNet-20, a few hundred images, 3 ratios: minutes on CPU")
+    p.add_argument("--epochs", type=positive_int, help="fine-tuning epochs of every arm (default: the protocol's)")
+    p.add_argument("--baseline-epochs", type=positive_int, help="fine-tuning epochs of the baseline")
+    p.add_argument("--eval-images", type=positive_int, help="test images for Table 2 (default: all)")
+    p.add_argument("--report-only", action="store_true",
+                   help="only rewrite report.md (and figure.png) from OUT/results.json; computes nothing")
+    add_device(p)
+    p.add_argument("--out", default="runs/reproduce", help="output folder")
+
+
+def run(args) -> None:
+    from ..experiments.reproduce import QUICK, ReproduceConfig, rewrite_report, run_reproduce
+
+    if args.report_only:
+        print(rewrite_report(Path(args.out)))
+        return
+    dev = device(args.device)
+    config = QUICK if args.quick else ReproduceConfig()
+    changes = {}
+    if args.arch:
+        MODELS.get(args.arch)
+        changes["arch"] = args.arch
+    if args.epochs:
+        changes["finetune"] = replace(config.finetune, epochs=args.epochs)
+    if args.baseline_epochs:
+        changes["baseline"] = replace(config.baseline, epochs=args.baseline_epochs)
+    if args.eval_images:
+        changes["eval_images"] = args.eval_images
+    config = replace(config, **changes)
+    if args.init and not Path(args.init).is_file():
+        raise FileNotFoundError(f"checkpoint {args.init} does not exist")
+    out = args.out_dir
+    command = "robprune " + " ".join(args.argv)
+    t0 = time.perf_counter()
+    with open(out / "runs.log", "a") as log:
+        log.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} start: {command}\n")
+    state = run_reproduce(args.data, args.init, out, config, dev, Progress())
+    with open(out / "runs.log", "a") as log:
+        log.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} finished in {time.perf_counter() - t0:.0f} s\n")
+    write_json(out / "config.json", {**resolved(args), "reproduce_config": state["config"]})
+    print((out / "report.md").read_text())
+    print(f"wrote {out}/report.md, results.json and the figures")

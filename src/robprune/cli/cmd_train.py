@@ -1,0 +1,115 @@
+"""robprune train: training or fine-tuning; its options are derived from the fields of TrainConfig."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import asdict
+from pathlib import Path
+
+import torch
+
+from ..checkpoint import load_checkpoint, save_checkpoint
+from ..data import load_dataset
+from ..io import write_json
+from ..models import MODELS, create_model
+from ..pruning import sparsity_report
+from ..training import TrainConfig, train
+from .common import Progress, add_device, amount, device, non_negative, pixel_levels, positive_int, resolved
+
+HELP = "Train or fine-tune, with pruning, the high-magnitude regulariser and adversarial objectives."
+EXAMPLE = ("robprune train --data digits --arch small_cnn --epochs 20 --out runs/base\n"
+           "  robprune train --data digits --init runs/base/model.safetensors --method cp --amount 0.5 "
+           "--lam 0.1 --tau q0.9 --epochs 10 --lr 0.01 --out runs/ours\n"
+           "  robprune train --data digits --arch small_cnn --adv pgd --adv-eps 32 --adv-steps 5 --method cp "
+           "--amount 0.5 --out runs/adv")
+FINETUNE_LR = 0.01  # default peak lr with --init (the from-scratch 0.1 destroys a trained model)
+# Fields whose CLI value is in units of 1/255 (the library takes pixel units).
+PIXEL_FIELDS = {"adv_eps", "adv_step_size"}
+TYPES = {"amount": amount, "n_train": positive_int, "n_test": positive_int, "epochs": positive_int,
+         "batch_size": positive_int, "adv_steps": positive_int}
+
+
+def add_arguments(p) -> None:
+    p.add_argument("--data", required=True, help="digits | cifar10:DIR | imagefolder:PATH")
+    p.add_argument("--arch", help=f"one of {MODELS.describe()}, or package.module:factory (default: from --init)")
+    p.add_argument("--init", help="robprune checkpoint to start from (its masks are kept)")
+    for f in dataclasses.fields(TrainConfig):
+        flag = "--" + f.name.replace("_", "-")
+        help_text = f.metadata.get("help", "")
+        choices = f.metadata.get("choices")
+        if choices is not None:
+            help_text += f" [{', '.join(choices)}]"
+        if f.type in ("bool", bool):
+            if f.default:
+                p.add_argument("--no-" + f.name.replace("_", "-"), dest=f.name, action="store_false",
+                               help=f"turn off: {help_text}")
+            else:
+                p.add_argument(flag, action="store_true", help=help_text)
+            continue
+        if f.name == "lr":
+            p.add_argument(flag, type=non_negative, default=None,
+                           help=f"{help_text} (default: {f.default} from scratch, {FINETUNE_LR} with --init)")
+            continue
+        if f.name in PIXEL_FIELDS:
+            default = None if f.default is None else round(f.default * 255, 6)
+            p.add_argument(flag, type=pixel_levels, default=f.default,
+                           help=help_text + f" (default: {default if default is not None else 'see text'}"
+                                            f"{'/255' if default is not None else ''})")
+            continue
+        kind = TYPES.get(f.name)
+        if kind is None:
+            kind = {"int": int, "float": float}.get(f.type if isinstance(f.type, str) else f.type.__name__, str)
+            if f.name in ("momentum", "weight_decay", "lam", "trades_beta"):
+                kind = non_negative
+        p.add_argument(flag, type=kind, default=f.default, help=help_text)
+    p.add_argument("--resume", action="store_true", help="continue from OUT/last.safetensors")
+    add_device(p)
+    p.add_argument("--out", default="runs/train", help="output folder")
+
+
+def config_from_args(args, fine_tuning: bool) -> TrainConfig:
+    values = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)}
+    if values["lr"] is None:
+        values["lr"] = FINETUNE_LR if fine_tuning else TrainConfig.lr
+    return TrainConfig(**values).validate()
+
+
+def run(args) -> None:
+    dev = device(args.device)
+    config = config_from_args(args, fine_tuning=args.init is not None)
+    data = load_dataset(args.data)
+    masks = None
+    if args.init:
+        model, masks, meta = load_checkpoint(args.init, expect_arch=args.arch)
+        if meta["num_classes"] != len(data.classes) or meta["in_channels"] != data.in_channels:
+            raise ValueError(f"{args.init} has {meta['num_classes']} classes and {meta['in_channels']} channels; "
+                             f"{args.data} has {len(data.classes)} and {data.in_channels}")
+        arch = meta["arch"]
+        if args.lr is None:
+            Progress()({"kind": "note", "text": f"fine-tuning from {args.init}: lr {FINETUNE_LR} (pass --lr to "
+                                                "change)"})
+    else:
+        if args.arch is None:
+            raise ValueError("give --arch (or --init to start from a checkpoint)")
+        torch.manual_seed(config.seed)
+        mean, std = data.channel_stats()
+        model = create_model(args.arch, num_classes=len(data.classes), in_channels=data.in_channels,
+                             mean=mean, std=std)
+        arch = args.arch
+    out = args.out_dir
+    if (out / "last.safetensors").exists() and not args.resume:
+        raise ValueError(f"{out} already holds a training run; pass --resume to continue it or choose another --out")
+    identity = {"data": args.data, "arch": arch, "init": str(Path(args.init).resolve()) if args.init else None}
+    model.to(dev)
+    write_json(out / "config.json", {**resolved(args), "train_config": asdict(config)})
+    result = train(model, data, config, out_dir=out, masks=masks, resume=args.resume, progress=Progress(),
+                   meta={"data": args.data, "identity": identity})
+    save_checkpoint(out / "model.safetensors", model, result["masks"],
+                    {"data": args.data, "config": asdict(config), "tau_resolved": result["tau_resolved"],
+                     "history": result["history"], "identity": identity})
+    final = result["history"][-1] if result["history"] else {}
+    adv = f", adversarial train {100 * final['train_adv_acc']:.2f}%" if "train_adv_acc" in final else ""
+    print(f"test accuracy {100 * final.get('test_acc', float('nan')):.2f}%{adv}, "
+          f"sparsity {100 * sparsity_report(model)['sparsity']:.1f}%; wrote {out}/model.safetensors")
+
+

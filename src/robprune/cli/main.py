@@ -1,0 +1,124 @@
+"""The ``robprune`` command: builds the parser from the command modules and turns every error into one line."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+
+from tqdm import tqdm
+
+from .. import __version__
+from ..io import OutputLock, remove_stale_temporaries
+from . import cmd_demo, cmd_eval, cmd_export, cmd_import, cmd_prune, cmd_reproduce, cmd_stats, cmd_train
+from .common import Parser, Progress, UsageError
+
+COMMANDS = {"demo": cmd_demo, "train": cmd_train, "prune": cmd_prune, "eval": cmd_eval, "stats": cmd_stats,
+            "import": cmd_import, "export": cmd_export, "reproduce": cmd_reproduce}
+RESULT_MARKER = "config.json"  # every command writes it beside its results
+
+
+def build_parser() -> Parser:
+    parser = Parser(prog="robprune", description="Pruning neural networks for adversarial robustness.",
+                    epilog="example:\n  " + cmd_demo.EXAMPLE)
+    parser.add_argument("--version", action="version", version=f"robprune {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
+    for name, module in COMMANDS.items():
+        p = sub.add_parser(name, help=module.HELP, description=module.HELP,
+                           epilog="example:\n  " + module.EXAMPLE)
+        module.add_arguments(p)
+        if not getattr(module, "SINGLE_FILE", False):
+            p.add_argument("--overwrite", action="store_true",
+                           help="replace the results of an earlier run in --out (refused otherwise)")
+    return parser
+
+
+def _check_out(args) -> Path:
+    """Refuse an unusable output path before any work is done (nothing is created here)."""
+    if not str(args.out).strip():
+        raise ValueError("--out is empty; name an output folder")
+    out = Path(args.out)
+    folder = out.parent if getattr(COMMANDS[args.command], "SINGLE_FILE", False) else out
+    for p in (folder, *folder.parents):
+        if p.exists():
+            if not p.is_dir():
+                raise NotADirectoryError(f"output path {out} cannot be created: {p} is a file")
+            if not os.access(p, os.W_OK | os.X_OK):
+                raise PermissionError(f"output folder {p} is not writable")
+            break
+    return folder
+
+
+def _check_previous_results(args, folder: Path) -> None:
+    """One rule for every command: a folder holding another run's results is refused unless --overwrite;
+    resumable commands (demo, reproduce, train --resume) continue their own."""
+    marker = folder / RESULT_MARKER
+    if getattr(COMMANDS[args.command], "SINGLE_FILE", False) or not marker.is_file() or args.overwrite:
+        return
+    try:
+        previous = json.loads(marker.read_text()).get("command")
+    except (OSError, ValueError, AttributeError):
+        previous = None
+    resumable = getattr(COMMANDS[args.command], "RESUMABLE", False) or getattr(args, "resume", False)
+    if previous == args.command and resumable:
+        return
+    what = f"a '{previous}' run" if previous else "another run"
+    raise ValueError(f"{folder} already holds the results of {what}; pass --overwrite to replace them or choose "
+                     "another --out")
+
+
+def _one_line(err: BaseException) -> str:
+    text = " ".join(str(err).split()) or type(err).__name__
+    return text if len(text) <= 1000 else text[:997] + "..."
+
+
+def _close_bars() -> None:
+    for bar in list(getattr(tqdm, "_instances", [])):
+        bar.close()
+
+
+def _remove_if_empty(folder: Path | None) -> None:
+    """A failed command leaves no empty output folder behind (checkpoints it made are kept)."""
+    if folder is not None and folder.is_dir() and not any(p.name != OutputLock.NAME for p in folder.iterdir()):
+        (folder / OutputLock.NAME).unlink(missing_ok=True)
+        folder.rmdir()
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``robprune`` command; returns the exit code."""
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    created: Path | None = None
+    try:
+        args = build_parser().parse_args(argv)
+        args.argv = list(sys.argv[1:] if argv is None else argv)  # recorded with the results
+        folder = _check_out(args)
+        created = folder if not folder.exists() else None
+        if args.command == "reproduce" and getattr(args, "report_only", False):
+            COMMANDS[args.command].run(args)
+            return 0
+        with OutputLock(folder):
+            _check_previous_results(args, folder)
+            remove_stale_temporaries(folder)
+            args.out_dir = folder
+            COMMANDS[args.command].run(args)
+    except SystemExit as exit_:  # --help and --version
+        return int(exit_.code or 0)
+    except KeyboardInterrupt:
+        _close_bars()
+        print("robprune: interrupted; finished units and checkpoints are kept", file=sys.stderr)
+        return 130
+    except Exception as err:  # every error, whatever a file's content raised, becomes one line
+        _close_bars()
+        _remove_if_empty(created)
+        if os.environ.get("ROBPRUNE_DEBUG"):
+            raise
+        known = isinstance(err, (UsageError, ValueError, TypeError, OSError, RuntimeError, json.JSONDecodeError))
+        prefix = "" if known else f"{type(err).__name__}: "
+        print(f"robprune: error: {prefix}{_one_line(err)}", file=sys.stderr)
+        return 2
+    return 0
+
+
+__all__ = ["COMMANDS", "Progress", "build_parser", "main"]

@@ -1,0 +1,124 @@
+"""Clean accuracy and accuracy under L-inf PGD over a list of attack radii, with Wilson intervals."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+
+import torch
+from torch import nn
+
+from ..attacks.common import Eps, check_eps, frozen
+from ..attacks.pgd import pgd
+from ..data.batches import as_float_images
+
+
+def fixed_subset(x: torch.Tensor, y: torch.Tensor, n: int | None, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """``n`` images drawn by a fixed random permutation (all of them, in order, when n is None or >= len).
+
+    Test splits are often sorted by class (ImageFolder), so "the first n
+    images" would be one class only; a seeded permutation gives every class.
+    """
+    if n is None or n >= len(x):
+        return x, y
+    idx = torch.randperm(len(x), generator=torch.Generator().manual_seed(seed))[:n].sort().values
+    return x[idx], y[idx]
+
+
+def wilson_interval(correct: int, n: int, z: float = 1.96) -> tuple[float, float]:
+    """95% Wilson score interval for a binomial proportion (Wilson 1927)."""
+    if n == 0:
+        return (0.0, 1.0)
+    p = correct / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return (max(0.0, centre - half), min(1.0, centre + half))
+
+
+def summary(correct: int, n: int) -> dict:
+    low, high = wilson_interval(correct, n)
+    return {"correct": correct, "n": n, "accuracy": correct / max(n, 1), "ci95": [low, high]}
+
+
+@torch.no_grad()
+def predict(model: nn.Module, x: torch.Tensor, batch_size: int = 512) -> torch.Tensor:
+    """Predicted labels for images in [0, 1] (or uint8), in eval mode."""
+    device = next(model.parameters()).device
+    with frozen(model):
+        preds = [model(as_float_images(x[i : i + batch_size].to(device))).argmax(1).cpu()
+                 for i in range(0, len(x), batch_size)]
+    return torch.cat(preds) if preds else torch.empty(0, dtype=torch.long)
+
+
+def evaluate(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    eps_list: Sequence[Eps],
+    steps: int,
+    batch_size: int = 256,
+    step_scale: float = 2.5,
+    random_start: bool = True,
+    seed: int = 0,
+    progress: Callable[[int], None] | None = None,
+    fast: bool = True,
+    precision: str = "fp32",
+    compile: bool = False,
+) -> dict:
+    """Clean accuracy and accuracy under L-inf PGD for each eps (pixel units).
+
+    Only the points still classified correctly are attacked (a misclassified
+    point already counts as an error). The PGD step size is
+    ``step_scale * eps / steps``. ``progress`` is called with the number of
+    images finished after every batch of every eps.
+
+    ``fast`` (the default) attacks a BatchNorm-folded, parameter-frozen, channels_last copy of the model
+    (``fast=False``: the model itself);
+    ``precision`` ("bf16", or "fp16" on a GPU) runs the attack's passes under
+    autocast. Either way the adversarial examples are then classified by the
+    original model in fp32, so a reduced-precision attack can only be weaker,
+    never report a robustness that fp32 would not confirm. ``compile`` adds
+    ``torch.compile`` to that copy (for GPUs).
+    """
+    from .fast import attack_model, autocast_context
+
+    if len(x) != len(y):
+        raise ValueError(f"x has {len(x)} images but y has {len(y)} labels")
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be an integer >= 1, got {batch_size!r}")
+    for eps in eps_list:
+        check_eps(eps)
+    device = next(model.parameters()).device
+    y = y.long()
+    clean_ok = predict(model, x, batch_size) == y.cpu()
+    reduced = precision != "fp32"
+    attacker = attack_model(model, compile=compile) if fast or reduced or compile else model
+    memory_format = torch.channels_last if attacker is not model else torch.contiguous_format
+    robust = []
+    for i, eps in enumerate(eps_list):
+        correct = 0
+        for start in range(0, len(x), batch_size):
+            ok = clean_ok[start : start + batch_size]
+            if ok.any():
+                xb = as_float_images(x[start : start + batch_size][ok].to(device)).contiguous(
+                    memory_format=memory_format)
+                yb = y[start : start + batch_size][ok].to(device)
+                step = [step_scale * e / steps for e in eps] if isinstance(eps, (list, tuple)) \
+                    else step_scale * eps / steps
+                with autocast_context(torch.device(device), precision):
+                    x_adv = pgd(attacker, xb, yb, eps, steps, step_size=step,
+                                random_start=random_start, seed=seed + 7919 * i + start)
+                with torch.no_grad(), frozen(model):
+                    correct += int((model(x_adv).argmax(1) == yb).sum())
+            if progress is not None:
+                progress(len(ok))
+        robust.append({"eps": eps, **summary(correct, len(x))})
+    return {
+        "n": len(x),
+        "clean": summary(int(clean_ok.sum()), len(x)),
+        "robust": robust,
+        "attack": {"name": "pgd-linf", "steps": steps, "step_scale": step_scale,
+                   "random_start": random_start, "seed": seed,
+                   "path": f"{'folded-bn channels_last ' if attacker is not model else ''}{precision} attack, "
+                           "fp32 check"},
+    }

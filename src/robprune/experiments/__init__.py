@@ -1,0 +1,1 @@
+"""Experiments: the cached-unit store, the grid of arms, the digits demo and ``reproduce``."""

@@ -1,0 +1,156 @@
+"""The paper's comparison as a grid of cached units: Baseline, CP, RP, Ours, and the CP-vs-RP sweep.
+
+Every unit (a fine-tuned model, an evaluation) is stored under
+``out_dir/units/<name>-<config hash>/``; rerunning with the same config
+loads it instead of recomputing, so an interrupted grid continues where it
+stopped and a changed config never reuses a stale result.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+from collections.abc import Callable
+from dataclasses import MISSING, asdict, dataclass, field, fields, is_dataclass, replace
+from pathlib import Path
+
+from torch import nn
+
+from ..checkpoint import load_checkpoint, save_checkpoint
+from ..data import ImageData
+from ..evaluation.accuracy import evaluate, fixed_subset
+from ..io import write_json
+from ..evaluation.stats import weight_stats
+from ..training import TrainConfig, train
+from .progress import Progress, emit, progress_counter
+
+
+
+@dataclass(frozen=True)
+class Arm:
+    name: str  # label in tables and plots
+    method: str | None  # pruning criterion, None for no pruning
+    amount: float  # fraction pruned, [0, 1)
+    lam: float = 0.0  # high-magnitude penalty weight (0 = off)
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    eps: tuple[float, ...]  # L-inf radii in pixel units (fractions of 1, e.g. 8/255)
+    steps: int = 4  # PGD steps (the paper's PGD-4)
+    step_scale: float = 2.5  # step size = step_scale * eps / steps
+    random_start: bool = False  # uniform start in the eps-ball
+    n_images: int | None = None  # first n test images; None = all
+    batch_size: int = 256  # images per attack batch
+    seed: int = 0  # seed of the random start
+    eps_scale: tuple[float, ...] | None = None  # per-channel factor on eps (normalised-input reading)
+
+
+@dataclass(frozen=True)
+class GridConfig:
+    finetune: TrainConfig  # fine-tuning of each arm from the baseline
+    evaluation: EvalConfig
+    arms: tuple[Arm, ...]
+    sweep_ratios: tuple[float, ...] = ()  # Figure 2: pruning ratios for CP and RP
+    sweep_epochs: int = 1  # fine-tuning epochs after each one-shot sweep pruning
+    sweep_methods: tuple[str, ...] = ("cp", "rp")
+    extra: dict = field(default_factory=dict)  # free-form notes written with the results
+
+
+def config_key(config) -> dict:
+    """The fields of a dataclass config that differ from their defaults.
+
+    Cache keys use this, so adding a new field with a default later does not
+    invalidate units that were computed before it existed.
+    """
+    out = {}
+    for f in fields(config):
+        value = getattr(config, f.name)
+        default = f.default if f.default is not MISSING else (
+            f.default_factory() if f.default_factory is not MISSING else MISSING)
+        if value != default:
+            out[f.name] = asdict(value) if is_dataclass(value) else value
+    return out
+
+
+def config_hash(obj) -> str:
+    text = json.dumps(obj, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:10]
+
+
+def unit_dir(out_dir: Path, name: str, key) -> Path:
+    safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
+    return out_dir / "units" / f"{safe}-{config_hash(key)}"
+
+
+def finetuned(base: nn.Module, base_key, data: ImageData, config: TrainConfig, out_dir: Path, name: str,
+              progress: Progress | None = None) -> tuple[nn.Module, dict]:
+    """``base`` fine-tuned with ``config`` (cached); returns (model, masks)."""
+    unit = unit_dir(out_dir, name, {"base": base_key, "train": config_key(config)})
+    final = unit / "model.safetensors"
+    if final.is_file():
+        emit(progress, kind="unit", name=name, status="cached")
+        model, masks, _ = load_checkpoint(final)
+        return model.to(next(base.parameters()).device), masks
+    emit(progress, kind="unit", name=name, status="start")
+    model = copy.deepcopy(base)
+    result = train(model, data, config, out_dir=unit, resume=True, progress=progress,
+                   meta={"unit": name})
+    save_checkpoint(final, model, result["masks"], {"unit": name, "config": asdict(config),
+                                                     "tau_resolved": result["tau_resolved"],
+                                                     "history": result["history"]})
+    emit(progress, kind="unit", name=name, status="done")
+    return model, result["masks"]
+
+
+def evaluated(model: nn.Module, model_key, data: ImageData, config: EvalConfig, out_dir: Path, name: str,
+              progress: Progress | None = None) -> dict:
+    """Clean and PGD accuracy of ``model`` on the test split under ``config`` (cached)."""
+    unit = unit_dir(out_dir, f"eval-{name}", {"model": model_key, "eval": config_key(config)})
+    path = unit / "eval.json"
+    if path.is_file():
+        emit(progress, kind="unit", name=f"eval {name}", status="cached")
+        return json.loads(path.read_text())
+    emit(progress, kind="unit", name=f"eval {name}", status="start")
+    n = len(data.x_test) if config.n_images is None else min(config.n_images, len(data.x_test))
+    eps_list = [list(e * s for s in config.eps_scale) if config.eps_scale else e for e in config.eps]
+    tick = progress_counter(progress, name, n * len(eps_list))
+    x, y = fixed_subset(data.x_test, data.y_test, n)
+    result = evaluate(model, x, y, eps_list, config.steps,
+                      batch_size=config.batch_size, step_scale=config.step_scale,
+                      random_start=config.random_start, seed=config.seed, progress=tick)
+    for row, eps in zip(result["robust"], config.eps):
+        row["eps"] = eps  # report the nominal (pixel) eps, the per-channel values are in the config
+    result["config"] = asdict(config)
+    write_json(path, result)
+    emit(progress, kind="unit", name=f"eval {name}", status="done")
+    return result
+
+
+def run_grid(base: nn.Module, base_key, data: ImageData, config: GridConfig, out_dir: str | Path,
+             progress: Progress | None = None) -> dict:
+    """Fine-tune every arm from ``base``, evaluate and describe each, then run the sweep."""
+    out = Path(out_dir)
+    rows = {}
+    for arm in config.arms:
+        if arm.method is None and arm.lam == 0:
+            model, key = base, base_key
+        else:
+            ft = replace(config.finetune, method=arm.method, amount=arm.amount, lam=arm.lam).validate()
+            model, _ = finetuned(base, base_key, data, ft, out, arm.name, progress)
+            key = {"base": base_key, "train": config_key(ft)}
+        rows[arm.name] = {"arm": asdict(arm),
+                          "eval": evaluated(model, key, data, config.evaluation, out, arm.name, progress),
+                          "stats": weight_stats(model)}
+    sweep = []
+    for method in config.sweep_methods if config.sweep_ratios else ():
+        for ratio in config.sweep_ratios:
+            ft = replace(config.finetune, epochs=config.sweep_epochs, method=method, amount=ratio,
+                         lam=0.0).validate()
+            name = f"sweep-{method}-{ratio:g}"
+            model, _ = finetuned(base, base_key, data, ft, out, name, progress)
+            key = {"base": base_key, "train": config_key(ft)}
+            result = evaluated(model, key, data, config.evaluation, out, name, progress)
+            sweep.append({"method": method, "ratio": ratio, "eval": result})
+    return {"rows": rows, "sweep": sweep, "config": asdict(config)}

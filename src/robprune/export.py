@@ -1,0 +1,97 @@
+"""Export to and import from plain torch files, for tools outside robprune.
+
+``export``: a dict that ``torch.load(path, weights_only=True)`` reads, with
+``state_dict`` (masks folded into the weights), ``normalization`` (the mean
+and std the model expects on [0, 1] inputs), ``sparsity`` and robprune's
+metadata. Formats: ``torch`` (our state_dict, normalisation buffers included)
+and ``apb`` (the key names of the Adversarial Pruning Benchmark's base
+ResNet-18 and VGG-16-bn, kuangliu-style, without the normalisation layer,
+whose statistics travel in ``normalization``). ``import`` reads either back,
+and the community pytorch_resnet_cifar10 files (``community``).
+"""
+
+from __future__ import annotations
+
+import io
+import os
+from collections.abc import Mapping
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from .checkpoint import COMMUNITY_MEAN, COMMUNITY_STD, import_checkpoint, summarise_key_mismatch
+from .io import write_bytes_atomic
+from .models import create_model
+from .pruning.masks import Masks, prunable_parameters, sparsity_report
+
+FORMATS = ("torch", "apb", "community")
+APB_ARCHS = ("resnet18", "vgg16_bn")  # the benchmark's base models; our key names are theirs
+
+
+def _folded_state(model: nn.Module, masks: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+    for name, mask in masks.items():
+        state[name] = state[name] * mask.cpu()
+    return state
+
+
+def export_model(model: nn.Module, masks: Masks, meta: dict, fmt: str, path: str | os.PathLike) -> dict:
+    """Write ``model`` in ``fmt`` (torch or apb) to ``path`` atomically; returns the payload."""
+    if fmt not in ("torch", "apb"):
+        raise ValueError(f"unknown export format {fmt!r}; choose torch or apb")
+    arch = meta.get("arch")
+    if fmt == "apb" and arch not in APB_ARCHS:
+        raise ValueError(f"the apb format knows {', '.join(APB_ARCHS)}; this checkpoint holds {arch}")
+    state = _folded_state(model, masks)
+    norm = getattr(model, "normalize", None)
+    normalization = None
+    if norm is not None:
+        normalization = {"mean": norm.mean.flatten().tolist(), "std": norm.std.flatten().tolist()}
+    if fmt == "apb":
+        state = {k: v for k, v in state.items() if not k.startswith("normalize.")}
+    payload = {"state_dict": state, "normalization": normalization, "format": fmt, "arch": arch,
+               "sparsity": sparsity_report(model)["sparsity"] if prunable_parameters(model) else 0.0,
+               "robprune": {k: v for k, v in meta.items() if isinstance(v, (str, int, float, bool)) or v is None}}
+    buf = io.BytesIO()
+    torch.save(payload, buf)
+    write_bytes_atomic(path, buf.getvalue())
+    return payload
+
+
+def import_model(path: str | os.PathLike, arch: str, fmt: str = "community",
+                 num_classes: int = 10) -> tuple[nn.Module, Masks | None]:
+    """(model, masks) from a foreign torch file; masks are the zero pattern of a pruned (sparse) file."""
+    if fmt not in FORMATS:
+        raise ValueError(f"unknown import format {fmt!r}; choose one of {', '.join(FORMATS)}")
+    if fmt == "community":
+        return import_checkpoint(path, arch, num_classes=num_classes), None
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint {path} does not exist")
+    if fmt == "apb" and arch not in APB_ARCHS:
+        raise ValueError(f"the apb format knows {', '.join(APB_ARCHS)}, not {arch}")
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # torch raises several types for bad or unsafe pickles
+        raise ValueError(f"cannot read {path} as a weights-only torch file: "
+                         f"{str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__}") from None
+    state = obj.get("state_dict", obj) if isinstance(obj, dict) else None
+    if not isinstance(state, dict) or not state or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise ValueError(f"{path} holds no state_dict of tensors")
+    state = {str(k).removeprefix("module."): v for k, v in state.items()}
+    norm = obj.get("normalization") if isinstance(obj, dict) else None
+    mean, std = (norm["mean"], norm["std"]) if isinstance(norm, dict) and "mean" in norm else \
+        ((None, None) if fmt == "torch" else (COMMUNITY_MEAN, COMMUNITY_STD))
+    model = create_model(arch, num_classes=num_classes, mean=mean, std=std)
+    for name, buf in model.state_dict().items():
+        if name.startswith("normalize.") and name not in state:
+            state[name] = buf
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as err:
+        raise ValueError(f"{path} does not fit {arch} ({fmt} layout): {summarise_key_mismatch(err)}") from None
+    weights = prunable_parameters(model)
+    masks = {n: w.detach() != 0 for n, w in weights.items()}
+    sparse = any(not m.all() for m in masks.values())
+    return model, (masks if sparse else None)
