@@ -52,9 +52,8 @@ def add_arguments(p) -> None:
             continue
         if f.name in PIXEL_FIELDS:
             default = None if f.default is None else round(f.default * 255, 6)
-            p.add_argument(flag, type=pixel_levels, default=f.default,
-                           help=help_text + f" (default: {default if default is not None else 'see text'}"
-                                            f"{'/255' if default is not None else ''})")
+            shown = f"{default:g}/255" if default is not None else "0.25*eps for pgd and trades, 1.25*eps for fgsm"
+            p.add_argument(flag, type=pixel_levels, default=f.default, help=f"{help_text} (default: {shown})")
             continue
         kind = TYPES.get(f.name)
         if kind is None:

@@ -49,8 +49,8 @@ class TrainConfig:
                         "fgsm (Wong et al., random start)", choices=OBJECTIVES)
     adv_eps: float = _f(8 / 255, "radius of the training attack, pixel units (the CLI takes units of 1/255)")
     adv_steps: int = _f(10, "steps of the training attack (pgd, trades); fgsm takes one")
-    adv_step_size: float | None = _f(None, "step of the training attack, pixel units (CLI: 1/255); default "
-                                           "2/255-style 0.25*eps for pgd/trades, 1.25*eps for fgsm")
+    adv_step_size: float | None = _f(None, "step of the training attack, pixel units (the CLI takes units of "
+                                           "1/255)")
     trades_beta: float = _f(6.0, "TRADES weight of the KL term")
     adv_bn: str = _f("eval", "BatchNorm mode while crafting the training attack: eval (TRADES) or train (Rice et "
                              "al.)", choices=ATTACK_BN_MODES)
