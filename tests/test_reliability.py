@@ -97,3 +97,30 @@ def test_kill_9_mid_epoch_then_resume_is_bit_exact(tmp_path):
     straight, resumed = _final_weights(tmp_path / "straight"), _final_weights(out)
     for k in straight:
         assert torch.equal(straight[k], resumed[k]), k
+
+
+def test_a_damaged_cached_unit_is_rebuilt_not_fatal(tmp_path, caplog):
+    """Truncate the cached model of a unit: the rerun logs it, recomputes it, and finishes."""
+    import logging
+
+    from robprune.data import load_digits
+    from robprune.experiments.grid import finetuned
+    from robprune.training import TrainConfig
+    from robprune import create_model
+
+    data = load_digits()
+    torch.manual_seed(0)
+    base = create_model("small_cnn")
+    config = TrainConfig(epochs=1, batch_size=64, lr=0.01, method="cp", amount=0.5, n_train=200)
+    model, _ = finetuned(base, {"b": 1}, data, config, tmp_path, "CP")
+    (unit,) = (tmp_path / "units").iterdir()
+    path = unit / "model.safetensors"
+    path.write_bytes(path.read_bytes()[:500])
+    with caplog.at_level(logging.WARNING):
+        again, masks = finetuned(base, {"b": 1}, data, config, tmp_path, "CP")
+    assert "is damaged" in caplog.text and "recomputing" in caplog.text
+    assert (unit / ".done").is_file() and len(path.read_bytes()) > 500
+    assert sum(int((~m).sum()) for m in masks.values()) > 0
+    # a completed unit is reused (no retraining): the same weights come back
+    third, _ = finetuned(base, {"b": 1}, data, config, tmp_path, "CP")
+    assert all(torch.equal(a, b) for a, b in zip(again.state_dict().values(), third.state_dict().values()))

@@ -14,7 +14,8 @@ import torch
 
 from ..checkpoint import load_checkpoint, save_checkpoint
 from ..data import load_digits
-from .grid import Arm, EvalConfig, GridConfig, Progress, emit, config_hash, config_key, run_grid
+from .grid import Arm, EvalConfig, GridConfig, Progress, config_key, run_grid
+from .store import UnitStore
 from ..io import prepare_out_dir, write_json, write_text_atomic
 from ..models import create_model
 from ..reporting.markdown import grid_markdown, plot_grid
@@ -47,17 +48,16 @@ def run_demo(out_dir: str | Path, device: str | torch.device = "cpu", progress: 
     grid = demo_grid()
     mean, std = data.channel_stats()
     base_key = {"data": data.name, "arch": "small_cnn", "train": config_key(BASELINE), "mean": mean, "std": std}
-    base_path = out / "units" / f"baseline-{config_hash(base_key)}" / "model.safetensors"
-    if base_path.is_file():
-        emit(progress, kind="unit", name="Baseline training", status="cached")
-        base, _, _ = load_checkpoint(base_path)
-        base = base.to(device)
-    else:
-        emit(progress, kind="unit", name="Baseline training", status="start")
+
+    def make(path: Path):
         torch.manual_seed(BASELINE.seed)
-        base = create_model("small_cnn", num_classes=10, in_channels=1, mean=mean, std=std).to(device)
-        result = train(base, data, BASELINE, out_dir=base_path.parent, resume=True, progress=progress)
-        save_checkpoint(base_path, base, None, {"unit": "Baseline", "history": result["history"]})
+        model = create_model("small_cnn", num_classes=10, in_channels=1, mean=mean, std=std).to(device)
+        result = train(model, data, BASELINE, out_dir=path, resume=True, progress=progress)
+        save_checkpoint(path / "model.safetensors", model, None, {"unit": "Baseline", "history": result["history"]})
+        return model
+
+    base = UnitStore(out, progress).compute("baseline", base_key,
+                                            lambda p: load_checkpoint(p / "model.safetensors")[0].to(device), make)
     result = run_grid(base, base_key, data, grid, out, progress)
     result["config"]["extra"]["device"] = str(device)
     title = (f"robprune demo: small CNN on scikit-learn digits "

@@ -9,10 +9,8 @@ stopped and a changed config never reuses a stale result.
 from __future__ import annotations
 
 import copy
-import hashlib
 import json
-from collections.abc import Callable
-from dataclasses import MISSING, asdict, dataclass, field, fields, is_dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 from torch import nn
@@ -24,6 +22,7 @@ from ..io import write_json
 from ..evaluation.stats import weight_stats
 from ..training import TrainConfig, train
 from .progress import Progress, emit, progress_counter
+from .store import UnitStore, config_hash, config_key, unit_dir  # noqa: F401  (re-exported)
 
 
 
@@ -58,74 +57,46 @@ class GridConfig:
     extra: dict = field(default_factory=dict)  # free-form notes written with the results
 
 
-def config_key(config) -> dict:
-    """The fields of a dataclass config that differ from their defaults.
-
-    Cache keys use this, so adding a new field with a default later does not
-    invalidate units that were computed before it existed.
-    """
-    out = {}
-    for f in fields(config):
-        value = getattr(config, f.name)
-        default = f.default if f.default is not MISSING else (
-            f.default_factory() if f.default_factory is not MISSING else MISSING)
-        if value != default:
-            out[f.name] = asdict(value) if is_dataclass(value) else value
-    return out
-
-
-def config_hash(obj) -> str:
-    text = json.dumps(obj, sort_keys=True, default=str)
-    return hashlib.sha256(text.encode()).hexdigest()[:10]
-
-
-def unit_dir(out_dir: Path, name: str, key) -> Path:
-    safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
-    return out_dir / "units" / f"{safe}-{config_hash(key)}"
-
-
 def finetuned(base: nn.Module, base_key, data: ImageData, config: TrainConfig, out_dir: Path, name: str,
               progress: Progress | None = None) -> tuple[nn.Module, dict]:
-    """``base`` fine-tuned with ``config`` (cached); returns (model, masks)."""
-    unit = unit_dir(out_dir, name, {"base": base_key, "train": config_key(config)})
-    final = unit / "model.safetensors"
-    if final.is_file():
-        emit(progress, kind="unit", name=name, status="cached")
-        model, masks, _ = load_checkpoint(final)
-        return model.to(next(base.parameters()).device), masks
-    emit(progress, kind="unit", name=name, status="start")
-    model = copy.deepcopy(base)
-    result = train(model, data, config, out_dir=unit, resume=True, progress=progress,
-                   meta={"unit": name})
-    save_checkpoint(final, model, result["masks"], {"unit": name, "config": asdict(config),
-                                                     "tau_resolved": result["tau_resolved"],
-                                                     "history": result["history"]})
-    emit(progress, kind="unit", name=name, status="done")
-    return model, result["masks"]
+    """``base`` fine-tuned with ``config`` (a cached unit); returns (model, masks)."""
+    device = next(base.parameters()).device
+
+    def load(path: Path):
+        model, masks, _ = load_checkpoint(path / "model.safetensors")
+        return model.to(device), masks
+
+    def make(path: Path):
+        model = copy.deepcopy(base)
+        result = train(model, data, config, out_dir=path, resume=True, progress=progress, meta={"unit": name})
+        save_checkpoint(path / "model.safetensors", model, result["masks"],
+                        {"unit": name, "config": asdict(config), "tau_resolved": result["tau_resolved"],
+                         "history": result["history"]})
+        return model, result["masks"]
+
+    return UnitStore(out_dir, progress).compute(name, {"base": base_key, "train": config_key(config)}, load, make)
 
 
 def evaluated(model: nn.Module, model_key, data: ImageData, config: EvalConfig, out_dir: Path, name: str,
               progress: Progress | None = None) -> dict:
-    """Clean and PGD accuracy of ``model`` on the test split under ``config`` (cached)."""
-    unit = unit_dir(out_dir, f"eval-{name}", {"model": model_key, "eval": config_key(config)})
-    path = unit / "eval.json"
-    if path.is_file():
-        emit(progress, kind="unit", name=f"eval {name}", status="cached")
-        return json.loads(path.read_text())
-    emit(progress, kind="unit", name=f"eval {name}", status="start")
-    n = len(data.x_test) if config.n_images is None else min(config.n_images, len(data.x_test))
-    eps_list = [list(e * s for s in config.eps_scale) if config.eps_scale else e for e in config.eps]
-    tick = progress_counter(progress, name, n * len(eps_list))
-    x, y = fixed_subset(data.x_test, data.y_test, n)
-    result = evaluate(model, x, y, eps_list, config.steps,
-                      batch_size=config.batch_size, step_scale=config.step_scale,
-                      random_start=config.random_start, seed=config.seed, progress=tick)
-    for row, eps in zip(result["robust"], config.eps):
-        row["eps"] = eps  # report the nominal (pixel) eps, the per-channel values are in the config
-    result["config"] = asdict(config)
-    write_json(path, result)
-    emit(progress, kind="unit", name=f"eval {name}", status="done")
-    return result
+    """Clean and PGD accuracy of ``model`` on the test split under ``config`` (a cached unit)."""
+
+    def make(path: Path) -> dict:
+        n = len(data.x_test) if config.n_images is None else min(config.n_images, len(data.x_test))
+        eps_list = [list(e * s for s in config.eps_scale) if config.eps_scale else e for e in config.eps]
+        tick = progress_counter(progress, name, n * len(eps_list))
+        x, y = fixed_subset(data.x_test, data.y_test, n)
+        result = evaluate(model, x, y, eps_list, config.steps, batch_size=config.batch_size,
+                          step_scale=config.step_scale, random_start=config.random_start, seed=config.seed,
+                          progress=tick)
+        for row, eps in zip(result["robust"], config.eps):
+            row["eps"] = eps  # report the nominal (pixel) eps, the per-channel values are in the config
+        result["config"] = asdict(config)
+        write_json(path / "eval.json", result)
+        return result
+
+    return UnitStore(out_dir, progress).compute(f"eval-{name}", {"model": model_key, "eval": config_key(config)},
+                                                lambda p: json.loads((p / "eval.json").read_text()), make)
 
 
 def run_grid(base: nn.Module, base_key, data: ImageData, config: GridConfig, out_dir: str | Path,

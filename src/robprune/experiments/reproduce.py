@@ -234,31 +234,30 @@ def run_reproduce(data_spec: str, init: str | None, out_dir: str | Path, config:
 
 def suite_evaluated(model, model_key, data: ImageData, config: ReproduceConfig, out: Path, name: str,
                     progress: Progress | None) -> dict:
-    """Worst case over ``config.suite`` at the paper's eps, plus the sanity checks (cached)."""
+    """Worst case over ``config.suite`` at the paper's eps, plus the sanity checks (a cached unit)."""
     import json
 
-    from .grid import emit, progress_counter, unit_dir
     from ..evaluation.checks import check_images, sanity_checks
     from ..evaluation.suite import SUITES, worst_case
+    from .progress import progress_counter
+    from .store import UnitStore
 
     n = min(config.suite_images, len(data.x_test))
-    unit = unit_dir(out, f"suite-{name}", {"model": model_key, "suite": config.suite, "n": n})
-    path = unit / "suite.json"
-    if path.is_file():
-        emit(progress, kind="unit", name=f"suite {name}", status="cached")
-        return json.loads(path.read_text())
-    emit(progress, kind="unit", name=f"suite {name}", status="start")
-    x, y = fixed_subset(data.x_test, data.y_test, n)
-    attacks = SUITES[config.suite]
-    tick = progress_counter(progress, f"suite-{name}", n * len(attacks) * len(PAPER_EPS))
-    rows = [worst_case(model, x, y, e, attacks, config.eval_batch, progress=tick) for e in PAPER_EPS]
-    x_check, y_check = check_images(x, y, min(200, n))
-    checks = sanity_checks(model, x_check, y_check, list(PAPER_EPS), 4, config.eval_batch)
-    result = {"n": n, "suite": config.suite, "attacks": [a.__dict__ for a in attacks],
-              "rows": rows, "sanity_checks": checks}
-    write_json(path, result)
-    emit(progress, kind="unit", name=f"suite {name}", status="done")
-    return result
+
+    def make(path: Path) -> dict:
+        x, y = fixed_subset(data.x_test, data.y_test, n)
+        attacks = SUITES[config.suite]
+        tick = progress_counter(progress, f"suite-{name}", n * len(attacks) * len(PAPER_EPS))
+        rows = [worst_case(model, x, y, e, attacks, config.eval_batch, progress=tick) for e in PAPER_EPS]
+        x_check, y_check = check_images(x, y, min(200, n))
+        checks = sanity_checks(model, x_check, y_check, list(PAPER_EPS), 4, config.eval_batch)
+        result = {"n": n, "suite": config.suite, "attacks": [a.__dict__ for a in attacks],
+                  "rows": rows, "sanity_checks": checks}
+        write_json(path / "suite.json", result)
+        return result
+
+    return UnitStore(out, progress).compute(f"suite-{name}", {"model": model_key, "suite": config.suite, "n": n},
+                                            lambda p: json.loads((p / "suite.json").read_text()), make)
 
 
 def _paper_distance(ev: dict) -> float:
