@@ -54,6 +54,8 @@ def add_arguments(p) -> None:
     p.add_argument("--label", action="append", help="row label of each checkpoint, in order (default: a unique "
                                                     "readable name from its path)")
     p.add_argument("--arch", help="a package.module:factory the checkpoints were built by (allows importing it)")
+    p.add_argument("--dist-backend", default="auto", help="torch.distributed backend under torchrun: auto, gloo "
+                                                          "or nccl (the images are split across the ranks)")
     add_device(p)
     p.add_argument("--out", default="runs/eval", help="output folder")
 
@@ -88,8 +90,12 @@ def request_from_args(args) -> EvalRequest:
 
 
 def run(args) -> None:
+    from .. import distributed
+
     dev = device(args.device)
     request = request_from_args(args)
+    group = distributed.setup(dev, args.dist_backend)
+    dev = group.device
     labels = labels_for(args.checkpoints, args.label)
     models = []
     for path in args.checkpoints:
@@ -103,14 +109,17 @@ def run(args) -> None:
     if n == 0:
         raise ValueError(f"{args.data} has no test images to evaluate")
     x, y = fixed_subset(data.x_test, data.y_test, n)
-    progress = Progress()
+    progress = Progress() if group.is_main else None
     results = {}
     for label, path, (model, _, _) in zip(labels, args.checkpoints, models):
         model.to(dev)
         result = run_evaluation(model, x, y, request, progress, name=label)
         result["checkpoint"] = path
         results[label] = result
-    progress.close()
+    if progress is not None:
+        progress.close()
+    if not group.is_main:
+        return
     lines = [table2_markdown({label: {"eval": r} for label, r in results.items()},
                              attack="worst case" if request.suite else
                              ("PGD" if request.plain_pgd() else request.attacks()[0].name))]

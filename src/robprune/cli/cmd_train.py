@@ -62,6 +62,13 @@ def add_arguments(p) -> None:
                 kind = non_negative
         p.add_argument(flag, type=kind, default=f.default, help=help_text)
     p.add_argument("--resume", action="store_true", help="continue from OUT/last.safetensors")
+    p.add_argument("--nproc", type=positive_int, default=1, help="start N data-parallel processes on this machine "
+                                                                  "through torch's elastic launcher (torchrun)")
+    p.add_argument("--sync-bn", action="store_true", help="distributed runs: BatchNorm statistics over the global "
+                                                          "batch (SyncBatchNorm; GPUs only)")
+    p.add_argument("--dist-backend", default="auto", help="torch.distributed backend under torchrun: auto (NCCL on "
+                                                          "GPUs, gloo on CPUs), gloo or nccl")
+    p.add_argument("--dist-timeout", type=non_negative, default=300.0, help="seconds to wait for the other ranks")
     add_device(p)
     p.add_argument("--out", default="runs/train", help="output folder")
 
@@ -73,9 +80,34 @@ def config_from_args(args, fine_tuning: bool) -> TrainConfig:
     return TrainConfig(**values).validate()
 
 
+def launch(args) -> None:
+    """``--nproc N``: rerun this command under torch's elastic launcher (torchrun) with N processes."""
+    from torch.distributed.run import main as torchrun
+
+    argv = list(args.argv)
+    i = argv.index("--nproc")
+    del argv[i : i + 2]
+    torchrun(["--standalone", "--nproc_per_node", str(args.nproc), "-m", "robprune", *argv])
+
+
 def run(args) -> None:
+    from .. import distributed
+
+    if args.nproc > 1:
+        if distributed.launched_by_torchrun():
+            raise ValueError("--nproc starts torchrun itself; under torchrun leave it out")
+        return launch(args)
     dev = device(args.device)
     config = config_from_args(args, fine_tuning=args.init is not None)
+    group = distributed.setup(dev, args.dist_backend, args.dist_timeout)
+    dev = group.device
+    if args.sync_bn and group.world == 1:
+        raise ValueError("--sync-bn needs a distributed run (torchrun with more than one process)")
+    if args.sync_bn and dev.type != "cuda":
+        raise ValueError("--sync-bn needs GPUs (SyncBatchNorm has no CPU kernel); leave it out on CPUs")
+    if config.batch_size % group.world:
+        raise ValueError(f"batch size {config.batch_size} is not divisible by the {group.world} ranks; the batch "
+                         "size is the global batch, choose a multiple of the rank count")
     data = load_dataset(args.data)
     masks = None
     if args.init:
@@ -100,12 +132,18 @@ def run(args) -> None:
         raise ValueError(f"{out} already holds a training run; pass --resume to continue it or choose another --out")
     identity = {"data": args.data, "arch": arch, "init": str(Path(args.init).resolve()) if args.init else None}
     model.to(dev)
-    write_json(out / "config.json", {**resolved(args), "train_config": asdict(config)})
-    result = train(model, data, config, out_dir=out, masks=masks, resume=args.resume, progress=Progress(),
-                   meta={"data": args.data, "identity": identity})
+    if args.sync_bn:
+        model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    if group.is_main:
+        write_json(out / "config.json", {**resolved(args), "train_config": asdict(config), "world_size": group.world})
+    result = train(model, data, config, out_dir=out, masks=masks, resume=args.resume,
+                   progress=Progress() if group.is_main else None,
+                   meta={"data": args.data, "identity": identity, "world_size": group.world})
+    if not group.is_main:
+        return
     save_checkpoint(out / "model.safetensors", model, result["masks"],
                     {"data": args.data, "config": asdict(config), "tau_resolved": result["tau_resolved"],
-                     "history": result["history"], "identity": identity})
+                     "history": result["history"], "identity": identity, "world_size": group.world})
     final = result["history"][-1] if result["history"] else {}
     adv = f", adversarial train {100 * final['train_adv_acc']:.2f}%" if "train_adv_acc" in final else ""
     print(f"test accuracy {100 * final.get('test_acc', float('nan')):.2f}%{adv}, "

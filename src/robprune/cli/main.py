@@ -11,6 +11,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from .. import __version__
+from ..distributed import rank_from_env, teardown
 from ..io import OutputLock, remove_stale_temporaries
 from . import cmd_demo, cmd_eval, cmd_export, cmd_import, cmd_prune, cmd_reproduce, cmd_stats, cmd_train
 from .common import Parser, Progress, UsageError
@@ -98,11 +99,14 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "reproduce" and getattr(args, "report_only", False):
             COMMANDS[args.command].run(args)
             return 0
-        with OutputLock(folder):
-            _check_previous_results(args, folder)
-            remove_stale_temporaries(folder)
-            args.out_dir = folder
+        args.out_dir = folder
+        if rank_from_env() > 0:  # under torchrun only rank 0 writes, so only rank 0 holds the folder
             COMMANDS[args.command].run(args)
+        else:
+            with OutputLock(folder):
+                _check_previous_results(args, folder)
+                remove_stale_temporaries(folder)
+                COMMANDS[args.command].run(args)
     except SystemExit as exit_:  # --help and --version
         return int(exit_.code or 0)
     except KeyboardInterrupt:
@@ -111,13 +115,17 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     except Exception as err:  # every error, whatever a file's content raised, becomes one line
         _close_bars()
-        _remove_if_empty(created)
+        if rank_from_env() == 0:
+            _remove_if_empty(created)
         if os.environ.get("ROBPRUNE_DEBUG"):
             raise
         known = isinstance(err, (UsageError, ValueError, TypeError, OSError, RuntimeError, json.JSONDecodeError))
         prefix = "" if known else f"{type(err).__name__}: "
-        print(f"robprune: error: {prefix}{_one_line(err)}", file=sys.stderr)
+        rank = f" (rank {rank_from_env()})" if rank_from_env() else ""
+        print(f"robprune: error{rank}: {prefix}{_one_line(err)}", file=sys.stderr)
         return 2
+    finally:
+        teardown()
     return 0
 
 

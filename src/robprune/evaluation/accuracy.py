@@ -94,10 +94,13 @@ def evaluate(
     reduced = precision != "fp32"
     attacker = attack_model(model, compile=compile) if fast or reduced or compile else model
     memory_format = torch.channels_last if attacker is not model else torch.contiguous_format
+    from ..distributed import all_reduce_sum, my_batches
+
     robust = []
+    starts = my_batches(len(x), batch_size)  # all batches in one process; this rank's share under torchrun
     for i, eps in enumerate(eps_list):
         correct = 0
-        for start in range(0, len(x), batch_size):
+        for start in starts:
             ok = clean_ok[start : start + batch_size]
             if ok.any():
                 xb = as_float_images(x[start : start + batch_size][ok].to(device)).contiguous(
@@ -112,7 +115,8 @@ def evaluate(
                     correct += int((model(x_adv).argmax(1) == yb).sum())
             if progress is not None:
                 progress(len(ok))
-        robust.append({"eps": eps, **summary(correct, len(x))})
+        (correct,) = all_reduce_sum([correct], torch.device(device))
+        robust.append({"eps": eps, **summary(int(correct), len(x))})
     return {
         "n": len(x),
         "clean": summary(int(clean_ok.sum()), len(x)),

@@ -74,9 +74,12 @@ def worst_case(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: Eps, att
     y = y.long()
     robust = predict(model, x, batch_size) == y.cpu()
     clean = int(robust.sum())
+    from ..distributed import all_reduce_and, my_batches
+
     per_attack = {}
+    starts = my_batches(len(x), batch_size)  # all batches in one process; this rank's share under torchrun
     for spec in attacks:
-        for start in range(0, len(x), batch_size):
+        for start in starts:
             idx = robust[start : start + batch_size].nonzero().squeeze(1) + start
             if len(idx):
                 xb, yb = as_float_images(x[idx].to(device)), y[idx].to(device)
@@ -89,6 +92,7 @@ def worst_case(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: Eps, att
                 robust[idx[fooled]] = False
             if progress is not None:
                 progress(min(batch_size, len(x) - start))
+        robust = all_reduce_and(robust, torch.device(device))  # each rank only cleared points of its own batches
         per_attack[spec.name] = {"robust_after": summary(int(robust.sum()), len(x)), "spec": spec.__dict__ | {
             "options": dict(spec.options)}, "label": spec.label()}
     return {"eps": eps, "clean": summary(clean, len(x)), "worst_case": summary(int(robust.sum()), len(x)),

@@ -41,8 +41,13 @@ class Context:
     def wrap(self, model: nn.Module) -> nn.Module:
         if self.world == 1:
             return model
+        import warnings
+
         ids = [self.device.index] if self.device.type == "cuda" else None
-        return nn.parallel.DistributedDataParallel(model, device_ids=ids, broadcast_buffers=False)
+        with warnings.catch_warnings():  # the rename of broadcast_buffers is announced, not yet available
+            warnings.simplefilter("ignore", FutureWarning)
+            # Rank-local BatchNorm statistics (or SyncBatchNorm with --sync-bn); parameters start equal.
+            return nn.parallel.DistributedDataParallel(model, device_ids=ids, broadcast_buffers=False)
 
     def check_equal(self, tensors: Mapping[str, torch.Tensor], what: str) -> None:
         """Raise when ``tensors`` differ between ranks (compared by a checksum all-gathered to every rank)."""

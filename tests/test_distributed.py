@@ -1,0 +1,170 @@
+"""torch.distributed on 2 CPU processes (gloo, torchrun --standalone): training equivalence with one process,
+sharded evaluation, an elastic restart after a killed rank, and the output-folder lock. Small: digits."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+import robprune as rp
+from robprune.cli import main
+from robprune.io import OutputLock
+
+ROOT = Path(__file__).resolve().parents[1]
+MLP = "user_models.nets:tiny_mlp"  # no BatchNorm: rank-local statistics would differ from one process
+TRAIN = ["train", "--data", "digits", "--arch", MLP, "--batch-size", "64", "--lr", "0.05", "--method", "cp",
+         "--amount", "0.5", "--augment", "none", "--device", "cpu"]
+
+
+def _env():
+    env = dict(os.environ)
+    env["PYTHONPATH"] = f"{ROOT / 'src'}{os.pathsep}{ROOT / 'tests'}"
+    env["OMP_NUM_THREADS"] = "1"
+    return env
+
+
+def _torchrun(args, nproc=2, extra=(), timeout=240, **kw):
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(nproc), *extra,
+           "-m", "robprune", *args]
+    return subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=timeout, **kw)
+
+
+def _one(args, timeout=240):
+    return subprocess.run([sys.executable, "-m", "robprune", *args], env=_env(), capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def _load(path):
+    return rp.load_checkpoint(path, expect_arch=MLP)
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("dist")
+    two = _torchrun([*TRAIN, "--epochs", "3", "--out", str(tmp / "two")])
+    assert two.returncode == 0, two.stderr[-2000:]
+    one = _one([*TRAIN, "--epochs", "3", "--out", str(tmp / "one")])
+    assert one.returncode == 0, one.stderr[-2000:]
+    return tmp
+
+
+def test_two_processes_train_like_one(runs):
+    """Equal exactly: masks, sparsity, the data order (same metrics per epoch up to float sums).
+    Equal within float reduction tolerance: the weights (gloo averages the two half-batch gradients)."""
+    m1, masks1, meta1 = _load(runs / "one" / "model.safetensors")
+    m2, masks2, meta2 = _load(runs / "two" / "model.safetensors")
+    assert meta2["world_size"] == 2 and meta1["world_size"] == 1
+    assert set(masks1) == set(masks2) and all(torch.equal(masks1[k], masks2[k]) for k in masks1)
+    assert rp.sparsity_report(m1)["zeros"] == rp.sparsity_report(m2)["zeros"]
+    for (k, a), (_, b) in zip(m1.state_dict().items(), m2.state_dict().items()):
+        assert torch.allclose(a, b, atol=1e-5, rtol=1e-4), k
+    h1, h2 = meta1["history"], meta2["history"]
+    assert [round(h["train_acc"], 6) for h in h1] == [round(h["train_acc"], 6) for h in h2]
+
+
+def test_sharded_evaluation_counts_equal_one_process(runs):
+    ckpt = runs / "one" / "model.safetensors"
+    args = ["eval", str(ckpt), "--arch", MLP, "--data", "digits", "--eps", "8,24", "--steps", "5",
+            "--batch-size", "50", "--no-checks", "--device", "cpu"]
+    for extra in ([], ["--suite", "fast"]):
+        name = "suite" if extra else "pgd"
+        two = _torchrun([*args, *extra, "--out", str(runs / f"ev2-{name}")])
+        assert two.returncode == 0, two.stderr[-2000:]
+        one = _one([*args, *extra, "--out", str(runs / f"ev1-{name}")])
+        assert one.returncode == 0, one.stderr[-2000:]
+        e1 = json.loads((runs / f"ev1-{name}" / "eval.json").read_text())
+        e2 = json.loads((runs / f"ev2-{name}" / "eval.json").read_text())
+        assert [r["correct"] for r in e1["robust"]] == [r["correct"] for r in e2["robust"]]
+        assert e1["clean"] == e2["clean"]
+        assert 0 < e1["robust"][1]["correct"] < e1["clean"]["correct"]  # the attack did something
+
+
+def test_elastic_restart_after_a_killed_rank_ends_with_the_same_weights(runs):
+    out = runs / "elastic"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+           "--max-restarts", "1", "-m", "robprune", *TRAIN, "--epochs", "3", "--resume", "--out", str(out)]
+    proc = subprocess.Popen(cmd, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    metrics = out / "metrics.jsonl"
+    deadline = time.time() + 120
+    while time.time() < deadline and not (metrics.is_file() and metrics.read_text().count("\n") >= 1):
+        time.sleep(0.02)
+    assert metrics.is_file(), "the first epoch never finished"
+    workers = _workers_writing(out)
+    assert len(workers) == 2, workers
+    os.kill(max(workers), signal.SIGKILL)  # one rank dies during the second epoch (or just after the first)
+    try:
+        _, err = proc.communicate(timeout=180)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        _, err = proc.communicate()
+        pytest.fail("the restarted group did not finish: " + err[-3000:])
+    assert proc.returncode == 0, err[:3000]
+    assert "restart" in err.lower() or err.count("epoch 1:") >= 1
+    killed, _, _ = _load(out / "model.safetensors")
+    reference, _, _ = _load(runs / "two" / "model.safetensors")
+    # Bit-exact: resuming restores weights, momentum and the data-order generator, and gloo sums two ranks in
+    # a fixed order, so the restarted group computes exactly what the uninterrupted one did.
+    for (k, a), (_, b) in zip(killed.state_dict().items(), reference.state_dict().items()):
+        assert torch.equal(a, b), k
+
+
+def _workers_writing(out: Path) -> list[int]:
+    """PIDs of the rank processes (not the launcher) whose command line names this output folder."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        words = [w.decode(errors="replace") for w in cmdline]
+        if str(out) in words and "robprune" in words and "torch.distributed.run" not in words:
+            pids.append(int(entry.name))
+    return pids
+
+
+def test_bad_distributed_input_is_one_line_on_every_rank(runs):
+    bad = _torchrun([*TRAIN, "--epochs", "1", "--batch-size", "63", "--out", str(runs / "odd")])
+    assert bad.returncode != 0
+    lines = [l for l in bad.stderr.splitlines() if l.startswith("robprune: error")]
+    assert len(lines) == 2 and all("not divisible by the 2 ranks" in l for l in lines), bad.stderr[-1500:]
+    assert not (runs / "odd" / "model.safetensors").exists()
+    assert main([*TRAIN, "--epochs", "1", "--sync-bn", "--out", str(runs / "sync")]) == 2
+    if not torch.cuda.is_available():
+        assert main([*TRAIN, "--epochs", "1", "--dist-backend", "nccl", "--out", str(runs / "nccl")]) == 2
+
+
+@pytest.mark.parametrize("argv", [
+    ["train", "--data", "digits", "--arch", "small_cnn", "--epochs", "1"],
+    ["eval", "CKPT", "--data", "digits", "--n-images", "5"],
+    ["prune", "CKPT", "--method", "cp", "--amount", "0.5"],
+    ["stats", "CKPT"],
+    ["reproduce", "--data", "digits", "--quick"],
+    ["demo"],
+])
+def test_a_second_writer_of_the_same_folder_is_refused(argv, tmp_path, capsys):
+    ckpt = rp.save_checkpoint(tmp_path / "m.safetensors", rp.create_model("small_cnn"))
+    out = tmp_path / "busy"
+    with OutputLock(out):
+        argv = [str(ckpt) if a == "CKPT" else a for a in argv]
+        assert main([*argv, "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "is in use by robprune pid" in err and len(err.strip().splitlines()) == 1
+    assert not (out / ".robprune.lock").exists()  # released, and nothing else was written
+    assert list(out.iterdir()) == [] if out.exists() else True
+
+
+def test_a_lock_dies_with_its_process(tmp_path):
+    out = tmp_path / "o"
+    code = f"from robprune.io import OutputLock; import os; l = OutputLock({str(out)!r}).__enter__(); os._exit(9)"
+    subprocess.run([sys.executable, "-c", code], env=_env(), check=False)
+    with OutputLock(out):  # the killed holder does not block forever
+        pass
