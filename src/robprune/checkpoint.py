@@ -86,14 +86,14 @@ def read_checkpoint(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], d
         with safetensors.safe_open(str(path), framework="pt") as f:
             raw_meta = f.metadata() or {}
             tensors = {k: f.get_tensor(k) for k in f.keys()}
-    except (safetensors.SafetensorError, OSError, ValueError) as err:
-        raise ValueError(f"{path} is corrupt or not a safetensors file: {err}") from None
+    except Exception as err:  # safetensors raises several types for a damaged header or data
+        raise ValueError(f"{path} is corrupt or not a safetensors file: {type(err).__name__}: {err}") from None
     if "robprune" not in raw_meta:
         raise ValueError(f"{path} is a safetensors file but not a robprune checkpoint (no metadata)")
     try:
         meta = json.loads(raw_meta["robprune"])
-    except json.JSONDecodeError as err:
-        raise ValueError(f"{path} has unreadable metadata: {err}") from None
+    except (json.JSONDecodeError, RecursionError) as err:
+        raise ValueError(f"{path} has unreadable metadata: {type(err).__name__}: {err}") from None
     if not isinstance(meta, dict):
         raise ValueError(f"{path} has metadata that is not a JSON object")
     for key in ("arch", "num_classes", "in_channels"):

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import logging
 import os
 import pickle
 import tarfile
@@ -23,6 +24,7 @@ from pathlib import Path, PurePosixPath
 import numpy as np
 import torch
 
+log = logging.getLogger(__name__)
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 SCHEMES = ("digits", "cifar10", "imagefolder")
 CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer",
@@ -88,14 +90,46 @@ def load_digits(test_fraction: float = 0.2) -> ImageData:
                      tuple(str(c) for c in range(10)), augment="crop", crop_padding=1)
 
 
+# Bounds on untrusted files, checked before acting on them (README "Reliability" says why these values).
+MAX_BATCH_BYTES = 256 * 1024 * 1024  # a CIFAR batch file (the real ones are 31 MB)
+MAX_LABELS = 1_000_000  # labels in one batch
+MAX_MEMBER_BYTES = 64 * 1024 * 1024  # one image file inside an archive or folder
+MAX_IMAGE_PIXELS = 4096 * 4096  # one decoded image
+MAX_TOTAL_PIXELS = 2 * 1024 ** 3  # all decoded images together (x 3 bytes: 6 GiB of RGB)
+MAX_STRING_BYTES = 1024 * 1024  # a bytes/str object inside a batch pickle (array data excepted)
+
+
+def _latin1_encode(text, encoding="utf-8"):
+    """``_codecs.encode`` as numpy arrays pickled at protocol 2 use it: a latin-1 str, nothing else."""
+    if not isinstance(text, str) or encoding not in ("latin1", "latin-1"):
+        raise pickle.UnpicklingError("refusing _codecs.encode other than a latin-1 string (array data)")
+    return text.encode("latin-1")
+
+
+def _small_bytes(*args):
+    """``bytes()`` as an empty numpy array pickled at protocol 2 uses it: no argument, or a short one."""
+    if not args:
+        return b""
+    if len(args) == 1 and isinstance(args[0], (str, bytes)) and len(args[0]) <= MAX_STRING_BYTES:
+        return bytes(args[0], "latin-1") if isinstance(args[0], str) else bytes(args[0])
+    raise pickle.UnpicklingError("refusing bytes(...) with arguments from a data file")
+
+
 class _BatchUnpickler(pickle.Unpickler):
-    """Unpickles CIFAR batch dicts only: numpy arrays and builtins, no other callables."""
+    """Unpickles CIFAR batch dicts only: numpy arrays and plain containers, no other callables.
+
+    The allow-list is exactly what numpy arrays need (protocols 2-5); ``_codecs.encode`` and
+    ``bytes`` are replaced by narrow versions that cannot allocate or call anything else.
+    """
 
     ALLOWED = {("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
-               ("numpy", "ndarray"), ("numpy", "dtype"),
-               ("_codecs", "encode")}  # how Python 3 writes bytes in protocol 2; harmless
+               ("numpy", "ndarray"), ("numpy", "dtype")}
+    NARROW = {("_codecs", "encode"): _latin1_encode, ("__builtin__", "bytes"): _small_bytes,
+              ("builtins", "bytes"): _small_bytes}
 
     def find_class(self, module: str, name: str):
+        if (module, name) in self.NARROW:
+            return self.NARROW[(module, name)]
         if (module, name) not in self.ALLOWED:
             raise pickle.UnpicklingError(f"refusing to load {module}.{name} from a data file")
         return super().find_class(module, name)
@@ -104,13 +138,34 @@ class _BatchUnpickler(pickle.Unpickler):
 def _read_cifar_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
     if not path.is_file():
         raise FileNotFoundError(f"CIFAR-10 batch {path} does not exist")
+    size = path.stat().st_size
+    if size > MAX_BATCH_BYTES:
+        raise ValueError(f"{path} is {size} bytes; a CIFAR-10 batch is about 31 MB (limit {MAX_BATCH_BYTES})")
     try:
         with path.open("rb") as f:
             batch = _BatchUnpickler(f, encoding="bytes").load()
-        data = np.asarray(batch[b"data"], dtype=np.uint8)
-        labels = np.asarray(batch[b"labels"], dtype=np.int64)
-    except (pickle.UnpicklingError, EOFError, KeyError, TypeError, ValueError, AttributeError) as err:
-        raise ValueError(f"{path} is not a CIFAR-10 batch file: {err}") from None
+    except (pickle.UnpicklingError, EOFError, KeyError, TypeError, ValueError, AttributeError, IndexError,
+            OverflowError, RecursionError, MemoryError, UnicodeError) as err:
+        raise ValueError(f"{path} is not a CIFAR-10 batch file: {type(err).__name__}: {err}") from None
+    if not isinstance(batch, dict) or b"data" not in batch or b"labels" not in batch:
+        raise ValueError(f"{path} is not a CIFAR-10 batch file: no dict with data and labels")
+    data, labels = batch[b"data"], batch[b"labels"]
+    # Check types before converting anything: np.asarray on nested lists can take minutes and silently cast.
+    if not isinstance(data, np.ndarray) or data.dtype != np.uint8:
+        kind = data.dtype if isinstance(data, np.ndarray) else type(data).__name__
+        raise ValueError(f"{path}: data must be a uint8 array (pixel values 0..255), got {kind}")
+    if isinstance(labels, np.ndarray):
+        if labels.dtype.kind not in "iu" or labels.ndim != 1:
+            raise ValueError(f"{path}: labels must be a vector of integers, got {labels.dtype} of shape "
+                             f"{labels.shape}")
+    elif isinstance(labels, list) and len(labels) <= MAX_LABELS:
+        if not all(type(v) is int for v in labels):
+            raise ValueError(f"{path}: labels must be integers")
+        if any(not 0 <= v <= 9 for v in labels):
+            raise ValueError(f"{path} has labels outside 0..9")
+    else:
+        raise ValueError(f"{path}: labels must be a list of at most {MAX_LABELS} integers or an integer array")
+    labels = np.asarray(labels, dtype=np.int64)
     if data.ndim != 2 or data.shape[1] != 3 * 32 * 32 or len(labels) != len(data):
         raise ValueError(f"{path} has data of shape {data.shape} and {len(labels)} labels; "
                          f"expected (N, 3072) and N labels")
@@ -128,6 +183,9 @@ def load_cifar10(directory: str | os.PathLike) -> ImageData:
     x_test, y_test = _read_cifar_batch(root / "test_batch")
     x_train = np.concatenate([x for x, _ in train])
     y_train = np.concatenate([y for _, y in train])
+    if len(x_train) == 0 or len(x_test) == 0:
+        raise ValueError(f"CIFAR-10 folder {root} has {len(x_train)} training and {len(x_test)} test images; "
+                         "both splits must be non-empty")
     return ImageData("cifar10", torch.from_numpy(x_train), torch.from_numpy(y_train),
                      torch.from_numpy(x_test), torch.from_numpy(y_test), CIFAR10_CLASSES,
                      augment="crop-flip", crop_padding=4)
@@ -138,8 +196,12 @@ def _decode(data: bytes, name: str) -> np.ndarray:
 
     try:
         with Image.open(io.BytesIO(data)) as img:
+            width, height = img.size  # from the header: nothing decoded yet
+            if width * height > MAX_IMAGE_PIXELS:
+                raise ValueError(f"its header claims {width}x{height} pixels (limit {MAX_IMAGE_PIXELS})")
             return np.asarray(img.convert("RGB"), dtype=np.uint8).transpose(2, 0, 1)
-    except (UnidentifiedImageError, OSError, ValueError) as err:
+    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError, SyntaxError,
+            EOFError, MemoryError) as err:
         raise ValueError(f"cannot decode image {name}: {err}") from None
 
 
@@ -152,14 +214,31 @@ def _safe_member_path(name: str, archive: Path) -> PurePosixPath:
 
 def _iter_folder_files(root: Path) -> Iterator[tuple[PurePosixPath, bytes]]:
     resolved = root.resolve()
-    for path in sorted(root.rglob("*")):
-        if path.is_symlink() and not path.resolve().is_relative_to(resolved):
-            raise ValueError(f"refusing {path}: a symlink out of the tree")
-        if path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES:
-            yield PurePosixPath(path.relative_to(root).as_posix()), path.read_bytes()
+    try:
+        paths = sorted(root.rglob("*"))
+    except (OSError, RuntimeError) as err:  # a symlink loop raises OSError (ELOOP) or RuntimeError
+        raise ValueError(f"cannot list ImageFolder {root}: {err}") from None
+    for path in paths:
+        try:
+            if path.is_symlink() and not path.resolve(strict=True).is_relative_to(resolved):
+                raise ValueError(f"refusing {path}: a symlink out of the tree")
+            if path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES:
+                size = path.stat().st_size
+                if size > MAX_MEMBER_BYTES:
+                    raise ValueError(f"image file {path} is {size} bytes (limit {MAX_MEMBER_BYTES})")
+                yield PurePosixPath(path.relative_to(root).as_posix()), path.read_bytes()
+        except (OSError, RuntimeError) as err:  # ELOOP, permissions, a file vanishing mid-read
+            raise ValueError(f"cannot read {path}: {err}") from None
 
 
 def _iter_tar_files(archive: Path) -> Iterator[tuple[PurePosixPath, bytes]]:
+    """Image members of a tar (or .tar.gz) archive, all or nothing.
+
+    tarfile stops silently at a damaged member header or at a truncation on a
+    header boundary and reports a shorter archive; so after the last member
+    everything up to the end must be the zero blocks of a proper end-of-archive
+    marker, or the archive is refused whole.
+    """
     try:
         with tarfile.open(archive, "r:*") as tar:
             for member in tar:
@@ -167,23 +246,63 @@ def _iter_tar_files(archive: Path) -> Iterator[tuple[PurePosixPath, bytes]]:
                 if member.issym() or member.islnk():
                     raise ValueError(f"refusing archive {archive}: member {member.name!r} is a link")
                 if member.isfile() and rel.suffix.lower() in IMAGE_SUFFIXES:
-                    yield rel, tar.extractfile(member).read()
-    except (tarfile.TarError, EOFError, OSError) as err:
+                    if member.size > MAX_MEMBER_BYTES:
+                        raise ValueError(f"refusing archive {archive}: member {member.name!r} claims "
+                                         f"{member.size} bytes (limit {MAX_MEMBER_BYTES})")
+                    data = tar.extractfile(member).read()
+                    if len(data) != member.size:
+                        raise ValueError(f"archive {archive} is truncated inside member {member.name!r}")
+                    yield rel, data
+            _check_end_of_archive(tar, archive)
+    except (tarfile.TarError, EOFError, OSError, zlib_error()) as err:
         raise ValueError(f"cannot read archive {archive}: {err}") from None
 
 
-def _split_class(rel: PurePosixPath) -> tuple[str, str] | None:
-    """('train'|'test', class) for .../split/class/file, wherever the tree starts inside the archive."""
+def zlib_error():
+    import zlib
+
+    return zlib.error
+
+
+def _check_end_of_archive(tar: tarfile.TarFile, archive: Path) -> None:
+    fileobj = tar.fileobj
+    fileobj.seek(tar.offset)
+    rest = 0
+    while True:
+        chunk = fileobj.read(1 << 20)
+        if not chunk:
+            break
+        if chunk.count(0) != len(chunk):
+            raise ValueError(f"archive {archive} is damaged: unreadable data after member "
+                             f"{len(tar.getmembers())} (a corrupt header); refusing a partial data set")
+        rest += len(chunk)
+    if rest < tarfile.BLOCKSIZE:
+        raise ValueError(f"archive {archive} is truncated: it ends without the end-of-archive marker")
+
+
+def _split_class(rel: PurePosixPath) -> tuple[str, str, str] | None:
+    """(tree root, 'train'|'test', class) for root/split/class/file; None for files outside both splits.
+
+    The tree may start anywhere inside an archive (``cifar10/train/cat/1.jpg``),
+    but an image deeper than split/class/file is an error, not a silent skip.
+    """
     parts = rel.parts
-    if len(parts) >= 3 and parts[-3] in ("train", "test"):
-        return parts[-3], parts[-2]
+    for i, part in enumerate(parts[:-1]):
+        if part in ("train", "test"):
+            if len(parts) != i + 3:
+                raise ValueError(f"image {rel} is not at <root>/{part}/<class>/<file>; an ImageFolder tree has "
+                                 "exactly one class folder below each split")
+            return "/".join(parts[:i]), part, parts[i + 1]
     return None
 
 
 def _source_key(path: Path) -> str:
-    st = path.stat()
-    text = f"{path.resolve()}|{st.st_size}|{st.st_mtime_ns}"
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
+    """Cache key of an archive: its content (SHA-256 of every byte), so a changed file never reuses a cache."""
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 22), b""):
+            digest.update(chunk)
+    return digest.hexdigest()[:24]
 
 
 def load_imagefolder(path: str | os.PathLike, cache_dir: str | os.PathLike | None = None,
@@ -194,34 +313,71 @@ def load_imagefolder(path: str | os.PathLike, cache_dir: str | os.PathLike | Non
         raise FileNotFoundError(f"ImageFolder {path} does not exist")
     cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     cache_file = cache / f"imagefolder-{_source_key(path)}.npz" if path.is_file() else None
-    if cache_file is not None and cache_file.is_file():
-        with np.load(cache_file, allow_pickle=False) as z:
-            arrays = {k: z[k] for k in z.files}
-    else:
+    arrays = _read_cache(cache_file) if cache_file is not None and cache_file.is_file() else None
+    if arrays is None:
         if progress is not None and cache_file is not None:
             progress({"kind": "note", "text": f"decoding {path} once (cached afterwards in {cache})"})
         arrays = _decode_imagefolder(path)
         if cache_file is not None:
-            from ..io import write_bytes_atomic
-
-            buf = io.BytesIO()
-            np.savez(buf, **arrays)
-            write_bytes_atomic(cache_file, buf.getvalue())
+            _write_cache(cache_file, arrays)
     classes = tuple(str(c) for c in arrays["classes"])
     return ImageData(f"imagefolder:{path.name}", torch.from_numpy(arrays["x_train"]),
                      torch.from_numpy(arrays["y_train"]), torch.from_numpy(arrays["x_test"]),
                      torch.from_numpy(arrays["y_test"]), classes, augment="crop-flip", crop_padding=4)
 
 
+CACHE_KEYS = ("classes", "x_train", "y_train", "x_test", "y_test")
+
+
+def _read_cache(cache_file: Path) -> dict[str, np.ndarray] | None:
+    """The decoded arrays, or None (and the file removed) when the cache is corrupt or inconsistent."""
+    try:
+        with np.load(cache_file, allow_pickle=False) as z:
+            arrays = {k: z[k] for k in z.files}
+        ok = set(arrays) == set(CACHE_KEYS) and arrays["x_train"].dtype == np.uint8 \
+            and len(arrays["x_train"]) == len(arrays["y_train"]) and len(arrays["x_test"]) == len(arrays["y_test"])
+        if ok:
+            return arrays
+        reason = "unexpected contents"
+    except Exception as err:  # a damaged .npz fails in many ways (zip, header, dtype)
+        reason = f"{type(err).__name__}: {err}"
+    log.warning("decoded-data cache %s is damaged (%s); decoding again", cache_file, " ".join(reason.split())[:200])
+    cache_file.unlink(missing_ok=True)
+    return None
+
+
+def _write_cache(cache_file: Path, arrays: dict[str, np.ndarray]) -> None:
+    """Write the cache atomically; an unwritable cache folder means no cache (a warning), not a failure."""
+    from ..io import write_bytes_atomic
+
+    try:
+        buf = io.BytesIO()
+        np.savez(buf, **arrays)
+        write_bytes_atomic(cache_file, buf.getvalue())
+    except OSError as err:
+        log.warning("cannot write the decoded-data cache %s (%s); continuing without a cache", cache_file, err)
+
+
 def _decode_imagefolder(path: Path) -> dict[str, np.ndarray]:
     files = _iter_folder_files(path) if path.is_dir() else _iter_tar_files(path)
     found: dict[str, list[tuple[str, str, np.ndarray]]] = {"train": [], "test": []}
     shape = None
+    roots: set[str] = set()
+    pixels = 0
     for rel, data in files:
         split_class = _split_class(rel)
         if split_class is None:
             continue
+        root, *split_class = split_class
+        roots.add(root)
+        if len(roots) > 1:
+            raise ValueError(f"ImageFolder {path} holds more than one tree ({', '.join(sorted(roots))}); "
+                             "expected one <root>/{train,test}/<class>/<file> layout")
         image = _decode(data, str(rel))
+        pixels += image.shape[1] * image.shape[2]
+        if pixels > MAX_TOTAL_PIXELS:
+            raise ValueError(f"ImageFolder {path} decodes to more than {MAX_TOTAL_PIXELS} pixels; too large to "
+                             "hold in memory")
         if shape is None:
             shape = image.shape
         elif image.shape != shape:

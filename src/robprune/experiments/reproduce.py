@@ -273,10 +273,20 @@ def rewrite_report(out: Path) -> str:
     path = out / "results.json"
     if not path.is_file():
         raise FileNotFoundError(f"{path} does not exist; run reproduce first")
-    state = json.loads(path.read_text())
-    if "sweep" in state["stages"]:
-        state["figures"] = write_figures(state, out)
-    text = render_report(state, _runs_log(out))
+    try:
+        state = json.loads(path.read_text())
+    except (json.JSONDecodeError, RecursionError, UnicodeDecodeError) as err:
+        raise ValueError(f"{path} is not readable JSON: {type(err).__name__}: {err}") from None
+    if not isinstance(state, dict) or not isinstance(state.get("stages"), dict) or "config" not in state:
+        raise ValueError(f"{path} is not a reproduce results file (it has no 'stages' and 'config'); "
+                         "run reproduce first")
+    try:
+        if "sweep" in state["stages"]:
+            state["figures"] = write_figures(state, out)
+        text = render_report(state, _runs_log(out))
+    except (KeyError, TypeError, IndexError, ValueError, AttributeError) as err:
+        raise ValueError(f"{path} lacks what the report needs ({type(err).__name__}: {err}); it may come from "
+                         "an unfinished or damaged run") from None
     write_text_atomic(out / "report.md", text)
     return text
 
