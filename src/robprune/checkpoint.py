@@ -72,13 +72,14 @@ def read_checkpoint(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], d
         raise FileNotFoundError(f"checkpoint {path} does not exist")
     size = path.stat().st_size
     with path.open("rb") as f:
-        head = f.read(8)
+        head = f.read(9)
     if len(head) < 8:
         raise ValueError(f"{path} is not a safetensors checkpoint (only {size} bytes)")
-    if head[:4] == b"PK\x03\x04" or head[:1] == b"\x80":
+    # A safetensors header is JSON right after its 8-byte length; a torch file is a zip or a pickle.
+    if head[8:9] != b"{" and (head[:4] == b"PK\x03\x04" or (head[0] == 0x80 and head[1] in (2, 3, 4, 5))):
         raise ValueError(f"{path} is a torch checkpoint (zip or pickle), not a robprune safetensors file; convert it "
                          f"once with 'robprune import {path} --arch ARCH --out FILE.safetensors'")
-    (header_len,) = struct.unpack("<Q", head)
+    (header_len,) = struct.unpack("<Q", head[:8])
     if header_len > min(MAX_HEADER_BYTES, size - 8):
         raise ValueError(f"{path} is corrupt or not a safetensors file: header claims {header_len} bytes "
                          f"in a file of {size} bytes")
