@@ -15,7 +15,7 @@ import argparse
 import torch
 
 from common import interleaved_medians, machine, model_and_images
-from robprune.apgd import apgd
+from robprune.attacks.apgd import apgd
 
 
 def main() -> None:

@@ -14,7 +14,7 @@ import torch.nn.functional as F
 
 from common import interleaved_medians, machine, model_and_images
 from robprune.attacks import pgd
-from robprune.fast import attack_model, autocast_context
+from robprune.evaluation.fast import attack_model, autocast_context
 
 
 def main() -> None:

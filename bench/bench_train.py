@@ -14,7 +14,7 @@ import torch.nn.functional as F
 
 from common import interleaved_medians, machine
 from robprune import apply_masks, compute_masks, create_model, high_magnitude_penalty
-from robprune.regularizer import resolve_tau
+from robprune.pruning.regularizer import resolve_tau
 
 
 def main() -> None:

@@ -128,9 +128,11 @@ class Progress:
             if self.bar is None:
                 self.bar = tqdm(total=event["steps"], desc=f"epoch {event['epoch']}/{event.get('epochs', '?')}",
                                 leave=False, file=sys.stderr, dynamic_ncols=True, unit="step", smoothing=0.05)
-                self.run_start = self.run_start or time.perf_counter()
             self.bar.update(1)
-            self.images_done += event.get("images", 0)
+            if self.run_start is None:  # the rate counts from the end of the first step, never from ~0 s
+                self.run_start = time.perf_counter()
+            else:
+                self.images_done += event.get("images", 0)
             elapsed = time.perf_counter() - (self.run_start or time.perf_counter())
             rate = self.images_done / max(elapsed, 1e-9)
             left = (event.get("epochs", event["epoch"]) - event["epoch"]) * event["steps"] + event["steps"] - event["step"]
