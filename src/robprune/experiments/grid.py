@@ -114,14 +114,32 @@ def run_grid(base: nn.Module, base_key, data: ImageData, config: GridConfig, out
         rows[arm.name] = {"arm": asdict(arm),
                           "eval": evaluated(model, key, data, config.evaluation, out, arm.name, progress),
                           "stats": weight_stats(model)}
-    sweep = []
-    for method in config.sweep_methods if config.sweep_ratios else ():
-        for ratio in config.sweep_ratios:
-            ft = replace(config.finetune, epochs=config.sweep_epochs, method=method, amount=ratio,
-                         lam=0.0).validate()
-            name = f"sweep-{method}-{ratio:g}"
-            model, _ = finetuned(base, base_key, data, ft, out, name, progress)
-            key = {"base": base_key, "train": config_key(ft)}
-            result = evaluated(model, key, data, config.evaluation, out, name, progress)
-            sweep.append({"method": method, "ratio": ratio, "eval": result})
+    sweep = run_sweep(base, base_key, data, data, config.finetune, config.sweep_ratios, config.sweep_epochs,
+                      config.sweep_methods, {None: config.evaluation}, out, progress)
     return {"rows": rows, "sweep": sweep, "config": asdict(config)}
+
+
+def run_sweep(base: nn.Module, base_key, train_data: ImageData, eval_data: ImageData, finetune: TrainConfig,
+              ratios, epochs: int, methods, evaluations: dict, out_dir: Path,
+              progress: Progress | None = None) -> list[dict]:
+    """Figure 2: one-shot pruning of ``base`` by each method at each ratio, fine-tuned ``epochs`` epochs (cached).
+
+    ``evaluations`` maps a reading label to its EvalConfig; label None is the grid's single evaluation (the
+    entries then carry no "reading"), and the first label keeps the plain unit name so earlier caches hold.
+    """
+    sweep = []
+    labels = list(evaluations)
+    for method in methods if ratios else ():
+        for ratio in ratios:
+            ft = replace(finetune, epochs=epochs, method=method, amount=ratio, lam=0.0).validate()
+            name = f"sweep-{method}-{ratio:g}"
+            model, _ = finetuned(base, base_key, train_data, ft, out_dir, name, progress)
+            key = {"base": base_key, "train": config_key(ft)}
+            for label in labels:
+                unit = name if label == labels[0] else f"{name}-{label}"
+                ev = evaluated(model, key, eval_data, evaluations[label], out_dir, unit, progress)
+                entry = {"method": method, "ratio": ratio, "eval": ev}
+                if label is not None:
+                    entry["reading"] = label
+                sweep.append(entry)
+    return sweep

@@ -27,7 +27,7 @@ import torch
 from ..evaluation.bounds import lipschitz_bound, measured_distortion
 from ..checkpoint import import_checkpoint, load_checkpoint
 from ..data import ImageData, load_dataset
-from .grid import EvalConfig, Progress, config_key, evaluated, finetuned
+from .grid import EvalConfig, Progress, config_key, evaluated, finetuned, run_sweep
 from ..io import prepare_out_dir, write_json, write_text_atomic
 from ..models import create_model
 from ..reporting.markdown import plot_grid
@@ -213,19 +213,12 @@ def run_reproduce(data_spec: str, init: str | None, out_dir: str | Path, config:
                               f"suite-ref-{r.name}-{name}", progress) for r in readings_used}
     stage_done("suite", suite)
 
-    # 6. Figure 2 sweep, under the pixel reading and the best-matching one
-    sweep = []
-    for method in ("cp", "rp"):
-        for ratio in config.sweep_ratios:
-            ft = replace(config.finetune, epochs=config.sweep_epochs, method=method, amount=ratio).validate()
-            name = f"sweep-{method}-{ratio:g}"
-            model, _ = finetuned(baseline, baseline_key, train_data, ft, out, name, progress)
-            for r in readings_used:
-                # The first reading evaluated keeps the unit name of earlier versions, so their cache is reused.
-                unit = name if r.name == best else f"{name}-{r.name}"
-                ev = evaluated(model, {"base": baseline_key, "train": config_key(ft)}, data,
-                               _eval_config(r, config.sweep_images, config.eval_batch, std), out, unit, progress)
-                sweep.append({"method": method, "ratio": ratio, "reading": r.name, "eval": ev})
+    # 6. Figure 2 sweep, under the best-matching reading (its units keep their old names) and the pixel one
+    order = [best] + [r.name for r in readings_used if r.name != best]
+    sweep = run_sweep(baseline, baseline_key, train_data, data, config.finetune, config.sweep_ratios,
+                      config.sweep_epochs, ("cp", "rp"),
+                      {name: _eval_config(next(r for r in READINGS if r.name == name), config.sweep_images,
+                                          config.eval_batch, std) for name in order}, out, progress)
     stage_done("sweep", sweep)
     state["figures"] = write_figures(state, out)
     stage_done("done", True)
