@@ -138,7 +138,10 @@ def test_checks_flag_a_near_constant_model_and_a_training_mode_model(model_and_d
             return torch.zeros(len(x), 10) + torch.arange(10.0) + self.w * x.flatten(1)[:, :1]
 
     x, y = data.x_test[:50], data.y_test[:50]
-    checks = {c["name"]: c["passed"] for c in sanity_checks(Constant().eval(), x, y, [8 / 255], 3)}
+    events = []
+    checks = {c["name"]: c["passed"] for c in sanity_checks(Constant().eval(), x, y, [8 / 255], 3,
+                                                            progress=events.append)}
+    assert events[-1]["done"] == events[-1]["total"] == len(checks)  # the checks have a progress bar
     assert checks["not_near_chance"] is False
     model.train()
     try:

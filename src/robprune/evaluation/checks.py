@@ -34,9 +34,16 @@ def _pgd_correct(model, x, y, eps, steps, batch_size, seed=0, random_start=False
                     seed=seed)["robust"][0]["correct"]
 
 
+CHECK_COUNT = 11
+
+
 def sanity_checks(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps_list: Sequence[float], steps: int,
-                  batch_size: int = 256, square_queries: int = 300, num_classes: int | None = None) -> list[dict]:
-    """Run every check on the images given (draw them with :func:`check_images`); a list of results."""
+                  batch_size: int = 256, square_queries: int = 300, num_classes: int | None = None,
+                  progress=None) -> list[dict]:
+    """Run every check on the images given (draw them with :func:`check_images`); a list of results.
+
+    ``progress`` receives an ``{"kind": "eval"}`` event after each check (done/total checks).
+    """
     device = next(model.parameters()).device
     n = len(x)
     y = y.long()
@@ -44,6 +51,9 @@ def sanity_checks(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps_list: 
 
     def add(name: str, passed: bool, detail: str, **values) -> None:
         checks.append({"name": name, "passed": bool(passed), "detail": detail, **values})
+        if progress is not None:
+            progress({"kind": "eval", "name": f"sanity checks ({n} images)", "done": len(checks),
+                      "total": CHECK_COUNT})
 
     add("model_in_eval_mode", not model.training,
         "the model is in eval mode" if not model.training else

@@ -106,7 +106,8 @@ def run_evaluation(model: nn.Module, x: torch.Tensor, y: torch.Tensor, request: 
     checks = []
     if request.checks and eps:
         xc, yc = check_images(x, y, min(n, request.check_images), request.seed)
-        checks = sanity_checks(model, xc, yc, eps, request.steps if request.plain_pgd() else 10, request.batch_size)
+        checks = sanity_checks(model, xc, yc, eps, request.steps if request.plain_pgd() else 10, request.batch_size,
+                               progress=progress)
     result["sanity_checks"] = checks
     result["warnings"] = [f"sanity check {c['name']} FAILED: {c['detail']}" for c in checks if not c["passed"]]
     result["request"] = asdict(request)
