@@ -168,3 +168,22 @@ def test_a_lock_dies_with_its_process(tmp_path):
     subprocess.run([sys.executable, "-c", code], env=_env(), check=False)
     with OutputLock(out):  # the killed holder does not block forever
         pass
+
+
+def test_grid_units_run_on_every_rank_and_only_rank_0_writes(tmp_path):
+    """reproduce, the demo and the grid cache units through one store: under torchrun each unit is computed by
+    all ranks together, written once by rank 0, and both ranks see the same results."""
+    script = str(ROOT / "tests" / "dist_grid_script.py")
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", script,
+           str(tmp_path / "g")]
+    run = subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=240)
+    assert run.returncode == 0, run.stderr[-2000:]
+    lines = [json.loads(l) for l in run.stdout.splitlines() if l.startswith("{")]
+    assert sorted(l["rank"] for l in lines) == [0, 1]
+    assert lines[0]["counts"] == lines[1]["counts"] and lines[0]["sweep"] == lines[1]["sweep"]
+    units = sorted((tmp_path / "g" / "units").iterdir())
+    assert len(units) == 7 and all((u / ".done").is_file() for u in units)  # 3 models (CP, sweep cp/rp), 4 evals
+    assert not list((tmp_path / "g").rglob(".*.tmp"))
+    again = subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=240)  # all cached now
+    assert again.returncode == 0 and [json.loads(l) for l in again.stdout.splitlines()
+                                      if l.startswith("{")][0]["counts"] == lines[0]["counts"]

@@ -122,3 +122,14 @@ def my_batches(n: int, batch_size: int) -> list[int]:
         return starts
     rank, world = dist.get_rank(), dist.get_world_size()
     return [s for i, s in enumerate(starts) if i % world == rank]
+
+
+def is_main() -> bool:
+    """True on rank 0, or outside a process group: the process that writes files and prints."""
+    return not (dist.is_available() and dist.is_initialized()) or dist.get_rank() == 0
+
+
+def barrier() -> None:
+    """Wait for every rank (no-op outside a process group)."""
+    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        dist.barrier()

@@ -19,11 +19,15 @@ def add_arguments(p) -> None:
 
 
 def run(args) -> None:
+    from .. import distributed
     from ..experiments.demo import run_demo
 
-    dev = device(args.device)
+    group = distributed.setup(device(args.device))
+    dev = group.device
     t0 = time.perf_counter()
-    run_demo(args.out, dev, Progress())
+    run_demo(args.out, dev, Progress() if group.is_main else None)
+    if not group.is_main:
+        return
     write_json(Path(args.out) / "config.json", resolved(args))
     print((Path(args.out) / "report.md").read_text())
     print(f"demo finished in {time.perf_counter() - t0:.1f} s on {dev}; "

@@ -38,7 +38,10 @@ def run(args) -> None:
     if args.report_only:
         print(rewrite_report(Path(args.out)))
         return
-    dev = device(args.device)
+    from .. import distributed
+
+    group = distributed.setup(device(args.device))
+    dev = group.device
     config = QUICK if args.quick else ReproduceConfig()
     changes = {}
     if args.arch:
@@ -56,9 +59,12 @@ def run(args) -> None:
     out = args.out_dir
     command = "robprune " + " ".join(args.argv)
     t0 = time.perf_counter()
-    with open(out / "runs.log", "a") as log:
-        log.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} start: {command}\n")
-    state = run_reproduce(args.data, args.init, out, config, dev, Progress())
+    if group.is_main:
+        with open(out / "runs.log", "a") as log:
+            log.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} start: {command} ({group.world} process(es))\n")
+    state = run_reproduce(args.data, args.init, out, config, dev, Progress() if group.is_main else None)
+    if not group.is_main:
+        return
     with open(out / "runs.log", "a") as log:
         log.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} finished in {time.perf_counter() - t0:.0f} s\n")
     write_json(out / "config.json", {**resolved(args), "reproduce_config": state["config"]})

@@ -14,6 +14,7 @@ import torch
 
 from ..checkpoint import load_checkpoint, save_checkpoint
 from ..data import load_digits
+from ..distributed import is_main
 from .grid import Arm, EvalConfig, GridConfig, Progress, config_key, run_grid
 from .store import UnitStore
 from ..io import prepare_out_dir, write_json, write_text_atomic
@@ -53,7 +54,9 @@ def run_demo(out_dir: str | Path, device: str | torch.device = "cpu", progress: 
         torch.manual_seed(BASELINE.seed)
         model = create_model("small_cnn", num_classes=10, in_channels=1, mean=mean, std=std).to(device)
         result = train(model, data, BASELINE, out_dir=path, resume=True, progress=progress)
-        save_checkpoint(path / "model.safetensors", model, None, {"unit": "Baseline", "history": result["history"]})
+        if is_main():
+            save_checkpoint(path / "model.safetensors", model, None, {"unit": "Baseline",
+                                                                       "history": result["history"]})
         return model
 
     base = UnitStore(out, progress).compute("baseline", base_key,
@@ -67,7 +70,8 @@ def run_demo(out_dir: str | Path, device: str | torch.device = "cpu", progress: 
                 "so eps runs from half a level (8/255) to three levels (48/255).\n\n"
                 f"Fine-tuning of every arm: {FINETUNE.epochs} epochs from the baseline; Figure 2 sweep: "
                 f"one-shot pruning then {SWEEP_EPOCHS} epochs. Figure: demo.png.")
-    write_json(out / "results.json", result)
-    write_text_atomic(out / "report.md", grid_markdown(result, title, preamble))
-    plot_grid(result, out / "demo.png", title)
+    if is_main():
+        write_json(out / "results.json", result)
+        write_text_atomic(out / "report.md", grid_markdown(result, title, preamble))
+        plot_grid(result, out / "demo.png", title)
     return result

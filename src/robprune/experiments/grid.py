@@ -17,6 +17,7 @@ from torch import nn
 
 from ..checkpoint import load_checkpoint, save_checkpoint
 from ..data import ImageData
+from ..distributed import is_main
 from ..evaluation.accuracy import evaluate, fixed_subset
 from ..io import write_json
 from ..evaluation.stats import weight_stats
@@ -69,9 +70,10 @@ def finetuned(base: nn.Module, base_key, data: ImageData, config: TrainConfig, o
     def make(path: Path):
         model = copy.deepcopy(base)
         result = train(model, data, config, out_dir=path, resume=True, progress=progress, meta={"unit": name})
-        save_checkpoint(path / "model.safetensors", model, result["masks"],
-                        {"unit": name, "config": asdict(config), "tau_resolved": result["tau_resolved"],
-                         "history": result["history"]})
+        if is_main():
+            save_checkpoint(path / "model.safetensors", model, result["masks"],
+                            {"unit": name, "config": asdict(config), "tau_resolved": result["tau_resolved"],
+                             "history": result["history"]})
         return model, result["masks"]
 
     return UnitStore(out_dir, progress).compute(name, {"base": base_key, "train": config_key(config)}, load, make)
@@ -92,7 +94,8 @@ def evaluated(model: nn.Module, model_key, data: ImageData, config: EvalConfig, 
         for row, eps in zip(result["robust"], config.eps):
             row["eps"] = eps  # report the nominal (pixel) eps, the per-channel values are in the config
         result["config"] = asdict(config)
-        write_json(path / "eval.json", result)
+        if is_main():
+            write_json(path / "eval.json", result)
         return result
 
     return UnitStore(out_dir, progress).compute(f"eval-{name}", {"model": model_key, "eval": config_key(config)},

@@ -27,6 +27,7 @@ import torch
 from ..evaluation.bounds import lipschitz_bound, measured_distortion
 from ..checkpoint import import_checkpoint, load_checkpoint
 from ..data import ImageData, load_dataset
+from ..distributed import is_main
 from .grid import EvalConfig, Progress, config_key, evaluated, finetuned, run_sweep
 from ..io import prepare_out_dir, write_json, write_text_atomic
 from ..models import create_model
@@ -143,8 +144,9 @@ def run_reproduce(data_spec: str, init: str | None, out_dir: str | Path, config:
     def stage_done(name: str, value) -> None:
         state["stages"][name] = value
         state["elapsed_s"] = time.time() - t0 + state.get("elapsed_before_s", 0.0)
-        write_json(out / "results.json", state)
-        write_text_atomic(out / "report.md", render_report(state, _runs_log(out)))
+        if is_main():
+            write_json(out / "results.json", state)
+            write_text_atomic(out / "report.md", render_report(state, _runs_log(out)))
         if on_stage is not None:
             on_stage({"stage": name})
 
@@ -220,7 +222,7 @@ def run_reproduce(data_spec: str, init: str | None, out_dir: str | Path, config:
                       {name: _eval_config(next(r for r in READINGS if r.name == name), config.sweep_images,
                                           config.eval_batch, std) for name in order}, out, progress)
     stage_done("sweep", sweep)
-    state["figures"] = write_figures(state, out)
+    state["figures"] = write_figures(state, out) if is_main() else []
     stage_done("done", True)
     return state
 
@@ -246,7 +248,8 @@ def suite_evaluated(model, model_key, data: ImageData, config: ReproduceConfig, 
         checks = sanity_checks(model, x_check, y_check, list(PAPER_EPS), 4, config.eval_batch)
         result = {"n": n, "suite": config.suite, "attacks": [a.__dict__ for a in attacks],
                   "rows": rows, "sanity_checks": checks}
-        write_json(path / "suite.json", result)
+        if is_main():
+            write_json(path / "suite.json", result)
         return result
 
     return UnitStore(out, progress).compute(f"suite-{name}", {"model": model_key, "suite": config.suite, "n": n},

@@ -78,8 +78,13 @@ class Unit:
         return self.path
 
     def complete(self) -> None:
-        write_json(self.path / "unit.json", {"name": self.name, "key": self.key})
-        write_text_atomic(self.path / self.MARKER, "")
+        """Mark the unit done (rank 0 writes; every rank of a process group waits for it)."""
+        from ..distributed import barrier, is_main
+
+        if is_main():
+            write_json(self.path / "unit.json", {"name": self.name, "key": self.key})
+            write_text_atomic(self.path / self.MARKER, "")
+        barrier()
         emit(self.progress, kind="unit", name=self.name, status="done")
 
     def clear(self) -> None:
@@ -97,7 +102,12 @@ class UnitStore:
         return Unit(unit_dir(self.root, name, key), name, key, self.progress)
 
     def compute(self, name: str, key, loader: Callable[[Path], Any], make: Callable[[Path], Any]) -> Any:
-        """The cached value of unit ``name`` or, when absent or damaged, ``make(folder)`` then completed."""
+        """The cached value of unit ``name`` or, when absent or damaged, ``make(folder)`` then completed.
+
+        Under torchrun every rank runs ``make`` (training and evaluation are collective) and only rank 0
+        writes files (``make`` checks ``distributed.is_main()``), so the units run one after another,
+        each using all ranks.
+        """
         unit = self.unit(name, key)
         value = unit.cached(loader)
         if value is not None:
