@@ -182,6 +182,22 @@ def summarise_key_mismatch(err: Exception) -> str:
     return "; ".join(parts) if parts else text.strip().splitlines()[0][:300]
 
 
+def read_torch_state_dict(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict]:
+    """(state_dict without ``module.`` prefixes, the whole object) of a torch file read with weights_only=True."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint {path} does not exist")
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # torch raises several types for bad or unsafe pickles
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise ValueError(f"cannot read {path} as a weights-only torch checkpoint: {first}") from None
+    state = obj.get("state_dict", obj) if isinstance(obj, dict) else None
+    if not isinstance(state, dict) or not state or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise ValueError(f"{path} holds no state_dict of tensors")
+    return {str(k).removeprefix("module."): v for k, v in state.items()}, obj if isinstance(obj, dict) else {}
+
+
 def import_checkpoint(
     path: str | os.PathLike,
     arch: str,
@@ -194,18 +210,7 @@ def import_checkpoint(
     ``module.`` prefixes are stripped; the model normalises with the
     checkpoint's own mean/std so it still takes inputs in [0, 1].
     """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"checkpoint {path} does not exist")
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # torch raises several types for bad or unsafe pickles
-        raise ValueError(f"cannot read {path} as a weights-only torch checkpoint: "
-                         f"{str(err).strip().splitlines()[0]}") from None
-    state_dict = obj.get("state_dict", obj) if isinstance(obj, dict) else None
-    if not isinstance(state_dict, dict) or not all(isinstance(v, torch.Tensor) for v in state_dict.values()):
-        raise ValueError(f"{path} holds no state_dict of tensors")
-    state_dict = {k.removeprefix("module."): v for k, v in state_dict.items()}
+    state_dict, _ = read_torch_state_dict(path)
     model = create_model(arch, num_classes=num_classes, mean=mean, std=std)
     for name, buf in model.state_dict().items():
         if name.endswith("num_batches_tracked") and name not in state_dict:

@@ -20,7 +20,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .checkpoint import COMMUNITY_MEAN, COMMUNITY_STD, import_checkpoint, summarise_key_mismatch
+from .checkpoint import (COMMUNITY_MEAN, COMMUNITY_STD, import_checkpoint, read_torch_state_dict,
+                         summarise_key_mismatch)
 from .io import write_bytes_atomic
 from .models import create_model
 from .pruning.masks import Masks, prunable_parameters, sparsity_report
@@ -66,21 +67,10 @@ def import_model(path: str | os.PathLike, arch: str, fmt: str = "community",
         raise ValueError(f"unknown import format {fmt!r}; choose one of {', '.join(FORMATS)}")
     if fmt == "community":
         return import_checkpoint(path, arch, num_classes=num_classes), None
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"checkpoint {path} does not exist")
     if fmt == "apb" and arch not in APB_ARCHS:
         raise ValueError(f"the apb format knows {', '.join(APB_ARCHS)}, not {arch}")
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # torch raises several types for bad or unsafe pickles
-        raise ValueError(f"cannot read {path} as a weights-only torch file: "
-                         f"{str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__}") from None
-    state = obj.get("state_dict", obj) if isinstance(obj, dict) else None
-    if not isinstance(state, dict) or not state or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise ValueError(f"{path} holds no state_dict of tensors")
-    state = {str(k).removeprefix("module."): v for k, v in state.items()}
-    norm = obj.get("normalization") if isinstance(obj, dict) else None
+    state, obj = read_torch_state_dict(path)
+    norm = obj.get("normalization")
     mean, std = (norm["mean"], norm["std"]) if isinstance(norm, dict) and "mean" in norm else \
         ((None, None) if fmt == "torch" else (COMMUNITY_MEAN, COMMUNITY_STD))
     model = create_model(arch, num_classes=num_classes, mean=mean, std=std)

@@ -137,6 +137,18 @@ def apgd_t(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: Eps, steps: 
         logits = model(x).float()
     if logits.shape[1] < 4:
         raise ValueError(f"APGD-T's targeted DLR loss needs at least 4 classes, the model has {logits.shape[1]}")
+
+    def attack(idx: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return apgd(model, x[idx], y[idx], eps, steps, seed=seed, target=target)
+
+    return over_targets(model, x, y, logits, targets, attack)
+
+
+def over_targets(model: nn.Module, x: torch.Tensor, y: torch.Tensor, logits: torch.Tensor, targets: int,
+                 attack) -> torch.Tensor:
+    """AutoAttack's targeted loop: ``attack(idx, target)`` once per target class (highest clean logits
+    first), each time only on the points still robust; its result replaces them, and the points it
+    misclassifies are done."""
     order = target_classes(logits, y, targets)
     x_adv = x.clone()
     robust = logits.argmax(1) == y
@@ -144,8 +156,7 @@ def apgd_t(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: Eps, steps: 
         idx = robust.nonzero().squeeze(1)
         if len(idx) == 0:
             break
-        x_k = apgd(model, x[idx], y[idx], eps, steps, seed=seed, target=order[idx, k])
-        fooled = misclassified(model, x_k, y[idx])
-        x_adv[idx] = x_k  # keep the last attempt for the still-robust points, the success for the others
-        robust[idx[fooled]] = False
+        x_k = attack(idx, order[idx, k])
+        x_adv[idx] = x_k  # the last attempt for the still-robust points, the success for the others
+        robust[idx[misclassified(model, x_k, y[idx])]] = False
     return x_adv

@@ -23,7 +23,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .apgd import target_classes
+from .apgd import over_targets
 from .common import check_eps, check_positive_int, frozen, misclassified, prepare_inputs
 from .registry import register_attack
 
@@ -112,20 +112,15 @@ def fab_t(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, steps:
     check_positive_int(steps, "steps")
     check_positive_int(restarts, "restarts")
     x, y = prepare_inputs(x, y)
+    with torch.no_grad(), frozen(model):
+        logits = model(x).float()
+
+    def attack(idx: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        found, norm = fab_targeted(model, x[idx], y[idx], target, steps, restarts, seed)
+        broken = (norm <= eps + 1e-7).view(-1, 1, 1, 1)  # float round-off at the boundary of the ball
+        # the found point lies within eps up to round-off: project it onto the ball
+        inside = torch.minimum(torch.maximum(found, x[idx] - eps), x[idx] + eps).clamp(0.0, 1.0)
+        return torch.where(broken, inside, x[idx])
+
     with frozen(model):
-        with torch.no_grad():
-            logits = model(x).float()
-        order = target_classes(logits, y, targets)
-        x_adv = x.clone()
-        robust = logits.argmax(1) == y
-        for k in range(order.shape[1]):
-            idx = robust.nonzero().squeeze(1)
-            if len(idx) == 0:
-                break
-            found, norm = fab_targeted(model, x[idx], y[idx], order[idx, k], steps, restarts, seed)
-            broken = norm <= eps + 1e-7  # float round-off at the boundary of the ball
-            # project onto the ball: the found point lies within eps up to round-off
-            x_adv[idx[broken]] = torch.minimum(torch.maximum(found[broken], x[idx[broken]] - eps),
-                                               x[idx[broken]] + eps).clamp(0.0, 1.0)
-            robust[idx[broken]] = misclassified(model, x_adv[idx[broken]], y[idx[broken]]) == False  # noqa: E712
-    return x_adv.detach()
+        return over_targets(model, x, y, logits, targets, attack).detach()
