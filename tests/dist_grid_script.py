@@ -22,6 +22,7 @@ grid = GridConfig(finetune=ft, evaluation=EvalConfig(eps=(16 / 255,), steps=3, b
                   arms=(Arm("Base", None, 0.0), Arm("CP", "cp", 0.5)), sweep_ratios=(0.3,), sweep_epochs=1)
 result = run_grid(base, {"tiny": 1}, data, grid, out)
 counts = [result["rows"][a]["eval"]["robust"][0]["correct"] for a in ("Base", "CP")]
-print(json.dumps({"rank": group.rank, "counts": counts,
-                  "sweep": [s["eval"]["robust"][0]["correct"] for s in result["sweep"]]}), flush=True)
+with open(f"{out}.rank{group.rank}.json", "w") as f:  # one file per rank: their stdout lines interleave
+    json.dump({"rank": group.rank, "counts": counts,
+               "sweep": [s["eval"]["robust"][0]["correct"] for s in result["sweep"]]}, f)
 distributed.teardown()

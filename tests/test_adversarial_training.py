@@ -28,9 +28,11 @@ def test_pgd_training_is_far_more_robust_than_natural_training(digits):
     for adv in ("ce", "pgd"):
         torch.manual_seed(0)
         model = rp.create_model("small_cnn")
-        train(model, digits, TrainConfig(epochs=30, batch_size=64, lr=0.05, adv=adv, adv_eps=eps, adv_steps=5))
+        train(model, digits, TrainConfig(epochs=30, batch_size=64, lr=0.05, adv=adv, adv_eps=eps, adv_steps=3,
+                                         n_train=800))
         results[adv] = _pgd10_accuracy(model, digits, eps)
-    assert results["pgd"] > results["ce"] + 0.4, results  # a probe measured about 0.8 against 0.04
+    # measured 0.64 against 0.03 with these settings (all 1,437 training images, 5 steps: 0.75 against 0.03)
+    assert results["pgd"] > results["ce"] + 0.4, results
 
 
 @pytest.mark.parametrize("adv", ["ce", "pgd", "trades", "fgsm"])

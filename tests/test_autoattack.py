@@ -57,10 +57,10 @@ def _surviving_eps(model, data, n=120):
 def test_autoattack_is_at_least_as_strong_as_torchattacks(model_and_data):
     torchattacks = pytest.importorskip("torchattacks")
     model, data = model_and_data
-    n = 100
+    n = 60
     x, y = data.x_test[:n].float() / 255, data.y_test[:n]
     eps = _surviving_eps(model, data, n)
-    ours = worst_case(model, x, y, eps, SUITES["autoattack"], batch_size=100, attacker=attack_model(model))
+    ours = worst_case(model, x, y, eps, SUITES["autoattack"], batch_size=60, attacker=attack_model(model))
     theirs_adv = torchattacks.AutoAttack(model, norm="Linf", eps=eps, version="standard", n_classes=10, seed=0)(x, y)
     with torch.no_grad():
         theirs = int((model(theirs_adv).argmax(1) == y).sum())
@@ -92,7 +92,7 @@ def test_autoattack_suite_from_the_cli_with_several_checkpoints(model_and_data, 
     rp.apply_masks(pruned, rp.compute_masks(pruned, "cp", 0.5))
     b = rp.save_checkpoint(tmp_path / "cp" / "model.safetensors", pruned)
     assert main(["eval", str(a), str(b), "--data", "digits", "--suite", "autoattack", "--eps", "16", "--n-images",
-                 "30", "--check-images", "30", "--out", str(tmp_path / "ev"), "--device", "cpu"]) == 0
+                 "20", "--check-images", "20", "--out", str(tmp_path / "ev"), "--device", "cpu"]) == 0
     out = capsys.readouterr().out
     assert "| base |" in out and "| cp |" in out and "worst case eps=16/255" in out
     ev = json.loads((tmp_path / "ev" / "eval.json").read_text())
