@@ -2,7 +2,6 @@
 
 import json
 import sys
-from dataclasses import replace
 
 import torch
 

@@ -1,6 +1,5 @@
 """Adversarial training objectives, mixed precision, subsets, the overfitting guard, and export/import."""
 
-import json
 
 import pytest
 import torch

@@ -1,7 +1,6 @@
 """AutoAttack-grade evaluation: APGD-T, FAB-T, the autoattack suite, cross-checks against torchattacks, the CLI."""
 
 import json
-import time
 
 import pytest
 import torch

@@ -227,7 +227,6 @@ def ckpt(tmp_path_factory):
 
 
 def _rewrite_meta(src, dst, transform):
-    import safetensors.torch
     with open(src, "rb") as f:
         n = struct.unpack("<Q", f.read(8))[0]
         header = json.loads(f.read(n))

@@ -7,7 +7,7 @@ import torch
 import robprune as rp
 from robprune.attacks import ATTACKS, run_attack
 from robprune.models import MODELS, Normalize, count_parameters
-from robprune.pruning import CRITERIA, compute_masks, prunable_parameters
+from robprune.pruning import compute_masks, prunable_parameters
 
 SMALL = {"resnet20", "small_cnn", "resnet32"}  # the others are built once for counts and shapes only
 

@@ -15,7 +15,6 @@ from __future__ import annotations
 import io
 import os
 from collections.abc import Mapping
-from pathlib import Path
 
 import torch
 from torch import nn

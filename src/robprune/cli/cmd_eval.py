@@ -14,7 +14,7 @@ from ..evaluation.run import EvalRequest, run_evaluation
 from ..evaluation.suite import SUITE_HELP
 from ..io import write_json, write_text_atomic
 from ..reporting.markdown import eps_label, table2_markdown
-from .common import Progress, add_device, device, non_negative, parse_eps_list, positive_int, resolved
+from .common import Progress, add_device, device, factory_arch, non_negative, parse_eps_list, positive_int, resolved
 
 HELP = "Clean accuracy and accuracy under attack (any registered attack, or a suite) for a list of eps."
 EXAMPLE = ("robprune eval runs/base/model.safetensors --data digits --eps 8,16,32 --steps 10 --out runs/eval\n"
@@ -99,7 +99,7 @@ def run(args) -> None:
     labels = labels_for(args.checkpoints, args.label)
     models = []
     for path in args.checkpoints:
-        models.append(load_checkpoint(path, expect_arch=args.arch if args.arch and ":" in args.arch else None))
+        models.append(load_checkpoint(path, expect_arch=factory_arch(args)))
     data = load_dataset(args.data, progress=Progress())
     for path, (_, _, meta) in zip(args.checkpoints, models):
         if meta["num_classes"] != len(data.classes) or meta["in_channels"] != data.in_channels:

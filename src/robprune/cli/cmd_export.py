@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from ..checkpoint import load_checkpoint
 from ..export import FORMATS, export_model
+from .common import factory_arch
 
 HELP = "Export a checkpoint for other tools: a weights-only torch file (state_dict with masks folded in)."
 EXAMPLE = "robprune export runs/cp90/model.safetensors --format apb --out runs/cp90-apb.pt"
@@ -18,8 +19,7 @@ def add_arguments(p) -> None:
 
 
 def run(args) -> None:
-    model, masks, meta = load_checkpoint(args.checkpoint, expect_arch=args.arch if args.arch and ":" in args.arch
-                                         else None)
+    model, masks, meta = load_checkpoint(args.checkpoint, expect_arch=factory_arch(args))
     payload = export_model(model, masks, meta, args.format, args.out)
     print(f"exported {args.checkpoint} ({meta['arch']}, sparsity {100 * payload['sparsity']:.2f}%) as "
           f"{args.format}; wrote {args.out}")

@@ -5,7 +5,7 @@ from __future__ import annotations
 from ..checkpoint import load_checkpoint
 from ..evaluation.stats import layer_stats_markdown, stats_markdown, weight_stats
 from ..io import write_json, write_text_atomic
-from .common import resolved
+from .common import factory_arch, resolved
 
 HELP = "Weight statistics (paper Table 1) of one or more checkpoints."
 EXAMPLE = "robprune stats runs/base/model.safetensors runs/ours/model.safetensors --out runs/stats"
@@ -20,7 +20,7 @@ def add_arguments(p) -> None:
 def run(args) -> None:
     rows = {}
     for path in args.checkpoints:
-        model, _, _ = load_checkpoint(path, expect_arch=args.arch if args.arch and ":" in args.arch else None)
+        model, _, _ = load_checkpoint(path, expect_arch=factory_arch(args))
         rows[path] = weight_stats(model)
     out = args.out_dir
     write_json(out / "stats.json", {"stats": rows, "config": resolved(args)})

@@ -170,5 +170,11 @@ def resolved(args: argparse.Namespace) -> dict:
     return {"robprune_version": __version__, "command": args.command, "argv": getattr(args, "argv", None), "args": d}
 
 
+def factory_arch(args: argparse.Namespace) -> str | None:
+    """``--arch`` when it names a package.module:factory to allow importing on load, else None."""
+    arch = getattr(args, "arch", None)
+    return arch if arch and ":" in arch else None
+
+
 def add_device(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto")

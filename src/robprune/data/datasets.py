@@ -17,6 +17,7 @@ import logging
 import os
 import pickle
 import tarfile
+import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -254,14 +255,8 @@ def _iter_tar_files(archive: Path) -> Iterator[tuple[PurePosixPath, bytes]]:
                         raise ValueError(f"archive {archive} is truncated inside member {member.name!r}")
                     yield rel, data
             _check_end_of_archive(tar, archive)
-    except (tarfile.TarError, EOFError, OSError, zlib_error()) as err:
+    except (tarfile.TarError, EOFError, OSError, zlib.error) as err:
         raise ValueError(f"cannot read archive {archive}: {err}") from None
-
-
-def zlib_error():
-    import zlib
-
-    return zlib.error
 
 
 def _check_end_of_archive(tar: tarfile.TarFile, archive: Path) -> None:

@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from ..attacks.registry import ATTACKS
-from ..experiments.progress import progress_counter
+from ..progress import progress_counter
 from .accuracy import evaluate
 from .checks import check_images, sanity_checks
 from .fast import PRECISIONS, attack_model

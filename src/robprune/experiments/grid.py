@@ -22,8 +22,8 @@ from ..evaluation.accuracy import evaluate, fixed_subset
 from ..io import write_json
 from ..evaluation.stats import weight_stats
 from ..training import TrainConfig, train
-from .progress import Progress, emit, progress_counter
-from .store import UnitStore, config_hash, config_key, unit_dir  # noqa: F401  (re-exported)
+from ..progress import Progress, progress_counter
+from .store import UnitStore, config_key
 
 
 

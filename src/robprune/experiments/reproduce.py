@@ -234,7 +234,7 @@ def suite_evaluated(model, model_key, data: ImageData, config: ReproduceConfig, 
 
     from ..evaluation.checks import check_images, sanity_checks
     from ..evaluation.suite import SUITES, worst_case
-    from .progress import progress_counter
+    from ..progress import progress_counter
     from .store import UnitStore
 
     n = min(config.suite_images, len(data.x_test))

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from ..io import write_json, write_text_atomic
-from .progress import Progress, emit
+from ..progress import Progress, emit
 
 log = logging.getLogger(__name__)
 

@@ -15,6 +15,8 @@ import torch
 import torch.distributed as torch_dist
 from torch import nn
 
+from ..distributed import all_reduce_sum
+
 
 class Context:
     """Rank, world size and the collective operations of one training run."""
@@ -62,13 +64,10 @@ class Context:
 
     def all_reduce_sums(self, sums: dict) -> dict:
         """Add up per-rank counters (images seen, correct, loss sums) over all ranks."""
-        if self.world == 1:
-            return sums
         keys = sorted(sums)
-        t = torch.tensor([float(sums[k]) for k in keys], dtype=torch.float64, device=self.device)
-        torch_dist.all_reduce(t)
-        return {k: (int(v) if isinstance(sums[k], int) else float(v)) for k, v in zip(keys, t.tolist())}
+        totals = all_reduce_sum([float(sums[k]) for k in keys], self.device)
+        return {k: (int(v) if isinstance(sums[k], int) else float(v)) for k, v in zip(keys, totals)}
 
 
-def context(model: nn.Module, device: torch.device) -> Context:
+def context(device: torch.device) -> Context:
     return Context(device)

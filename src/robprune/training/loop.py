@@ -125,7 +125,7 @@ def train(
     data = subset_data(data, config)
     names = {p: n for n, p in model.named_parameters()}
     masks = {k: v.to(device) for k, v in (masks or {}).items()}
-    dist = distributed.context(model, device)
+    dist = distributed.context(device)
     optimizer = torch.optim.SGD(model.parameters(), lr=config.lr, momentum=config.momentum,
                                 weight_decay=config.weight_decay)
     generator = torch.Generator(device=device).manual_seed(config.seed)
