@@ -22,6 +22,11 @@ def add_arguments(p) -> None:
                                                 "--quick)")
     p.add_argument("--init", help="pretrained checkpoint (.th community file or robprune .safetensors); "
                                   "default: train from scratch")
+    p.add_argument("--protocol", choices=("finetune", "scratch"), default="finetune",
+                   help="finetune: every arm fine-tuned briefly from --init (the first reproduction); scratch: the "
+                        "paper's protocol from random initialisation, several seeds, lam/tau searched on held-out "
+                        "images, significance tests (ResNet-20 by default)")
+    p.add_argument("--seeds", type=seed_list, help="scratch protocol: comma-separated seeds (default 0,1,2)")
     p.add_argument("--quick", action="store_true", help="ResNet-20, a few hundred images, 3 ratios: minutes on CPU")
     p.add_argument("--epochs", type=positive_int, help="fine-tuning epochs of every arm (default: the protocol's)")
     p.add_argument("--baseline-epochs", type=positive_int, help="fine-tuning epochs of the baseline")
@@ -32,9 +37,24 @@ def add_arguments(p) -> None:
     p.add_argument("--out", default="runs/reproduce", help="output folder")
 
 
+def seed_list(text: str) -> tuple[int, ...]:
+    try:
+        seeds = tuple(int(t) for t in text.split(",") if t.strip())
+    except ValueError:
+        raise ValueError(f"seeds must be comma-separated integers, got {text!r}") from None
+    if not seeds or any(s < 0 for s in seeds) or len(set(seeds)) != len(seeds):
+        raise ValueError(f"seeds must be distinct integers >= 0, got {text!r}")
+    return seeds
+
+
 def run(args) -> None:
     from ..experiments.reproduce import QUICK, ReproduceConfig, rewrite_report, run_reproduce
 
+    if args.protocol == "scratch":
+        run_scratch_protocol(args)
+        return
+    if args.seeds:
+        raise ValueError("--seeds belongs to --protocol scratch (the fine-tuning protocol has one seed)")
     if args.report_only:
         print(rewrite_report(Path(args.out)))
         return
@@ -70,3 +90,54 @@ def run(args) -> None:
     write_json(out / "config.json", {**resolved(args), "reproduce_config": state["config"]})
     print((out / "report.md").read_text())
     print(f"wrote {out}/report.md, results.json and the figures")
+
+
+def run_scratch_protocol(args) -> None:
+    from .. import distributed
+    from ..experiments.study import SCRATCH_QUICK, ScratchConfig, run_scratch
+    from ..reporting.study_report import rewrite_study_report
+
+    if args.init:
+        raise ValueError("--protocol scratch trains from random initialisation; --init belongs to --protocol "
+                         "finetune")
+    if args.report_only:
+        print(rewrite_study_report(Path(args.out)))
+        return
+    config = SCRATCH_QUICK if args.quick else ScratchConfig()
+    changes = {}
+    if args.arch:
+        MODELS.get(args.arch)
+        changes["arch"] = args.arch
+    if args.seeds:
+        changes["seeds"] = args.seeds
+        changes["search_seed"] = args.seeds[0]
+        changes["sweep_seeds"] = args.seeds[:len(config.sweep_seeds)]
+    if args.epochs:
+        changes["finetune"] = replace(config.finetune, epochs=args.epochs)
+    if args.baseline_epochs:
+        changes["baseline"] = replace(config.baseline, epochs=args.baseline_epochs)
+    if args.eval_images:
+        changes["eval_images"] = args.eval_images
+    config = replace(config, **changes)
+    run_logged(args, lambda dev, progress: run_scratch(args.data, args.out_dir, config, dev, progress))
+
+
+def run_logged(args, fn) -> None:
+    """Run ``fn(device, progress)`` with the invocation and its wall time appended to OUT/runs.log."""
+    from .. import distributed
+
+    group = distributed.setup(device(args.device))
+    out = args.out_dir
+    command = "robprune " + " ".join(args.argv)
+    t0 = time.perf_counter()
+    if group.is_main:
+        with open(out / "runs.log", "a") as log:
+            log.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} start: {command} ({group.world} process(es))\n")
+    fn(group.device, Progress() if group.is_main else None)
+    if not group.is_main:
+        return
+    with open(out / "runs.log", "a") as log:
+        log.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} finished in {time.perf_counter() - t0:.0f} s\n")
+    write_json(out / "config.json", resolved(args))
+    print((out / "report.md").read_text())
+    print(f"wrote {out}/report.md and results.json")

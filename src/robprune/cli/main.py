@@ -13,11 +13,12 @@ from tqdm import tqdm
 from .. import __version__
 from ..distributed import rank_from_env, teardown
 from ..io import OutputLock, remove_stale_temporaries
-from . import cmd_demo, cmd_eval, cmd_export, cmd_import, cmd_prune, cmd_reproduce, cmd_stats, cmd_train
+from . import cmd_demo, cmd_eval, cmd_export, cmd_import, cmd_prune, cmd_reproduce, cmd_stats, cmd_study, cmd_train
 from .common import Parser, Progress, UsageError
 
 COMMANDS = {"demo": cmd_demo, "train": cmd_train, "prune": cmd_prune, "eval": cmd_eval, "stats": cmd_stats,
-            "import": cmd_import, "export": cmd_export, "reproduce": cmd_reproduce}
+            "import": cmd_import, "export": cmd_export, "reproduce": cmd_reproduce,
+            "study": cmd_study}
 RESULT_MARKER = "config.json"  # every command writes it beside its results
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -33,6 +34,16 @@ def wilson_interval(correct: int, n: int, z: float = 1.96) -> tuple[float, float
     centre = (p + z * z / (2 * n)) / (1 + z * z / n)
     half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
     return (max(0.0, centre - half), min(1.0, centre + half))
+
+
+def pack_bits(mask: torch.Tensor) -> str:
+    """A bool vector as a hex string (8 images a byte, first image in the high bit)."""
+    return np.packbits(mask.cpu().numpy().astype(bool)).tobytes().hex()
+
+
+def unpack_bits(text: str, n: int) -> np.ndarray:
+    """The bool vector of ``pack_bits``, ``n`` long."""
+    return np.unpackbits(np.frombuffer(bytes.fromhex(text), dtype=np.uint8))[:n].astype(bool)
 
 
 def summary(correct: int, n: int) -> dict:
@@ -64,8 +75,12 @@ def evaluate(
     fast: bool = True,
     precision: str = "fp32",
     compile: bool = False,
+    per_image: bool = False,
 ) -> dict:
     """Clean accuracy and accuracy under L-inf PGD for each eps (pixel units).
+
+    ``per_image`` adds which images were classified correctly (clean, and under each eps) as packed
+    bits (``pack_bits``), so two models can be compared on the very same images (McNemar's test).
 
     Only the points still classified correctly are attacked (a misclassified
     point already counts as an error). The PGD step size is
@@ -90,16 +105,18 @@ def evaluate(
         check_eps(eps)
     device = next(model.parameters()).device
     y = y.long()
-    clean_ok = predict(model, x, batch_size) == y.cpu()
+    predicted = predict(model, x, batch_size)
+    clean_ok = predicted == y.cpu()
     reduced = precision != "fp32"
     attacker = attack_model(model, compile=compile) if fast or reduced or compile else model
     memory_format = torch.channels_last if attacker is not model else torch.contiguous_format
-    from ..distributed import all_reduce_sum, my_batches
+    from ..distributed import all_reduce_and, all_reduce_sum, my_batches
 
     robust = []
     starts = my_batches(len(x), batch_size)  # all batches in one process; this rank's share under torchrun
     for i, eps in enumerate(eps_list):
         correct = 0
+        still = clean_ok.clone()  # per image: correct under this eps (cleared in this rank's batches)
         for start in starts:
             ok = clean_ok[start : start + batch_size]
             if ok.any():
@@ -112,14 +129,24 @@ def evaluate(
                     x_adv = pgd(attacker, xb, yb, eps, steps, step_size=step,
                                 random_start=random_start, seed=seed + 7919 * i + start)
                 with torch.no_grad(), frozen(model):
-                    correct += int((model(x_adv).argmax(1) == yb).sum())
+                    hit = (model(x_adv).argmax(1) == yb).cpu()
+                correct += int(hit.sum())
+                idx = ok.nonzero().squeeze(1) + start
+                still[idx[~hit]] = False
             if progress is not None:
                 progress(len(ok))
         (correct,) = all_reduce_sum([correct], torch.device(device))
-        robust.append({"eps": eps, **summary(int(correct), len(x))})
+        row = {"eps": eps, **summary(int(correct), len(x))}
+        if per_image:
+            row["correct_bits"] = pack_bits(all_reduce_and(still, torch.device(device)))
+        robust.append(row)
+    counts = torch.bincount(predicted, minlength=1)
+    extra = {"clean_correct_bits": pack_bits(clean_ok)} if per_image else {}
     return {
         "n": len(x),
         "clean": summary(int(clean_ok.sum()), len(x)),
+        "prediction_max_share": float(counts.max()) / max(len(x), 1),
+        **extra,
         "robust": robust,
         "attack": {"name": "pgd-linf", "steps": steps, "step_scale": step_scale,
                    "random_start": random_start, "seed": seed,

@@ -45,6 +45,8 @@ class EvalConfig:
     batch_size: int = 256  # images per attack batch
     seed: int = 0  # seed of the random start
     eps_scale: tuple[float, ...] | None = None  # per-channel factor on eps (normalised-input reading)
+    per_image: bool = False  # keep which images were correct (packed bits), for paired tests on the same images
+    precision: str = "fp32"  # the attack's passes (bf16 is weaker, never stronger: outcomes are checked in fp32)
 
 
 @dataclass(frozen=True)
@@ -59,8 +61,12 @@ class GridConfig:
 
 
 def finetuned(base: nn.Module, base_key, data: ImageData, config: TrainConfig, out_dir: Path, name: str,
-              progress: Progress | None = None) -> tuple[nn.Module, dict]:
-    """``base`` fine-tuned with ``config`` (a cached unit); returns (model, masks)."""
+              progress: Progress | None = None, keep_best: bool = False) -> tuple[nn.Module, dict]:
+    """``base`` fine-tuned with ``config`` (a cached unit); returns (model, masks).
+
+    ``keep_best``: when adversarial training collapses (catastrophic overfitting, caught by the guard), the unit
+    keeps the guard's best checkpoint and says so in its metadata ("stopped"), instead of failing the grid.
+    """
     device = next(base.parameters()).device
 
     def load(path: Path):
@@ -68,12 +74,23 @@ def finetuned(base: nn.Module, base_key, data: ImageData, config: TrainConfig, o
         return model.to(device), masks
 
     def make(path: Path):
+        from ..training.loop import CatastrophicOverfitting
+
         model = copy.deepcopy(base)
-        result = train(model, data, config, out_dir=path, resume=True, progress=progress, meta={"unit": name})
+        stopped = None
+        try:
+            result = train(model, data, config, out_dir=path, resume=True, progress=progress, meta={"unit": name})
+        except CatastrophicOverfitting as err:
+            if not keep_best or not (path / "best.safetensors").is_file():
+                raise
+            best, masks, meta = load_checkpoint(path / "best.safetensors")
+            model.load_state_dict(best.state_dict())
+            stopped = str(err)
+            result = {"masks": masks, "tau_resolved": meta.get("tau_resolved"), "history": meta.get("history", [])}
         if is_main():
             save_checkpoint(path / "model.safetensors", model, result["masks"],
                             {"unit": name, "config": asdict(config), "tau_resolved": result["tau_resolved"],
-                             "history": result["history"]})
+                             "history": result["history"], "stopped": stopped})
         return model, result["masks"]
 
     return UnitStore(out_dir, progress).compute(name, {"base": base_key, "train": config_key(config)}, load, make)
@@ -90,7 +107,7 @@ def evaluated(model: nn.Module, model_key, data: ImageData, config: EvalConfig, 
         x, y = fixed_subset(data.x_test, data.y_test, n)
         result = evaluate(model, x, y, eps_list, config.steps, batch_size=config.batch_size,
                           step_scale=config.step_scale, random_start=config.random_start, seed=config.seed,
-                          progress=tick)
+                          progress=tick, per_image=config.per_image, precision=config.precision)
         for row, eps in zip(result["robust"], config.eps):
             row["eps"] = eps  # report the nominal (pixel) eps, the per-channel values are in the config
         result["config"] = asdict(config)

@@ -73,3 +73,24 @@ def high_magnitude_penalty(
             sq = excess.square().sum()
             terms.append(torch.where(sq > 0, sq.clamp_min(1e-30).sqrt(), sq))
     return torch.stack(terms).sum()
+
+
+@torch.no_grad()
+def proximal_shrink(model: nn.Module, tau: float, step: float, keep_ends: bool = False) -> None:
+    """The proximal step of the p = 1 penalty: every |w| above ``tau`` moves ``step`` towards ``tau``, never past it.
+
+    With ``step = lr * lam`` after each optimiser step this is the proximal-gradient form of Eq. 4: the
+    penalty's pull is applied exactly, not through the momentum buffer, so a weight reaches ``tau`` in
+    ``(|w| - tau) / (lr * lam)`` steps whatever the loss gradient's scale.
+    """
+    if step < 0:
+        raise ValueError(f"step must be >= 0, got {step!r}")
+    for w in prunable_parameters(model, keep_ends).values():
+        magnitude = w.abs()
+        w.copy_(torch.where(magnitude > tau, w.sign() * (magnitude - step).clamp_min(tau), w))
+
+
+@torch.no_grad()
+def max_abs_weight(model: nn.Module, keep_ends: bool = False) -> float:
+    """The largest |w| over the prunable weights (the paper's weight range)."""
+    return max(float(w.abs().max()) for w in prunable_parameters(model, keep_ends).values())

@@ -19,6 +19,7 @@ PRUNE_SCHEDULES = ("oneshot", "gradual")
 AUGMENTS = ("auto", "crop-flip", "crop", "none")
 ATTACK_BN_MODES = ("eval", "train")
 TRAIN_PRECISIONS = ("fp32", "bf16", "fp16")
+PENALTY_MODES = ("gradient", "proximal")
 
 
 def _f(default, help_text: str, **meta):
@@ -43,6 +44,9 @@ class TrainConfig:
     lam: float = _f(0.0, "weight of the high-magnitude penalty (paper Eq. 4); 0 disables it")
     tau: float | str = _f(DEFAULT_TAU, "penalty threshold: absolute |w|, or quantile 'q0.9' of the start weights")
     p: int = _f(1, "norm of the penalty, 1 or 2")
+    penalty_mode: str = _f("gradient", "gradient (Eq. 4 added to the loss) or proximal (after each step, every |w| "
+                                       "above tau shrinks towards tau by lr * lam; p = 1 only)",
+                           choices=PENALTY_MODES)
     augment: str = _f("auto", "crop-flip, crop, none, or auto (the dataset's default)", choices=AUGMENTS)
     seed: int = _f(0, "seeds data order, augmentation, random pruning and the training attacks' random starts")
     adv: str = _f("ce", "training objective: ce (natural), pgd (Madry et al.), trades (Zhang et al.), "
@@ -84,7 +88,8 @@ class TrainConfig:
                                                or not 0 < self.adv_step_size <= 1):
             raise ValueError(f"adv_step_size must be a number in (0, 1] (pixel units), got {self.adv_step_size!r}")
         for name, choices in (("schedule", SCHEDULES), ("scope", SCOPES), ("prune_schedule", PRUNE_SCHEDULES),
-                              ("augment", AUGMENTS), ("adv_bn", ATTACK_BN_MODES), ("precision", TRAIN_PRECISIONS)):
+                              ("augment", AUGMENTS), ("adv_bn", ATTACK_BN_MODES), ("precision", TRAIN_PRECISIONS),
+                              ("penalty_mode", PENALTY_MODES)):
             if getattr(self, name) not in choices:
                 raise ValueError(f"unknown {name.replace('_', ' ')} {getattr(self, name)!r}; "
                                  f"choose one of {', '.join(choices)}")
@@ -93,6 +98,8 @@ class TrainConfig:
         OBJECTIVES.get(self.adv)
         if self.p not in (1, 2):
             raise ValueError(f"p must be 1 or 2, got {self.p!r}")
+        if self.penalty_mode == "proximal" and self.p != 1:
+            raise ValueError("the proximal penalty is the p = 1 hinge; use p = 1 or penalty_mode 'gradient'")
         check_amount(self.amount)
         parse_tau(self.tau)
         return self

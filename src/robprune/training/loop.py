@@ -29,7 +29,7 @@ from ..data.batches import balanced_subset
 from ..evaluation.accuracy import predict
 from ..io import write_text_atomic
 from ..pruning.masks import Masks, apply_masks, compute_masks, sparsity_report
-from ..pruning.regularizer import high_magnitude_penalty, resolve_tau
+from ..pruning.regularizer import high_magnitude_penalty, max_abs_weight, proximal_shrink, resolve_tau
 from . import distributed
 from .config import TrainConfig
 from .objectives import OBJECTIVES
@@ -136,6 +136,7 @@ def train(
     scaler = torch.amp.GradScaler("cuda") if config.precision == "fp16" else None
     objective = OBJECTIVES.get(config.adv)
     adversarial = OBJECTIVES.info(config.adv)["adversarial"]
+    proximal = config.penalty_mode == "proximal" and config.lam > 0
     history: list[dict] = []
     start_epoch = 0
     out = Path(out_dir) if out_dir is not None else None
@@ -181,7 +182,8 @@ def train(
                 group["lr"] = learning_rate(config, step, total_steps)
             x = x.contiguous(memory_format=memory_format)
             outcome = objective(train_model, x, y, config, attack_generator, autocast)
-            penalty = high_magnitude_penalty(model, tau, config.p, config.keep_ends) if tau is not None else None
+            penalty = high_magnitude_penalty(model, tau, config.p, config.keep_ends) \
+                if tau is not None and not proximal else None
             total = outcome.loss if penalty is None else outcome.loss + config.lam * penalty
             value = total.item()
             reference_loss = reference_loss if reference_loss is not None else max(abs(value), 1.0)
@@ -197,6 +199,8 @@ def train(
             else:
                 total.backward()
                 optimizer.step()
+            if proximal:
+                proximal_shrink(model, tau, optimizer.param_groups[0]["lr"] * config.lam, config.keep_ends)
             apply_masks(model, masks)
             _count(sums, outcome, x, y, model, i)
             sums["loss"] += outcome.loss.item() * len(y)
@@ -214,6 +218,7 @@ def train(
                    "penalty": sums["penalty"] / seen, "test_acc": test_acc,
                    "lr_end": optimizer.param_groups[0]["lr"],
                    "sparsity": sparsity_report(model, config.keep_ends)["sparsity"],
+                   "max_abs_weight": max_abs_weight(model, config.keep_ends),
                    "seconds": seconds, "images_per_s": sums["seen"] / max(seconds, 1e-9)}
         if adversarial:
             metrics["train_adv_acc"] = sums["adv_correct"] / seen

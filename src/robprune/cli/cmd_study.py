@@ -1,0 +1,56 @@
+"""robprune study: studies beyond the paper, as cached, resumable grids with a report."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+from ..models import MODELS
+from .cmd_reproduce import run_logged, seed_list
+from .common import add_device, positive_int
+
+HELP = ("Studies beyond the paper; 'adversarial': CP, RP and Ours on adversarially trained networks at high "
+        "sparsity, under AutoAttack (cached, resumable)")
+EXAMPLE = ("robprune study adversarial --data imagefolder:../shared/data/cifar10-jpeg.tar.gz --out "
+           "runs/adversarial")
+RESUMABLE = True
+STUDIES = ("adversarial",)
+
+
+def add_arguments(p) -> None:
+    p.add_argument("study", choices=STUDIES, help="which study")
+    p.add_argument("--data", required=True, help="imagefolder:PATH, cifar10:DIR or digits")
+    p.add_argument("--arch", default=None, help=f"one of {MODELS.describe()} (default resnet20)")
+    p.add_argument("--seeds", type=seed_list, help="comma-separated seeds (default 0,1)")
+    p.add_argument("--quick", action="store_true", help="a few hundred images, one epoch each: minutes on CPU")
+    p.add_argument("--dense-epochs", type=positive_int, help="epochs of the dense adversarial training")
+    p.add_argument("--epochs", type=positive_int, help="adversarial fine-tuning epochs of every pruned arm")
+    p.add_argument("--suite-images", type=positive_int, help="test images attacked by the suite (default 1000)")
+    p.add_argument("--report-only", action="store_true",
+                   help="only rewrite report.md and the figures from OUT/results.json; computes nothing")
+    add_device(p)
+    p.add_argument("--out", default="runs/adversarial", help="output folder")
+
+
+def run(args) -> None:
+    from ..experiments.study import ADVERSARIAL_QUICK, AdversarialConfig, run_adversarial
+    from ..reporting.study_report import rewrite_study_report
+
+    if args.report_only:
+        print(rewrite_study_report(Path(args.out)))
+        return
+    config = ADVERSARIAL_QUICK if args.quick else AdversarialConfig()
+    changes = {}
+    if args.arch:
+        MODELS.get(args.arch)
+        changes["arch"] = args.arch
+    if args.seeds:
+        changes["seeds"] = args.seeds
+    if args.dense_epochs:
+        changes["dense"] = replace(config.dense, epochs=args.dense_epochs)
+    if args.epochs:
+        changes["finetune"] = replace(config.finetune, epochs=args.epochs)
+    if args.suite_images:
+        changes["suite_images"] = args.suite_images
+    config = replace(config, **changes)
+    run_logged(args, lambda dev, progress: run_adversarial(args.data, args.out_dir, config, dev, progress))

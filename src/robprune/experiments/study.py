@@ -1,0 +1,472 @@
+"""Multi-seed studies over the cached-unit store: the paper's protocol from scratch, and adversarial pruning.
+
+Both are grids of cached units (``grid.finetuned`` and ``grid.evaluated``), run in an order that puts
+the decisive units first (every seed's core arms before the extras), so an interrupted run that is
+restarted continues where it stopped and a report rendered in the middle shows what is done.
+
+- ``run_scratch`` (``robprune reproduce --protocol scratch``): per seed, a Baseline trained from random
+  initialisation, then CP, RP and Ours fine-tuned from it; lam and tau of Ours chosen on held-out
+  training images by the rule in ``choose_candidate``; clean and PGD on the test split with per-image
+  outcomes (McNemar), a stronger suite, Table 1, Eq. 3, and the CP-vs-RP sweep.
+- ``run_adversarial`` (``robprune study adversarial``): per seed, an adversarially trained dense model,
+  then CP, RP and Ours at several sparsities, each fine-tuned adversarially with the same budget;
+  clean, PGD-10 and AutoAttack at 8/255, Table 1, Eq. 3, APB exports.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+
+import torch
+
+from ..data import ImageData, load_dataset
+from ..distributed import is_main
+from ..evaluation.accuracy import fixed_subset
+from ..evaluation.bounds import lipschitz_bound, measured_distortion
+from ..evaluation.stats import weight_stats
+from ..io import prepare_out_dir, write_json
+from ..models import create_model
+from ..progress import Progress
+from ..training import TrainConfig
+from .grid import EvalConfig, evaluated, finetuned
+from .store import UnitStore, config_key, unit_dir
+
+PAPER_EPS = (1 / 255, 2 / 255, 4 / 255, 8 / 255)
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """One setting of Ours' penalty in the held-out search."""
+
+    lam: float
+    tau: float | str = "q0.9"
+    mode: str = "gradient"  # gradient (Eq. 4 in the loss) or proximal
+
+    @property
+    def label(self) -> str:
+        return f"lam{self.lam:g}-tau{self.tau}-{self.mode}"
+
+
+@dataclass(frozen=True)
+class ScratchConfig:
+    arch: str = "resnet20"
+    seeds: tuple[int, ...] = (0, 1, 2)
+    baseline: TrainConfig = TrainConfig(epochs=8, batch_size=128, lr=0.1, weight_decay=5e-4, precision="bf16")
+    finetune: TrainConfig = TrainConfig(epochs=3, batch_size=128, lr=0.02, weight_decay=5e-4, precision="bf16")
+    cp_amount: float = 0.5
+    rp_amount: float = 0.1
+    candidates: tuple[Candidate, ...] = (Candidate(0.003), Candidate(0.03), Candidate(0.1, mode="proximal"))
+    search_seed: int = 0  # the seed whose Baseline the candidates are fine-tuned from
+    max_clean_drop: float = 0.01  # the rule: Ours may lose at most this much held-out clean accuracy vs CP
+    holdout: int = 5000  # train images held out (never trained on) for the search
+    search_images: int = 1000  # held-out images attacked in the search
+    eval_images: int | None = None  # test images for clean and PGD (None = all)
+    eval_batch: int = 500
+    suite: str = "standard"
+    suite_images: int = 1000
+    bound_images: int = 500
+    sweep_ratios: tuple[float, ...] = (0.1, 0.3, 0.5, 0.7, 0.8, 0.9)
+    sweep_seeds: tuple[int, ...] = (0, 1)
+    sweep_epochs: int = 1
+    sweep_images: int = 1000
+    train_images: int | None = None  # cap on training images (quick mode)
+
+
+SCRATCH_QUICK = ScratchConfig(
+    seeds=(0, 1),
+    baseline=TrainConfig(epochs=1, batch_size=64, lr=0.05, weight_decay=5e-4),
+    finetune=TrainConfig(epochs=1, batch_size=64, lr=0.01, weight_decay=5e-4),
+    candidates=(Candidate(0.01), Candidate(0.1, mode="proximal")), holdout=100, search_images=100,
+    eval_images=200, eval_batch=100, suite="fast", suite_images=40, bound_images=50, sweep_ratios=(0.1, 0.5, 0.9),
+    sweep_seeds=(0,), sweep_images=100, train_images=1000,
+)
+
+
+def choose_candidate(search: dict, max_clean_drop: float) -> str:
+    """The rule, fixed before any run: among the candidates whose held-out clean accuracy is at most
+    ``max_clean_drop`` below CP's, the one with the highest mean held-out PGD accuracy over the eps; when none
+    qualifies, the one with the smallest clean drop. ``search`` maps labels to held-out evals, with "CP"."""
+    cp_clean = search["CP"]["clean"]["accuracy"]
+    names = [n for n in search if n != "CP"]
+    allowed = [n for n in names if search[n]["clean"]["accuracy"] >= cp_clean - max_clean_drop - 1e-12]
+    if not allowed:
+        return max(names, key=lambda n: search[n]["clean"]["accuracy"])
+    return max(allowed, key=lambda n: sum(r["accuracy"] for r in search[n]["robust"]))
+
+
+def split_holdout(data: ImageData, holdout: int, limit: int | None) -> ImageData:
+    from .reproduce import split_holdout as split
+
+    return split(data, holdout, limit)
+
+
+def _history(out: Path, name: str, key) -> list[dict]:
+    path = unit_dir(out, name, key) / "metrics.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.is_file() else []
+
+
+def _describe(model, x_bound, y_bound, shape) -> dict:
+    return {"stats": weight_stats(model),
+            "bounds": {"l1": lipschitz_bound(model, shape, "l1"), "spectral": lipschitz_bound(model, shape, "spectral"),
+                       "measured": measured_distortion(model, x_bound, y_bound, 8 / 255)}}
+
+
+def described(model, key, out: Path, name: str, x_bound, y_bound, progress) -> dict:
+    """Table 1 statistics and the Eq. 3 bounds of a model (a cached unit: the bounds take a while)."""
+    shape = tuple(x_bound.shape[1:])
+
+    def make(path: Path) -> dict:
+        value = _describe(model, x_bound, y_bound, shape)
+        if is_main():
+            write_json(path / "describe.json", value)
+        return value
+
+    return UnitStore(out, progress).compute(f"describe-{name}", {"model": key, "n": len(x_bound)},
+                                            lambda p: json.loads((p / "describe.json").read_text()), make)
+
+
+def suite_unit(model, key, data: ImageData, suite: str, eps_list, n: int, batch: int, out: Path, name: str,
+               progress, checks: bool = True) -> dict:
+    """Worst case over ``suite`` at each eps on the first ``n`` test images (fixed subset), per-image outcomes kept,
+    plus the sanity checks (a cached unit)."""
+    from ..evaluation.accuracy import pack_bits
+    from ..evaluation.checks import check_images, sanity_checks
+    from ..evaluation.fast import attack_model
+    from ..evaluation.suite import SUITES, worst_case
+    from ..progress import progress_counter
+
+    n = min(n, len(data.x_test))
+
+    def make(path: Path) -> dict:
+        x, y = fixed_subset(data.x_test, data.y_test, n)
+        attacks = SUITES[suite]
+        tick = progress_counter(progress, f"suite-{name}", n * len(attacks) * len(eps_list))
+        attacker = attack_model(model)
+        rows = []
+        for e in eps_list:
+            row = worst_case(model, x, y, e, attacks, batch, progress=tick, attacker=attacker)
+            row["robust_bits"] = pack_bits(torch.tensor(row.pop("robust_mask")))
+            rows.append(row)
+        result = {"n": n, "suite": suite, "attacks": [a.__dict__ for a in attacks], "rows": rows}
+        if checks:
+            x_check, y_check = check_images(x, y, min(200, n))
+            result["sanity_checks"] = sanity_checks(model, x_check, y_check, list(eps_list), 4, batch)
+        if is_main():
+            write_json(path / "suite.json", result)
+        return result
+
+    return UnitStore(out, progress).compute(f"suite-{name}", {"model": key, "suite": suite, "n": n,
+                                                              "eps": [float(e) for e in eps_list]},
+                                            lambda p: json.loads((p / "suite.json").read_text()), make)
+
+
+def _init_model(arch: str, data: ImageData, seed: int):
+    torch.manual_seed(seed)
+    mean, std = data.channel_stats()
+    return create_model(arch, num_classes=len(data.classes), in_channels=data.in_channels, mean=mean, std=std)
+
+
+class _State:
+    """results.json and the report, rewritten after every unit so a partial run is readable."""
+
+    def __init__(self, out: Path, state: dict, render: Callable[[dict], str], on_update=None) -> None:
+        self.out, self.state, self.render, self.t0, self.on_update = out, state, render, time.time(), on_update
+        previous = out / "results.json"
+        before = 0.0
+        if previous.is_file():
+            try:
+                before = float(json.loads(previous.read_text()).get("elapsed_s", 0.0))
+            except (ValueError, AttributeError):
+                before = 0.0
+        self.before = before
+
+    def save(self) -> None:
+        from ..io import write_text_atomic
+
+        self.state["elapsed_s"] = self.before + time.time() - self.t0
+        self.state["updated"] = time.strftime("%Y-%m-%d %H:%M:%S")
+        if is_main():
+            write_json(self.out / "results.json", self.state)
+            try:
+                text = self.render(self.state)
+            except Exception as err:  # a report bug must never stop a long run; the results are saved above
+                text = (f"# Report not rendered\n\nThe renderer failed ({type(err).__name__}: {err}); the results are "
+                        "in results.json. Re-render with the command's --report-only.\n")
+            write_text_atomic(self.out / "report.md", text)
+        if self.on_update is not None:
+            self.on_update(self.state)
+
+
+def run_scratch(data_spec: str, out_dir: str | Path, config: ScratchConfig, device: torch.device,
+                progress: Progress | None = None, render: Callable[[dict], str] | None = None) -> dict:
+    """The paper's protocol from scratch (issue 14's grid), every unit cached; returns the results state."""
+    from ..reporting.study_report import render_scratch
+
+    out = prepare_out_dir(out_dir)
+    data = load_dataset(data_spec)
+    train_data = split_holdout(data, config.holdout, config.train_images)
+    x_bound, y_bound = fixed_subset(data.x_test, data.y_test, config.bound_images)
+    st = _State(out, {"protocol": "scratch", "config": asdict(config), "data": data_spec, "device": str(device),
+                      "torch_threads": torch.get_num_threads(), "seeds": {}, "search": {}, "sweep": []},
+                render or render_scratch)
+    pixel = EvalConfig(eps=PAPER_EPS, steps=4, step_scale=2.5, n_images=config.eval_images,
+                       batch_size=config.eval_batch, per_image=True)
+    fgsm = replace(pixel, steps=1, step_scale=1.0)
+    readings = {"pixel": pixel, "pixel-fgsm": fgsm}
+    search_eval = replace(pixel, n_images=config.search_images, per_image=False)
+
+    def base_key(seed: int) -> dict:
+        return {"init": "scratch", "arch": config.arch, "seed": seed, "data": data_spec, "holdout": config.holdout,
+                "train_images": config.train_images}
+
+    baselines = {}
+
+    def baseline(seed: int):
+        if seed not in baselines:
+            init = _init_model(config.arch, data, seed).to(device)
+            cfg = replace(config.baseline, seed=seed).validate()
+            model, _ = finetuned(init, base_key(seed), train_data, cfg, out, f"s{seed}-Baseline", progress)
+            key = {"base": base_key(seed), "train": config_key(cfg)}
+            baselines[seed] = (model, key, cfg)
+        return baselines[seed]
+
+    def arm(seed: int, name: str, **changes):
+        base, bkey, _ = baseline(seed)
+        cfg = replace(config.finetune, seed=seed, **changes).validate()
+        model, _ = finetuned(base, bkey, train_data, cfg, out, f"s{seed}-{name}", progress)
+        return model, {"base": bkey, "train": config_key(cfg)}, cfg
+
+    def record(seed: int, name: str, model, key, cfg, unit_name: str) -> None:
+        row = {"train": asdict(cfg), "history": _history(out, unit_name, key)}
+        for label, ev in readings.items():
+            row[label] = evaluated(model, key, data, ev, out, f"test-{label}-s{seed}-{name}", progress)
+        row.update(described(model, key, out, f"s{seed}-{name}", x_bound, y_bound, progress))
+        st.state["seeds"].setdefault(str(seed), {})[name] = row
+        st.save()
+
+    def cp_config():
+        return {"method": "cp", "amount": config.cp_amount}
+
+    # 1. the search on the search seed: CP and every candidate, evaluated on held-out training images
+    search_models = {}
+    s0 = config.search_seed
+    cp_model, cp_key, cp_cfg = arm(s0, "CP", **cp_config())
+    search_models["CP"] = (cp_model, cp_key, cp_cfg)
+    for cand in config.candidates:
+        model, key, cfg = arm(s0, f"Ours-{cand.label}", **cp_config(), lam=cand.lam, tau=cand.tau,
+                              penalty_mode=cand.mode)
+        search_models[cand.label] = (model, key, cfg)
+    held = {}
+    for label, (model, key, cfg) in search_models.items():
+        held[label] = evaluated(model, key, train_data, search_eval, out, f"holdout-s{s0}-{label}", progress)
+        st.state["search"][label] = {"eval": held[label], "stats": weight_stats(model), "train": asdict(cfg),
+                                     "history": _history(out, f"s{s0}-{'CP' if label == 'CP' else 'Ours-' + label}",
+                                                         {"base": key["base"], "train": key["train"]})}
+    chosen = choose_candidate(held, config.max_clean_drop)
+    cand = next(c for c in config.candidates if c.label == chosen)
+    st.state["chosen"] = asdict(cand) | {"label": chosen}
+    st.save()
+
+    # 2. every seed's core: Baseline, CP, RP, Ours on the test split (the decisive units first)
+    for seed in config.seeds:
+        model, key, cfg = baseline(seed)
+        record(seed, "Baseline", model, key, cfg, f"s{seed}-Baseline")
+        for name, changes in (("CP", cp_config()), ("RP", {"method": "rp", "amount": config.rp_amount}),
+                              ("Ours", {**cp_config(), "lam": cand.lam, "tau": cand.tau,
+                                        "penalty_mode": cand.mode})):
+            unit = f"s{seed}-{name}" if name != "Ours" or seed != s0 else f"s{seed}-Ours-{cand.label}"
+            if name == "Ours" and seed == s0:
+                model, key, cfg = search_models[cand.label]
+            else:
+                model, key, cfg = arm(seed, name if name != "Ours" else f"Ours-{cand.label}", **changes)
+                unit = f"s{seed}-{name if name != 'Ours' else 'Ours-' + cand.label}"
+            record(seed, name, model, key, cfg, unit)
+
+    # 3. the strongest suite on every model of every seed
+    for seed in config.seeds:
+        for name in ("Baseline", "CP", "RP", "Ours"):
+            model, key = _model_of(seed, name, baseline, arm, cand, search_models, s0, cp_config, config)
+            st.state["seeds"][str(seed)][name]["suite"] = suite_unit(
+                model, key, data, config.suite, PAPER_EPS, config.suite_images, config.eval_batch, out,
+                f"s{seed}-{name}", progress)
+            st.save()
+
+    # 4. Figure 2: CP vs RP over the ratios, one-shot from each sweep seed's Baseline
+    sweep_eval = replace(pixel, n_images=config.sweep_images, per_image=False)
+    for seed in config.sweep_seeds:
+        for method in ("cp", "rp"):
+            for ratio in config.sweep_ratios:
+                base, bkey, _ = baseline(seed)
+                cfg = replace(config.finetune, seed=seed, epochs=config.sweep_epochs, method=method,
+                              amount=ratio).validate()
+                name = f"s{seed}-sweep-{method}-{ratio:g}"
+                model, _ = finetuned(base, bkey, train_data, cfg, out, name, progress)
+                key = {"base": bkey, "train": config_key(cfg)}
+                ev = evaluated(model, key, data, sweep_eval, out, f"test-{name}", progress)
+                st.state["sweep"] = [s for s in st.state["sweep"] if not (
+                    s["seed"] == seed and s["method"] == method and s["ratio"] == ratio)]
+                st.state["sweep"].append({"seed": seed, "method": method, "ratio": ratio, "eval": ev})
+                st.save()
+    st.state["done"] = True
+    st.save()
+    return st.state
+
+
+def _model_of(seed, name, baseline, arm, cand, search_models, s0, cp_config, config):
+    if name == "Baseline":
+        model, key, _ = baseline(seed)
+    elif name == "Ours" and seed == s0:
+        model, key, _ = search_models[cand.label]
+    elif name == "Ours":
+        model, key, _ = arm(seed, f"Ours-{cand.label}", **cp_config(), lam=cand.lam, tau=cand.tau,
+                            penalty_mode=cand.mode)
+    elif name == "CP":
+        model, key, _ = arm(seed, "CP", **cp_config())
+    else:
+        model, key, _ = arm(seed, "RP", method="rp", amount=config.rp_amount)
+    return model, key
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Adversarial pruning (issue 15)
+
+
+@dataclass(frozen=True)
+class AdversarialConfig:
+    arch: str = "resnet20"
+    seeds: tuple[int, ...] = (0, 1)
+    dense: TrainConfig = TrainConfig(epochs=8, batch_size=128, lr=0.1, weight_decay=5e-4, precision="bf16",
+                                     adv="fgsm")
+    finetune: TrainConfig = TrainConfig(epochs=2, batch_size=128, lr=0.02, weight_decay=5e-4, precision="bf16",
+                                        adv="fgsm")
+    sparsities: tuple[float, ...] = (0.9, 0.99)  # the core grid, every seed
+    extra_sparsities: tuple[float, ...] = (0.5, 0.95)  # after the core, first seed only (cut first)
+    methods: tuple[str, ...] = ("CP", "RP", "Ours")
+    rp_paper: float = 0.1  # RP at the paper's 10% as well
+    lam: float = 0.003  # Ours' penalty, fixed before the run (the ResNet-18 GPU data point's setting)
+    tau: float | str = "q0.9"
+    pgd_eps: tuple[float, ...] = (2 / 255, 4 / 255, 8 / 255)
+    pgd_steps: int = 10
+    pgd_images: int = 1000
+    suite: str = "autoattack"
+    suite_eps: float = 8 / 255
+    suite_images: int = 1000
+    eval_batch: int = 500
+    bound_images: int = 500
+    export: bool = True  # write every final model in the APB format under OUT/apb/
+    train_images: int | None = None
+
+
+ADVERSARIAL_QUICK = AdversarialConfig(
+    seeds=(0, 1),
+    dense=TrainConfig(epochs=1, batch_size=64, lr=0.05, weight_decay=5e-4, adv="fgsm"),
+    finetune=TrainConfig(epochs=1, batch_size=64, lr=0.01, weight_decay=5e-4, adv="fgsm"),
+    sparsities=(0.9,), extra_sparsities=(), pgd_steps=3, pgd_images=100, suite="fast", suite_images=40,
+    eval_batch=100, bound_images=50, train_images=1000,
+)
+
+
+def adversarial_arms(config: AdversarialConfig, sparsities) -> list[tuple[str, dict]]:
+    """(name, train changes) of every pruned arm at ``sparsities``."""
+    arms = []
+    for s in sparsities:
+        for method in config.methods:
+            if method == "CP":
+                arms.append((f"CP-{s:g}", {"method": "cp", "amount": s}))
+            elif method == "RP":
+                arms.append((f"RP-{s:g}", {"method": "rp", "amount": s}))
+            else:
+                arms.append((f"Ours-{s:g}", {"method": "cp", "amount": s, "lam": config.lam, "tau": config.tau}))
+    return arms
+
+
+def run_adversarial(data_spec: str, out_dir: str | Path, config: AdversarialConfig, device: torch.device,
+                    progress: Progress | None = None) -> dict:
+    """The adversarial pruning study (issue 15's grid), every unit cached; returns the results state."""
+    from ..export import export_model
+    from ..reporting.study_report import render_adversarial
+
+    out = prepare_out_dir(out_dir)
+    data = load_dataset(data_spec)
+    if config.train_images is not None:
+        data = replace(data, x_train=data.x_train[:config.train_images], y_train=data.y_train[:config.train_images])
+    x_bound, y_bound = fixed_subset(data.x_test, data.y_test, config.bound_images)
+    st = _State(out, {"study": "adversarial", "config": asdict(config), "data": data_spec, "device": str(device),
+                      "torch_threads": torch.get_num_threads(), "seeds": {}}, render_adversarial)
+    clean_eval = EvalConfig(eps=(), n_images=None, batch_size=config.eval_batch, per_image=True)
+    pgd_eval = EvalConfig(eps=config.pgd_eps, steps=config.pgd_steps, step_scale=2.5, random_start=True,
+                          n_images=config.pgd_images, batch_size=config.eval_batch, per_image=True)
+    dense_models = {}
+
+    def dense(seed: int):
+        if seed not in dense_models:
+            init = _init_model(config.arch, data, seed).to(device)
+            key0 = {"init": "scratch", "arch": config.arch, "seed": seed, "data": data_spec,
+                    "train_images": config.train_images}
+            cfg = replace(config.dense, seed=seed).validate()
+            model, _ = finetuned(init, key0, data, cfg, out, f"s{seed}-Dense", progress, keep_best=True)
+            dense_models[seed] = (model, {"base": key0, "train": config_key(cfg)}, cfg, key0)
+        return dense_models[seed]
+
+    def pruned(seed: int, name: str, changes: dict):
+        base, bkey, _, _ = dense(seed)
+        cfg = replace(config.finetune, seed=seed, **changes).validate()
+        model, masks = finetuned(base, bkey, data, cfg, out, f"s{seed}-{name}", progress, keep_best=True)
+        return model, {"base": bkey, "train": config_key(cfg)}, cfg, masks
+
+    def record(seed: int, name: str, model, key, cfg) -> None:
+        row = {"train": asdict(cfg), "history": _history(out, f"s{seed}-{name}", key)}
+        row["clean"] = evaluated(model, key, data, clean_eval, out, f"clean-s{seed}-{name}", progress)
+        row["pgd"] = evaluated(model, key, data, pgd_eval, out, f"pgd-s{seed}-{name}", progress)
+        row.update(described(model, key, out, f"s{seed}-{name}", x_bound, y_bound, progress))
+        st.state["seeds"].setdefault(str(seed), {})[name] = row
+        st.save()
+
+    core = [("Dense", None)] + adversarial_arms(config, config.sparsities) + (
+        [(f"RP-{config.rp_paper:g}", {"method": "rp", "amount": config.rp_paper})] if config.rp_paper else [])
+    extra = adversarial_arms(config, config.extra_sparsities)
+    models = {}
+
+    def get(seed, name, changes):
+        if (seed, name) not in models:
+            if changes is None:
+                model, key, cfg, _ = dense(seed)
+                masks = {}
+            else:
+                model, key, cfg, masks = pruned(seed, name, changes)
+            models[(seed, name)] = (model, key, cfg, masks)
+        return models[(seed, name)]
+
+    plan = [(seed, name, changes) for seed in config.seeds for name, changes in core] + \
+        [(config.seeds[0], name, changes) for name, changes in extra]
+    # 1. train and evaluate (clean, PGD-10, Table 1, Eq. 3) every model: the core grid for every seed first
+    for seed, name, changes in plan:
+        model, key, cfg, masks = get(seed, name, changes)
+        record(seed, name, model, key, cfg)
+        if config.export and is_main():
+            # the benchmark's format knows its own base models (ResNet-18, VGG-16-bn); others export as torch
+            fmt = "apb" if config.arch in _apb_archs() else "torch"
+            path = out / "export" / f"{config.arch}-s{seed}-{name}.{fmt}.pt"
+            if not path.is_file():
+                export_model(model, masks, {"arch": config.arch, "unit": f"s{seed}-{name}"}, fmt, path)
+            st.state["seeds"][str(seed)][name]["export"] = {"format": fmt, "path": str(path.relative_to(out))}
+    # 2. the suite (AutoAttack) at suite_eps on every model, in the same order
+    for seed, name, changes in plan:
+        model, key, cfg, _ = get(seed, name, changes)
+        st.state["seeds"][str(seed)][name]["suite"] = suite_unit(
+            model, key, data, config.suite, (config.suite_eps,), config.suite_images, config.eval_batch, out,
+            f"s{seed}-{name}", progress)
+        st.save()
+    st.state["done"] = True
+    st.save()
+    return st.state
+
+
+def _apb_archs() -> tuple[str, ...]:
+    from ..export import APB_ARCHS
+
+    return tuple(APB_ARCHS)
