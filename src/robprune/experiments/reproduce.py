@@ -240,6 +240,7 @@ def suite_evaluated(model, model_key, data: ImageData, config: ReproduceConfig, 
     n = min(config.suite_images, len(data.x_test))
 
     def make(path: Path) -> dict:
+        model.eval()  # a model fresh from training is in train mode; attacks and checks judge the eval-mode model
         x, y = fixed_subset(data.x_test, data.y_test, n)
         attacks = SUITES[config.suite]
         tick = progress_counter(progress, f"suite-{name}", n * len(attacks) * len(PAPER_EPS))

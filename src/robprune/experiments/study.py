@@ -142,6 +142,7 @@ def suite_unit(model, key, data: ImageData, suite: str, eps_list, n: int, batch:
     n = min(n, len(data.x_test))
 
     def make(path: Path) -> dict:
+        model.eval()  # a model fresh from training is in train mode; attacks and checks judge the eval-mode model
         x, y = fixed_subset(data.x_test, data.y_test, n)
         attacks = SUITES[suite]
         tick = progress_counter(progress, f"suite-{name}", n * len(attacks) * len(eps_list))
@@ -192,6 +193,9 @@ class _State:
         if is_main():
             write_json(self.out / "results.json", self.state)
             try:
+                from ..reporting.study_figures import write_study_figures
+
+                self.state["figures"] = write_study_figures(self.state, self.out)
                 text = self.render(self.state)
             except Exception as err:  # a report bug must never stop a long run; the results are saved above
                 text = (f"# Report not rendered\n\nThe renderer failed ({type(err).__name__}: {err}); the results are "

@@ -128,13 +128,14 @@ def masking_verdict(suite: dict) -> list[str]:
             found = [f"survives clearly at {', '.join(clear)}"] if clear else []
             found += [f"survives within noise (intervals overlap) at {', '.join(noise)}"] if noise else []
             found += [f"is gone at {', '.join(lost)}"] if lost else []
-            summary = "; ".join(found) or "no gain over CP under this attack to test"
+            gained = bool(found)
+            summary = "; ".join(found)
             failed = [c["name"] for c in suite[arm].get("sanity_checks", []) if not c["passed"]]
             if failed and (clear or noise):
                 summary += (f"; but {arm} failed the sanity check(s) {', '.join(failed)}, so a surviving gain may come "
                             "from a model that ignores its input rather than from robustness")
-            out.append(f"{arm} - CP in points, {r} -> worst case of the suite ({'; '.join(parts)}): "
-                       f"the gain {summary}.")
+            outcome = f"the gain {summary}" if gained else f"{arm} has no gain over CP under this attack, so none to test"
+            out.append(f"{arm} - CP in points, {r} -> worst case of the suite ({'; '.join(parts)}): {outcome}.")
     for r in refs:
         drops = {name: [100 * (s["reference"][r]["robust"][i]["accuracy"] - row["worst_case"]["accuracy"])
                         for i, row in enumerate(s["rows"])] for name, s in suite.items()}
@@ -157,22 +158,32 @@ def _claims(table: dict, stats: dict) -> list[str]:
 
     out = []
     cp, rp, ours = rows["CP"], rows["RP"], rows["Ours"]
-    verdict = "HOLDS" if rp[0] < cp[0] else "FAILS"
+    from ..evaluation.significance import broken
+
+    bad = {n: why for n, r in table.items() if (why := broken(r["eval"]))}
+    if bad:
+        out.append("One seed, and " + "; ".join(f"{n}: {why}" for n, why in bad.items()) + ": a broken model can "
+                   "neither win nor lose a claim, so every claim involving it is **UNDECIDED**.")
+
+    def verdict_of(holds: bool, models) -> str:
+        return "UNDECIDED" if any(m in bad for m in models) else "HOLDS" if holds else "FAILS"
+
+    verdict = verdict_of(rp[0] < cp[0], ("RP", "CP"))
     out.append(f"(a) RP loses clean accuracy against CP: **{verdict}** (RP {rp[0]:.2f}% vs CP {cp[0]:.2f}%, "
                f"{rp[0] - cp[0]:+.2f} points; {sig('RP', 'CP', 0)}; paper: -9.73).")
-    verdict = "HOLDS" if rp[-1] > cp[-1] else "FAILS"
+    verdict = verdict_of(rp[-1] > cp[-1], ("RP", "CP"))
     out.append(f"(b) RP beats CP at large eps: **{verdict}** (eps 8: RP {rp[-1]:.2f}% vs CP {cp[-1]:.2f}%; "
                f"eps 4: RP {rp[-2]:.2f}% vs CP {cp[-2]:.2f}%; {sig('RP', 'CP', len(rp) - 1)} at eps 8; "
                f"paper: +7.44 at eps 8).")
     wins = [o > c for o, c in zip(ours[1:], cp[1:])]
     cost = cp[0] - ours[0]
-    verdict = "HOLDS" if all(wins) and cost <= 1.0 else "FAILS"
+    verdict = verdict_of(all(wins) and cost <= 1.0, ("Ours", "CP"))
     diffs = ", ".join(f"{o - c:+.2f}" for o, c in zip(ours[1:], cp[1:]))
     out.append(f"(c) Ours beats CP at every eps with a small clean cost: **{verdict}** (Ours - CP per eps: {diffs} "
                f"points; clean cost {cost:.2f} points; paper: +1.08, +0.72, +0.84, +1.98 and 0.33).")
     rng = {n: s["max"] - s["min"] for n, s in stats.items()}
     narrowest = min(rng, key=rng.get)
-    verdict = "HOLDS" if narrowest == "Ours" and stats["Ours"]["l1"] < stats["Baseline"]["l1"] else "FAILS"
+    verdict = verdict_of(narrowest == "Ours" and stats["Ours"]["l1"] < stats["Baseline"]["l1"], ("Ours",))
     out.append(f"(d) Ours has the narrowest weight range and an L1 norm below the baseline: **{verdict}** "
                f"(ranges: " + ", ".join(f"{n} {v:.3f}" for n, v in rng.items()) +
                f"; L1 Ours {stats['Ours']['l1']:.1f} vs Baseline {stats['Baseline']['l1']:.1f}).")
@@ -212,8 +223,10 @@ def render_report(state: dict, runs_log: str = "") -> str:
                   f"Rule: the highest summed PGD accuracy among candidates losing at most "
                   f"{100 * cfg['max_clean_drop']:.1f} points of clean accuracy against CP (lam = 0). "
                   f"Chosen: **lam = {s['chosen_lam']:g}**.", "\n".join(lines)]
+    n_test = st["table2-pixel"][next(iter(st["table2-pixel"]))]["eval"]["n"] if "table2-pixel" in st else None
+    split = "the full test split" if cfg.get("eval_images") is None else f"{n_test or cfg['eval_images']} test images"
     for key, label in (("table2-pixel", "pixel units (the standard: eps/255 on [0, 1] images), "
-                        "PGD-4 with step 2.5*eps/4, no random start, full test split"),):
+                        f"PGD-4 with step 2.5*eps/4, no random start, {split}"),):
         parts += [f"## Table 2, {label}", table2_side_by_side(st[key]) if key in st else PENDING]
     best = st.get("search", {}).get("reading")
     if best and best != "pixel":
