@@ -132,8 +132,9 @@ def load_checkpoint(
         kwargs = meta.get("kwargs") or {}
         if not isinstance(kwargs, dict):
             raise ValueError(f"{path} metadata has kwargs that are not a JSON object")
-        # Registry models restore mean/std from their own buffers; a wrapped factory model needs them to rebuild.
-        stats = {"mean": norm.get("mean"), "std": norm.get("std")} if is_factory_spec(arch) and norm else {}
+        # The recorded statistics rebuild the normalisation with its channel count (a 1-channel model's buffers
+        # differ in shape from the 3-channel defaults); the weights then overwrite the values anyway.
+        stats = {"mean": norm.get("mean"), "std": norm.get("std")} if norm and norm.get("mean") is not None else {}
         model = create_model(arch, num_classes=meta["num_classes"], in_channels=meta["in_channels"], **stats,
                              **kwargs)
     _check_tensor_shapes(path, model, tensors)

@@ -189,6 +189,8 @@ class _State:
         from ..io import write_text_atomic
 
         self.state["elapsed_s"] = self.before + time.time() - self.t0
+        log = self.out / "runs.log"
+        self.state["runs_log"] = log.read_text() if log.is_file() else ""
         self.state["updated"] = time.strftime("%Y-%m-%d %H:%M:%S")
         if is_main():
             write_json(self.out / "results.json", self.state)

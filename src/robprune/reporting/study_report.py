@@ -76,6 +76,12 @@ def _machine(state: dict) -> str:
             f"device {state.get('device', '?')}")
 
 
+def _invocations(state: dict) -> list[str]:
+    log = state.get("runs_log", "").strip()
+    return ["Produced by these invocations (from the output folder's runs.log; each continues from the cached units "
+            "of the ones before):", "", "```text", log or "(no runs.log)", "```", ""]
+
+
 def _hours(seconds: float) -> str:
     return f"{seconds / 3600:.2f} h" if seconds >= 3600 else f"{seconds / 60:.0f} min"
 
@@ -296,6 +302,7 @@ def render_scratch(state: dict) -> str:
     status = "complete" if done else f"IN PROGRESS (updated {state.get('updated', '?')}): " \
         f"{len(seeds)} of {len(seeds_all)} seeds have every arm evaluated"
     lines += [f"**Status: {status}.** Wall time so far {_hours(state.get('elapsed_s', 0))} on {_machine(state)}.", ""]
+    lines += _invocations(state)
     if seeds:
         result = scratch_claims(state, "pixel")
         lines += ["## Verdict", "",
@@ -426,6 +433,7 @@ def render_adversarial(state: dict) -> str:
     status = "complete" if done else (f"IN PROGRESS (updated {state.get('updated', '?')}): {have} of {total} models "
                                       f"trained and evaluated (clean, PGD), {suites} of {total} with `{cfg['suite']}`")
     lines += [f"**Status: {status}.** Wall time so far {_hours(state.get('elapsed_s', 0))} on {_machine(state)}.", ""]
+    lines += _invocations(state)
     claims = adversarial_claims(state)
     if claims:
         lines += ["## Verdicts", "",

@@ -1,0 +1,191 @@
+"""The multi-seed studies: the decision rule, the proximal hinge, per-image outcomes, and both quick grids."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from robprune.cli import main
+from robprune.data import load_digits
+from robprune.evaluation.accuracy import evaluate, pack_bits, unpack_bits
+from robprune.evaluation.significance import (FAILS, HOLDS, UNDECIDED, broken, combine, decide_accuracy,
+                                              decide_quantity, mcnemar, paired_t)
+from robprune.experiments.study import choose_candidate
+from robprune.pruning.regularizer import max_abs_weight, proximal_shrink
+
+
+@pytest.fixture(scope="module")
+def digits():
+    return load_digits()
+
+
+def test_mcnemar_exact_values():
+    a = np.array([True] * 10 + [False] * 5)
+    b = np.array([False] * 10 + [False] * 5)
+    t = mcnemar(a, b)
+    assert (t["a_only"], t["b_only"]) == (10, 0)
+    assert t["p"] == pytest.approx(2 * 0.5 ** 10)
+    assert t["diff"] == pytest.approx(10 / 15)
+    assert mcnemar(a, a)["p"] == 1.0
+    with pytest.raises(ValueError, match="same images"):
+        mcnemar(a, a[:3])
+
+
+def _pair(n_better: int, n_worse: int, n: int = 400):
+    a = np.zeros(n, bool)
+    b = np.zeros(n, bool)
+    a[:n_better] = True
+    b[n_better:n_better + n_worse] = True
+    return a, b
+
+
+def test_decision_rule_needs_every_seed():
+    strong = _pair(40, 5)
+    assert decide_accuracy([strong, strong])["verdict"] == HOLDS
+    assert decide_accuracy([strong[::-1], strong[::-1]])["verdict"] == FAILS
+    weak = _pair(12, 9)
+    mixed = decide_accuracy([strong, weak])
+    assert mixed["verdict"] == UNDECIDED and "1 of 2 seeds significant" in mixed["why"]
+    single = decide_accuracy([strong])
+    assert single["verdict"] == UNDECIDED and "1 seed(s)" in single["why"]
+    no = decide_accuracy([strong, strong], broken_reasons=["RP (seed 0): near chance"])
+    assert no["verdict"] == UNDECIDED and "broken" in no["why"]
+
+
+def test_paired_t_and_quantities():
+    e = paired_t([1.0, 2.0, 3.0])
+    assert e["mean"] == pytest.approx(2.0)
+    assert e["ci95"][0] < 2.0 < e["ci95"][1]
+    assert e["p_greater"] < 0.05 < e["p_less"]
+    assert decide_quantity([1.0, 1.1, 0.9])["verdict"] == HOLDS
+    assert decide_quantity([-1.0, -1.1, -0.9])["verdict"] == FAILS
+    assert decide_quantity([1.0, -1.0, 0.5])["verdict"] == UNDECIDED
+    assert combine([HOLDS, HOLDS]) == HOLDS and combine([HOLDS, FAILS]) == FAILS
+    assert combine([HOLDS, UNDECIDED]) == UNDECIDED and combine([]) == UNDECIDED
+
+
+def test_broken_model_is_recognised():
+    assert broken({"clean": {"accuracy": 0.15}}) is not None
+    assert broken({"clean": {"accuracy": 0.9}, "prediction_max_share": 0.7}) is not None
+    assert broken({"clean": {"accuracy": 0.9}, "prediction_max_share": 0.12}) is None
+
+
+def test_choose_candidate_follows_the_written_rule():
+    def ev(clean, robust):
+        return {"clean": {"accuracy": clean}, "robust": [{"accuracy": r} for r in robust]}
+
+    search = {"CP": ev(0.90, [0.3, 0.2]), "weak": ev(0.895, [0.31, 0.2]), "strong": ev(0.85, [0.5, 0.4]),
+              "mid": ev(0.90, [0.32, 0.22])}
+    assert choose_candidate(search, 0.01) == "mid"  # "strong" is more robust but loses 5 points of clean accuracy
+    assert choose_candidate({"CP": ev(0.9, [0.1]), "a": ev(0.5, [0.9]), "b": ev(0.6, [0.0])}, 0.01) == "b"
+
+
+def test_proximal_shrink_moves_large_weights_to_tau_never_past():
+    model = torch.nn.Sequential(torch.nn.Linear(4, 3))
+    with torch.no_grad():
+        model[0].weight.copy_(torch.tensor([[0.05, -0.05, 0.5, -0.5], [0.2, -0.2, 0.11, 0.0], [1.0, -1.0, 0.3, 0.1]]))
+    before = model[0].weight.detach().clone()
+    proximal_shrink(model, tau=0.1, step=0.15)
+    w = model[0].weight.detach()
+    small = before.abs() <= 0.1
+    assert torch.equal(w[small], before[small])
+    assert torch.equal(torch.sign(w[~small]), torch.sign(before[~small]))
+    expected = torch.maximum(before[~small].abs() - 0.15, torch.tensor(0.1))
+    assert torch.allclose(w[~small].abs(), expected)
+    assert max_abs_weight(model) == pytest.approx(0.85)
+
+
+def test_proximal_training_reaches_the_regime(digits, tmp_path):
+    from robprune.models import create_model
+    from robprune.training import TrainConfig, train
+
+    torch.manual_seed(0)
+    model = create_model("small_cnn", num_classes=10, in_channels=1)
+    start = max_abs_weight(model)
+    cfg = TrainConfig(epochs=1, batch_size=64, lr=0.05, lam=20.0, tau=0.05, penalty_mode="proximal", n_train=640)
+    result = train(model, digits, cfg)
+    assert start > 0.2
+    assert max_abs_weight(model) <= 0.05 + 1e-6
+    assert result["history"][-1]["max_abs_weight"] == pytest.approx(max_abs_weight(model))
+    with pytest.raises(ValueError, match="proximal"):
+        TrainConfig(penalty_mode="proximal", p=2).validate()
+
+
+def test_per_image_outcomes_match_the_counts(digits):
+    from robprune.models import create_model
+
+    torch.manual_seed(0)
+    model = create_model("small_cnn", num_classes=10, in_channels=1)
+    x, y = digits.x_test[:60], digits.y_test[:60]
+    r = evaluate(model, x, y, [2 / 255, 8 / 255], steps=2, per_image=True, batch_size=25)
+    clean = unpack_bits(r["clean_correct_bits"], 60)
+    assert clean.sum() == r["clean"]["correct"]
+    for row in r["robust"]:
+        bits = unpack_bits(row["correct_bits"], 60)
+        assert bits.sum() == row["correct"]
+        assert not (bits & ~clean).any()  # an image wrong when clean is wrong under attack
+    assert unpack_bits(pack_bits(torch.tensor([True, False, True])), 3).tolist() == [True, False, True]
+
+
+def _run(argv, capsys):
+    code = main(argv)
+    out = capsys.readouterr().out
+    assert code == 0, out
+    return out
+
+
+def test_scratch_quick_runs_resumes_and_reports(tmp_path, capsys):
+    out = tmp_path / "s"
+    argv = ["reproduce", "--protocol", "scratch", "--quick", "--data", "digits", "--out", str(out), "--device", "cpu"]
+    text = _run(argv, capsys)
+    assert "## Verdict" in text and "Table 2" in text and "lam and tau search" in text
+    state = json.loads((out / "results.json").read_text())
+    assert state["done"] and sorted(state["seeds"]) == ["0", "1"]
+    assert set(state["search"]) == {"CP", "lam0.01-tauq0.9-gradient", "lam0.1-tauq0.9-proximal"}
+    for claim in ("(a)", "(b)", "(c)", "(d)", "(f)"):
+        assert claim in text
+    # a broken arm (near chance) never decides a claim
+    rp = [state["seeds"][s]["RP"]["pixel"] for s in ("0", "1")]
+    if any(broken(e) for e in rp):
+        assert "(a) RP loses clean accuracy against CP | **UNDECIDED**" in text
+    units = sorted(p.name for p in (out / "units").iterdir())
+    mtimes = {p: p.stat().st_mtime for p in (out / "units").rglob("*.safetensors")}
+    again = _run(argv, capsys)
+    assert sorted(p.name for p in (out / "units").iterdir()) == units
+    assert {p: p.stat().st_mtime for p in (out / "units").rglob("*.safetensors")} == mtimes  # nothing retrained
+    assert again.split("**Status")[1][:10] == text.split("**Status")[1][:10]
+    rendered = _run(["reproduce", "--protocol", "scratch", "--report-only", "--data", "digits", "--out", str(out)],
+                    capsys)
+    assert "figure-table2.png" in rendered and (out / "figure-table2.png").is_file()
+    assert (out / "figure-sweep.png").is_file()
+
+
+def test_adversarial_quick_runs_and_reports(tmp_path, capsys):
+    out = tmp_path / "a"
+    argv = ["study", "adversarial", "--quick", "--seeds", "0,1", "--data", "digits", "--out", str(out),
+            "--device", "cpu"]
+    text = _run(argv, capsys)
+    state = json.loads((out / "results.json").read_text())
+    assert state["done"]
+    for seed in ("0", "1"):
+        assert set(state["seeds"][seed]) == {"Dense", "CP-0.9", "RP-0.9", "Ours-0.9", "RP-0.1"}
+        for row in state["seeds"][seed].values():
+            assert "suite" in row and "pgd" in row and "bounds" in row
+            assert (out / row["export"]["path"]).is_file()
+            checks = {c["name"]: c["passed"] for c in row["suite"]["sanity_checks"]}
+            assert checks["model_in_eval_mode"]
+            assert abs(row["stats"]["sparsity"] - {"Dense": 0.0, "RP-0.1": 0.1}.get(
+                next(k for k, v in state["seeds"][seed].items() if v is row), 0.9)) < 0.01
+    assert "RP vs CP at 90%" in text and "Ours vs CP at 90%" in text
+    assert "HARP (published, ResNet-18)" in text
+    assert (out / "figure-sparsity.png").is_file()
+    payload = torch.load(out / state["seeds"]["0"]["CP-0.9"]["export"]["path"], weights_only=True)
+    assert payload["format"] == "torch" and payload["sparsity"] == pytest.approx(0.9, abs=0.01)
+
+
+def test_study_arguments_are_checked(capsys):
+    assert main(["study", "adversarial", "--data", "digits", "--seeds", "1,1"]) != 0
+    assert main(["reproduce", "--protocol", "finetune", "--seeds", "0,1", "--data", "digits"]) != 0
