@@ -157,3 +157,21 @@ def test_check_images_are_class_balanced(model_and_data):
     _, y = check_images(data.x_test[order], data.y_test[order], 50)
     counts = torch.bincount(y, minlength=10)
     assert counts.min() >= 4 and counts.max() <= 6
+
+
+def test_suite_in_bf16_is_checked_in_fp32(tmp_path):
+    """--precision bf16 reaches every attack of a suite; outcomes are decided by the fp32 model."""
+    from robprune.evaluation.run import EvalRequest, run_evaluation
+    from robprune.models import create_model
+
+    torch.manual_seed(0)
+    model = create_model("small_cnn", num_classes=10, in_channels=1)
+    x = torch.rand(24, 1, 8, 8)
+    y = torch.randint(0, 10, (24,))
+    request = EvalRequest(eps=(16 / 255,), suite="fast", precision="bf16", checks=False, batch_size=12)
+    result = run_evaluation(model, x, y, request)
+    assert "bf16 attack passes" in result["attack"]["label"]
+    row = result["robust"][0]
+    assert row["correct"] <= result["clean"]["correct"]
+    with pytest.raises(ValueError, match="exact-model"):
+        EvalRequest(suite="fast", precision="bf16", exact_model=True).validate()

@@ -42,8 +42,9 @@ def add_arguments(p) -> None:
                                                               "channels_last copy (the fast default; outcomes are "
                                                               "always decided by the original model)")
     p.add_argument("--compile", action="store_true", help="torch.compile the attack model (GPU; plain PGD)")
-    p.add_argument("--precision", default="fp32", help=f"attack precision for plain PGD: {', '.join(PRECISIONS)} "
-                                                        "(fp16 GPU only); always checked in fp32")
+    p.add_argument("--precision", default="fp32", help=f"precision of the attack passes (plain PGD, any attack or "
+                                                        f"--suite): {', '.join(PRECISIONS)} (fp16 GPU only); every "
+                                                        "outcome is checked in fp32, so it can only be weaker")
     p.add_argument("--seeds", type=positive_int, default=1, help="repeat with N seeds; report mean and std")
     p.add_argument("--no-checks", action="store_true", help="skip the gradient-masking sanity checks")
     p.add_argument("--check-images", type=positive_int, default=200, help="images for the sanity checks "

@@ -36,7 +36,7 @@ class EvalRequest:
     check_images: int = 200  # images for the sanity checks (class-balanced, random)
     batch_size: int = 256  # images per attack batch
     seed: int = 0  # seed of random starts (per batch)
-    precision: str = "fp32"  # plain PGD: fp32, bf16 or fp16 attack passes (always checked in fp32)
+    precision: str = "fp32"  # fp32, bf16 or fp16 attack passes, plain PGD or any attack/suite (checked in fp32)
     exact_model: bool = False  # attack the model itself instead of its BN-folded, frozen, channels_last copy
     compile: bool = False  # plain PGD: torch.compile the attack copy (GPU)
 
@@ -46,8 +46,10 @@ class EvalRequest:
         ATTACKS.get(self.attack)
         if self.precision not in PRECISIONS:
             raise ValueError(f"unknown precision {self.precision!r}; choose one of {', '.join(PRECISIONS)}")
-        if not self.plain_pgd() and (self.compile or self.precision != "fp32"):
-            raise ValueError("--compile and --precision apply to plain PGD only (no --suite, --loss or --restarts)")
+        if not self.plain_pgd() and self.compile:
+            raise ValueError("--compile applies to plain PGD only (no --suite, --loss or --restarts)")
+        if self.exact_model and self.precision != "fp32":
+            raise ValueError("--precision runs the attacks on the fast copy; it does not combine with --exact-model")
         from ..attacks.common import check_loss
         check_loss(self.loss)
         return self
@@ -61,14 +63,16 @@ class EvalRequest:
 
     def label(self) -> str:
         path = "exact model" if self.exact_model else "BN-folded channels_last copy"
+        reduced = f", {self.precision} attack passes" if self.precision != "fp32" else ""
         if self.suite:
             return (f"suite '{self.suite}' (" + ", ".join(a.label() for a in self.attacks())
-                    + f"; worst case per point; attacks on the {path}, every point checked on the original)")
+                    + f"; worst case per point; attacks on the {path}{reduced}, every point checked on the original "
+                      "in fp32)")
         if self.plain_pgd():
             return (f"PGD-{self.steps} (step {self.step_scale}*eps/{self.steps}, "
                     f"{'' if self.random_start else 'no '}random start; {path}{', compiled' if self.compile else ''}, "
                     f"{self.precision} attack, checked in fp32)")
-        return self.attacks()[0].label() + f" ({path}, checked on the original)"
+        return self.attacks()[0].label() + f" ({path}{reduced}, checked on the original in fp32)"
 
 
 def run_evaluation(model: nn.Module, x: torch.Tensor, y: torch.Tensor, request: EvalRequest,
@@ -90,7 +94,8 @@ def run_evaluation(model: nn.Module, x: torch.Tensor, y: torch.Tensor, request: 
                             step_scale=request.step_scale, random_start=request.random_start, seed=seed,
                             progress=tick, fast=not request.exact_model, precision=request.precision,
                             compile=request.compile)
-        rows = [worst_case(model, x, y, e, attacks, request.batch_size, seed, tick, attacker=attacker) for e in eps]
+        rows = [worst_case(model, x, y, e, attacks, request.batch_size, seed, tick, attacker=attacker,
+                           precision=request.precision) for e in eps]
         clean = rows[0]["clean"] if rows else evaluate(model, x, y, [], 1)["clean"]
         return {"n": n, "clean": clean,
                 "robust": [{"eps": r["eps"], **r["worst_case"], "attacks": r["attacks"],

@@ -61,14 +61,21 @@ def check_suite(name: str) -> tuple[AttackSpec, ...]:
 
 def worst_case(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: Eps, attacks: Sequence[AttackSpec],
                batch_size: int = 256, seed: int = 0, progress: Callable[[int], None] | None = None,
-               attacker: nn.Module | None = None) -> dict:
+               attacker: nn.Module | None = None, precision: str = "fp32") -> dict:
     """Per-attack and per-point worst-case robust accuracy at ``eps`` (pixel units).
+
+    ``precision`` ("bf16", or "fp16" on a GPU) runs every attack's passes under autocast; a point counts as
+    broken only when the original model, in fp32, misclassifies the adversarial example, so reduced precision
+    can weaken the suite but never report a robustness fp32 would not confirm.
 
     ``attacker`` is the model the attacks differentiate through (default: the
     model itself; ``attack_model(model)`` is the fast copy); the original
     ``model`` decides every outcome. Random starts are seeded per batch.
     """
+    from .fast import autocast_context
+
     check_eps(eps)
+    autocast_context(torch.device("cpu"), precision if precision != "fp16" else "fp32")  # validates the name
     device = next(model.parameters()).device
     attacker = model if attacker is None else attacker
     y = y.long()
@@ -85,8 +92,9 @@ def worst_case(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: Eps, att
                 xb, yb = as_float_images(x[idx].to(device)), y[idx].to(device)
                 if attacker is not model:
                     xb = xb.contiguous(memory_format=torch.channels_last)
-                x_adv = run_attack(spec.name, attacker, xb, yb, eps, seed=seed + start, budget=spec.steps,
-                                   **spec.kwargs())
+                with autocast_context(torch.device(device), precision):
+                    x_adv = run_attack(spec.name, attacker, xb, yb, eps, seed=seed + start, budget=spec.steps,
+                                       **spec.kwargs())
                 with torch.no_grad(), frozen(model):
                     fooled = (model(x_adv.float()).argmax(1) != yb).cpu()
                 robust[idx[fooled]] = False
