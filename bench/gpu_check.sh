@@ -29,3 +29,10 @@ if [ -f "$data" ]; then
 else
   echo "no $data: CIFAR stage skipped"
 fi
+
+# 5. AutoAttack in fp32 and bf16 side by side (issue 12): the community ResNet-56 (copy
+#    ../shared/pretrained/resnet56-4bfd9763.th into gpu_data/ too), 1,000 test images, eps 8/255 and 1/255.
+if [ -f "$data" ] && [ -f gpu_data/resnet56-4bfd9763.th ]; then
+  python3 bench/aa_precision.py --data "imagefolder:$data" --init gpu_data/resnet56-4bfd9763.th --n 1000 \
+      --out "$out/aa_precision" 2>&1 | tee "$out/aa_precision.log"
+fi
