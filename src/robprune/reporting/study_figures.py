@@ -88,14 +88,14 @@ def _adversarial(state: dict, out: Path) -> list[str]:
         dense = [v for v in dense if v is not None]
         if dense:
             ax.axhline(np.mean(dense), color="gray", linestyle="--", label="dense")
-        for m in cfg["methods"]:
+        for shift, m in enumerate(cfg["methods"]):
             xs, ys, es = [], [], []
             for s in sparsities:
                 vals = [get(state["seeds"][k][f"{m}-{s:g}"]) for k in seeds if f"{m}-{s:g}" in state["seeds"][k]]
                 vals = [v for v in vals if v is not None]
                 if vals:
                     mean, sd = _mean_std(vals)
-                    xs.append(100 * s)
+                    xs.append(100 * s + 0.25 * (shift - 1))  # methods side by side, not on top of each other
                     ys.append(mean)
                     es.append(sd)
             if xs:
