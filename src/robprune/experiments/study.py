@@ -447,7 +447,9 @@ def run_adversarial(data_spec: str, out_dir: str | Path, config: AdversarialConf
             models[(seed, name)] = (model, key, cfg, masks)
         return models[(seed, name)]
 
-    plan = [(seed, name, changes) for seed in config.seeds for name, changes in core] + \
+    # every seed's dense model, then each arm on every seed before the next arm: a run stopped part-way leaves
+    # comparisons with all their seeds rather than one seed with every arm
+    plan = [(seed, name, changes) for name, changes in core for seed in config.seeds] + \
         [(config.seeds[0], name, changes) for name, changes in extra]
     # 1. train and evaluate (clean, PGD-10, Table 1, Eq. 3) every model: the core grid for every seed first
     for seed, name, changes in plan:
