@@ -103,7 +103,10 @@ def _adversarial(state: dict, out: Path) -> list[str]:
         ax.set_title(title, fontsize=9)
         ax.set_xlabel("sparsity (%)")
         ax.set_ylabel("accuracy (%)")
-        ax.legend(fontsize=7)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=7)
+        else:
+            ax.text(0.5, 0.5, "pending", transform=ax.transAxes, ha="center")
     fig.suptitle(f"{cfg['arch']}, FGSM-RS adversarial training; mean ± std over seeds", fontsize=10)
     fig.tight_layout()
     save_figure(fig, out / "figure-sparsity.png")

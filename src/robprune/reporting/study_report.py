@@ -301,7 +301,7 @@ def render_scratch(state: dict) -> str:
              f"{len(cfg['seeds'])} seeds", ""]
     status = "complete" if done else f"IN PROGRESS (updated {state.get('updated', '?')}): " \
         f"{len(seeds)} of {len(seeds_all)} seeds have every arm evaluated"
-    lines += [f"**Status: {status}.** Wall time so far {_hours(state.get('elapsed_s', 0))} on {_machine(state)}.", ""]
+    lines += [f"**Status: {status}.** Compute time recorded so far {_hours(state.get('elapsed_s', 0))} (summed over the invocations below, up to each one's last saved unit) on {_machine(state)}.", ""]
     lines += _invocations(state)
     if seeds:
         result = scratch_claims(state, "pixel")
@@ -432,7 +432,7 @@ def render_adversarial(state: dict) -> str:
              f"({Path(state['data'].split(':', 1)[-1]).name})", ""]
     status = "complete" if done else (f"IN PROGRESS (updated {state.get('updated', '?')}): {have} of {total} models "
                                       f"trained and evaluated (clean, PGD), {suites} of {total} with `{cfg['suite']}`")
-    lines += [f"**Status: {status}.** Wall time so far {_hours(state.get('elapsed_s', 0))} on {_machine(state)}.", ""]
+    lines += [f"**Status: {status}.** Compute time recorded so far {_hours(state.get('elapsed_s', 0))} (summed over the invocations below, up to each one's last saved unit) on {_machine(state)}.", ""]
     lines += _invocations(state)
     claims = adversarial_claims(state)
     if claims:
