@@ -14,6 +14,8 @@ def test_quick_reproduce_runs_caches_and_reports(tmp_path, capsys):
                     "claims"):
         assert heading in report, heading
     assert "not run yet" not in report
+    assert "full test split" not in report  # --quick attacks a few hundred images and says how many
+    assert "the gain no gain" not in report
     results = json.loads((tmp_path / "r" / "results.json").read_text())
     table = results["stages"]["table2-pixel"]
     assert set(table) == {"Baseline", "CP", "RP", "Ours"}
@@ -55,3 +57,25 @@ def test_masking_verdict_tells_surviving_from_vanishing_gains():
     assert "eps 8/255: +8.00 -> +0.00" in rp and "the gain is gone at 8/255." in rp
     assert "survives clearly at 1/255; is gone at 8/255" in ours
     assert "RP 10.00, 10.00" in overstated and "CP 10.00, 2.00" in overstated
+
+
+def test_finetune_claims_refuse_broken_models_and_read_well():
+    from robprune.reporting.reproduce_report import _claims, masking_verdict
+
+    def ev(clean, robust, share=0.12):
+        return {"eval": {"clean": _acc(clean), "robust": [_acc(r) for r in robust], "prediction_max_share": share}}
+
+    table = {"Baseline": ev(0.9, [0.4, 0.1]), "CP": ev(0.9, [0.4, 0.1]), "RP": ev(0.075, [0.075, 0.075]),
+             "Ours": ev(0.89, [0.45, 0.12])}
+    stats = {n: {"min": -1.0, "max": 1.0, "l1": 100.0} for n in table}
+    stats["Ours"] = {"min": -0.2, "max": 0.2, "l1": 50.0}
+    claims = _claims(table, stats)
+    a = next(c for c in claims if c.startswith("(a)"))
+    b = next(c for c in claims if c.startswith("(b)"))
+    assert "**UNDECIDED**" in a and "**UNDECIDED**" in b  # RP at 7.5% clean decides nothing
+    assert any("within 10 points of chance" in c for c in claims)
+    assert "**HOLDS**" in next(c for c in claims if c.startswith("(d)"))
+    suite = {"CP": _suite_entry([0.40, 0.02], [0.30, 0.00]), "RP": _suite_entry([0.30, 0.01], [0.20, 0.00]),
+             "Ours": _suite_entry([0.45, 0.03], [0.33, 0.00])}
+    text = " ".join(masking_verdict(suite))
+    assert "the gain no gain" not in text and "RP has no gain over CP under this attack, so none to test" in text
