@@ -526,6 +526,8 @@ def rewrite_study_report(out) -> str:
         raise ValueError(f"{path} is not readable JSON: {err}") from None
     if not isinstance(state, dict) or "config" not in state or "seeds" not in state:
         raise ValueError(f"{path} is not a study results file (no 'config' and 'seeds')")
+    if (out / "runs.log").is_file():
+        state["runs_log"] = (out / "runs.log").read_text()
     state["figures"] = write_study_figures(state, out)
     text = render_adversarial(state) if state.get("study") == "adversarial" else render_scratch(state)
     write_text_atomic(out / "report.md", text)
