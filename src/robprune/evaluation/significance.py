@@ -77,11 +77,11 @@ def seeds_needed(mean: float, sd: float, alpha: float = ALPHA, power: float = 0.
     if not (math.isfinite(mean) and math.isfinite(sd)) or mean == 0:
         return None
     if sd == 0:
-        return MIN_SEEDS
+        return 3
     from scipy.stats import norm
 
     n = ((norm.ppf(1 - alpha) + norm.ppf(power)) * sd / abs(mean)) ** 2
-    return max(MIN_SEEDS, math.ceil(n) + 1)
+    return max(3, math.ceil(n) + 1)
 
 
 def broken(ev: dict, classes: int = 10) -> str | None:
