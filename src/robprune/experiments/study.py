@@ -82,7 +82,7 @@ SCRATCH_QUICK = ScratchConfig(
     finetune=TrainConfig(epochs=1, batch_size=64, lr=0.01, weight_decay=5e-4),
     candidates=(Candidate(0.01), Candidate(0.1, mode="proximal")), holdout=100, search_images=100,
     eval_images=200, eval_batch=100, suite="fast", suite_images=40, bound_images=50, sweep_ratios=(0.1, 0.5, 0.9),
-    sweep_seeds=(0,), sweep_images=100, train_images=1000,
+    sweep_seeds=(0,), sweep_images=100, train_images=600,
 )
 
 
@@ -372,7 +372,7 @@ ADVERSARIAL_QUICK = AdversarialConfig(
     dense=TrainConfig(epochs=1, batch_size=64, lr=0.05, weight_decay=5e-4, adv="fgsm"),
     finetune=TrainConfig(epochs=1, batch_size=64, lr=0.01, weight_decay=5e-4, adv="fgsm"),
     sparsities=(0.9,), extra_sparsities=(), pgd_steps=3, pgd_images=100, suite="fast", suite_images=40,
-    eval_batch=100, bound_images=50, train_images=1000,
+    eval_batch=100, bound_images=50, train_images=600,
 )
 
 
