@@ -58,11 +58,16 @@ def run(args) -> None:
     if args.report_only:
         print(rewrite_report(Path(args.out)))
         return
-    from .. import distributed
-
-    group = distributed.setup(device(args.device))
-    dev = group.device
     config = QUICK if args.quick else ReproduceConfig()
+    config = replace(config, **_overrides(args, config))
+    if args.init and not Path(args.init).is_file():
+        raise FileNotFoundError(f"checkpoint {args.init} does not exist")
+    run_logged(args, lambda dev, progress: run_reproduce(args.data, args.init, args.out_dir, config, dev, progress),
+               config_name="reproduce_config")
+
+
+def _overrides(args, config) -> dict:
+    """The config fields the command line changes (shared by both protocols)."""
     changes = {}
     if args.arch:
         MODELS.get(args.arch)
@@ -73,27 +78,10 @@ def run(args) -> None:
         changes["baseline"] = replace(config.baseline, epochs=args.baseline_epochs)
     if args.eval_images:
         changes["eval_images"] = args.eval_images
-    config = replace(config, **changes)
-    if args.init and not Path(args.init).is_file():
-        raise FileNotFoundError(f"checkpoint {args.init} does not exist")
-    out = args.out_dir
-    command = "robprune " + " ".join(args.argv)
-    t0 = time.perf_counter()
-    if group.is_main:
-        with open(out / "runs.log", "a") as log:
-            log.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} start: {command} ({group.world} process(es))\n")
-    state = run_reproduce(args.data, args.init, out, config, dev, Progress() if group.is_main else None)
-    if not group.is_main:
-        return
-    with open(out / "runs.log", "a") as log:
-        log.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} finished in {time.perf_counter() - t0:.0f} s\n")
-    write_json(out / "config.json", {**resolved(args), "reproduce_config": state["config"]})
-    print((out / "report.md").read_text())
-    print(f"wrote {out}/report.md, results.json and the figures")
+    return changes
 
 
 def run_scratch_protocol(args) -> None:
-    from .. import distributed
     from ..experiments.study import SCRATCH_QUICK, ScratchConfig, run_scratch
     from ..reporting.study_report import rewrite_study_report
 
@@ -104,26 +92,18 @@ def run_scratch_protocol(args) -> None:
         print(rewrite_study_report(Path(args.out)))
         return
     config = SCRATCH_QUICK if args.quick else ScratchConfig()
-    changes = {}
-    if args.arch:
-        MODELS.get(args.arch)
-        changes["arch"] = args.arch
+    changes = _overrides(args, config)
     if args.seeds:
         changes["seeds"] = args.seeds
         changes["search_seed"] = args.seeds[0]
         changes["sweep_seeds"] = args.seeds[:len(config.sweep_seeds)]
-    if args.epochs:
-        changes["finetune"] = replace(config.finetune, epochs=args.epochs)
-    if args.baseline_epochs:
-        changes["baseline"] = replace(config.baseline, epochs=args.baseline_epochs)
-    if args.eval_images:
-        changes["eval_images"] = args.eval_images
     config = replace(config, **changes)
     run_logged(args, lambda dev, progress: run_scratch(args.data, args.out_dir, config, dev, progress))
 
 
-def run_logged(args, fn) -> None:
-    """Run ``fn(device, progress)`` with the invocation and its wall time appended to OUT/runs.log."""
+def run_logged(args, fn, config_name: str | None = None) -> None:
+    """Run ``fn(device, progress)`` with the invocation and its wall time appended to OUT/runs.log; write
+    config.json (with the run's resolved config under ``config_name``) and print the report."""
     from .. import distributed
 
     group = distributed.setup(device(args.device))
@@ -133,11 +113,11 @@ def run_logged(args, fn) -> None:
     if group.is_main:
         with open(out / "runs.log", "a") as log:
             log.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} start: {command} ({group.world} process(es))\n")
-    fn(group.device, Progress() if group.is_main else None)
+    state = fn(group.device, Progress() if group.is_main else None)
     if not group.is_main:
         return
     with open(out / "runs.log", "a") as log:
         log.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} finished in {time.perf_counter() - t0:.0f} s\n")
-    write_json(out / "config.json", resolved(args))
+    write_json(out / "config.json", {**resolved(args), **({config_name: state["config"]} if config_name else {})})
     print((out / "report.md").read_text())
-    print(f"wrote {out}/report.md and results.json")
+    print(f"wrote {out}/report.md, results.json and the figures")

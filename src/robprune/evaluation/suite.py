@@ -72,10 +72,11 @@ def worst_case(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: Eps, att
     model itself; ``attack_model(model)`` is the fast copy); the original
     ``model`` decides every outcome. Random starts are seeded per batch.
     """
-    from .fast import autocast_context
+    from .fast import PRECISIONS, autocast_context
 
     check_eps(eps)
-    autocast_context(torch.device("cpu"), precision if precision != "fp16" else "fp32")  # validates the name
+    if precision not in PRECISIONS:
+        raise ValueError(f"unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}")
     device = next(model.parameters()).device
     attacker = model if attacker is None else attacker
     y = y.long()

@@ -33,9 +33,11 @@ from ..models import create_model
 from ..progress import Progress
 from ..training import TrainConfig
 from .grid import EvalConfig, evaluated, finetuned
+from .reproduce import split_holdout
 from .store import UnitStore, config_key, unit_dir
 
 PAPER_EPS = (1 / 255, 2 / 255, 4 / 255, 8 / 255)
+ARMS = ("Baseline", "CP", "RP", "Ours")
 
 
 @dataclass(frozen=True)
@@ -96,12 +98,6 @@ def choose_candidate(search: dict, max_clean_drop: float) -> str:
     if not allowed:
         return max(names, key=lambda n: search[n]["clean"]["accuracy"])
     return max(allowed, key=lambda n: sum(r["accuracy"] for r in search[n]["robust"]))
-
-
-def split_holdout(data: ImageData, holdout: int, limit: int | None) -> ImageData:
-    from .reproduce import split_holdout as split
-
-    return split(data, holdout, limit)
 
 
 def _history(out: Path, name: str, key) -> list[dict]:
@@ -240,11 +236,16 @@ def run_scratch(data_spec: str, out_dir: str | Path, config: ScratchConfig, devi
             baselines[seed] = (model, key, cfg)
         return baselines[seed]
 
-    def arm(seed: int, name: str, **changes):
-        base, bkey, _ = baseline(seed)
-        cfg = replace(config.finetune, seed=seed, **changes).validate()
-        model, _ = finetuned(base, bkey, train_data, cfg, out, f"s{seed}-{name}", progress)
-        return model, {"base": bkey, "train": config_key(cfg)}, cfg
+    arms = {}
+
+    def arm(seed: int, unit: str, **changes):
+        """Unit ``s{seed}-{unit}`` fine-tuned from the seed's Baseline (each loaded or trained once)."""
+        if (seed, unit) not in arms:
+            base, bkey, _ = baseline(seed)
+            cfg = replace(config.finetune, seed=seed, **changes).validate()
+            model, _ = finetuned(base, bkey, train_data, cfg, out, f"s{seed}-{unit}", progress)
+            arms[(seed, unit)] = (model, {"base": bkey, "train": config_key(cfg)}, cfg)
+        return arms[(seed, unit)]
 
     def record(seed: int, name: str, model, key, cfg, unit_name: str) -> None:
         row = {"train": asdict(cfg), "history": _history(out, unit_name, key)}
@@ -254,48 +255,43 @@ def run_scratch(data_spec: str, out_dir: str | Path, config: ScratchConfig, devi
         st.state["seeds"].setdefault(str(seed), {})[name] = row
         st.save()
 
-    def cp_config():
-        return {"method": "cp", "amount": config.cp_amount}
+    cp = {"method": "cp", "amount": config.cp_amount}
+
+    def ours(c: Candidate) -> tuple[str, dict]:
+        return f"Ours-{c.label}", {**cp, "lam": c.lam, "tau": c.tau, "penalty_mode": c.mode}
 
     # 1. the search on the search seed: CP and every candidate, evaluated on held-out training images
-    search_models = {}
     s0 = config.search_seed
-    cp_model, cp_key, cp_cfg = arm(s0, "CP", **cp_config())
-    search_models["CP"] = (cp_model, cp_key, cp_cfg)
-    for cand in config.candidates:
-        model, key, cfg = arm(s0, f"Ours-{cand.label}", **cp_config(), lam=cand.lam, tau=cand.tau,
-                              penalty_mode=cand.mode)
-        search_models[cand.label] = (model, key, cfg)
+    search_units = {"CP": ("CP", cp)} | {c.label: ours(c) for c in config.candidates}
     held = {}
-    for label, (model, key, cfg) in search_models.items():
+    for label, (unit, changes) in search_units.items():
+        model, key, cfg = arm(s0, unit, **changes)
         held[label] = evaluated(model, key, train_data, search_eval, out, f"holdout-s{s0}-{label}", progress)
         st.state["search"][label] = {"eval": held[label], "stats": weight_stats(model), "train": asdict(cfg),
-                                     "history": _history(out, f"s{s0}-{'CP' if label == 'CP' else 'Ours-' + label}",
-                                                         {"base": key["base"], "train": key["train"]})}
+                                     "history": _history(out, f"s{s0}-{unit}", key)}
     chosen = choose_candidate(held, config.max_clean_drop)
     cand = next(c for c in config.candidates if c.label == chosen)
     st.state["chosen"] = asdict(cand) | {"label": chosen}
     st.save()
+    specs = {"CP": ("CP", cp), "RP": ("RP", {"method": "rp", "amount": config.rp_amount}), "Ours": ours(cand)}
+
+    def model_of(seed: int, name: str):
+        """(model, key, config, unit name) of arm ``name`` of ``seed``."""
+        if name == "Baseline":
+            return (*baseline(seed), f"s{seed}-Baseline")
+        unit, changes = specs[name]
+        return (*arm(seed, unit, **changes), f"s{seed}-{unit}")
 
     # 2. every seed's core: Baseline, CP, RP, Ours on the test split (the decisive units first)
     for seed in config.seeds:
-        model, key, cfg = baseline(seed)
-        record(seed, "Baseline", model, key, cfg, f"s{seed}-Baseline")
-        for name, changes in (("CP", cp_config()), ("RP", {"method": "rp", "amount": config.rp_amount}),
-                              ("Ours", {**cp_config(), "lam": cand.lam, "tau": cand.tau,
-                                        "penalty_mode": cand.mode})):
-            unit = f"s{seed}-{name}" if name != "Ours" or seed != s0 else f"s{seed}-Ours-{cand.label}"
-            if name == "Ours" and seed == s0:
-                model, key, cfg = search_models[cand.label]
-            else:
-                model, key, cfg = arm(seed, name if name != "Ours" else f"Ours-{cand.label}", **changes)
-                unit = f"s{seed}-{name if name != 'Ours' else 'Ours-' + cand.label}"
+        for name in ARMS:
+            model, key, cfg, unit = model_of(seed, name)
             record(seed, name, model, key, cfg, unit)
 
     # 3. the strongest suite on every model of every seed
     for seed in config.seeds:
-        for name in ("Baseline", "CP", "RP", "Ours"):
-            model, key = _model_of(seed, name, baseline, arm, cand, search_models, s0, cp_config, config)
+        for name in ARMS:
+            model, key, _, _ = model_of(seed, name)
             st.state["seeds"][str(seed)][name]["suite"] = suite_unit(
                 model, key, data, config.suite, PAPER_EPS, config.suite_images, config.eval_batch, out,
                 f"s{seed}-{name}", progress)
@@ -306,13 +302,9 @@ def run_scratch(data_spec: str, out_dir: str | Path, config: ScratchConfig, devi
     for seed in config.sweep_seeds:
         for method in ("cp", "rp"):
             for ratio in config.sweep_ratios:
-                base, bkey, _ = baseline(seed)
-                cfg = replace(config.finetune, seed=seed, epochs=config.sweep_epochs, method=method,
-                              amount=ratio).validate()
-                name = f"s{seed}-sweep-{method}-{ratio:g}"
-                model, _ = finetuned(base, bkey, train_data, cfg, out, name, progress)
-                key = {"base": bkey, "train": config_key(cfg)}
-                ev = evaluated(model, key, data, sweep_eval, out, f"test-{name}", progress)
+                unit = f"sweep-{method}-{ratio:g}"
+                model, key, _ = arm(seed, unit, epochs=config.sweep_epochs, method=method, amount=ratio)
+                ev = evaluated(model, key, data, sweep_eval, out, f"test-s{seed}-{unit}", progress)
                 st.state["sweep"] = [s for s in st.state["sweep"] if not (
                     s["seed"] == seed and s["method"] == method and s["ratio"] == ratio)]
                 st.state["sweep"].append({"seed": seed, "method": method, "ratio": ratio, "eval": ev})
@@ -320,21 +312,6 @@ def run_scratch(data_spec: str, out_dir: str | Path, config: ScratchConfig, devi
     st.state["done"] = True
     st.save()
     return st.state
-
-
-def _model_of(seed, name, baseline, arm, cand, search_models, s0, cp_config, config):
-    if name == "Baseline":
-        model, key, _ = baseline(seed)
-    elif name == "Ours" and seed == s0:
-        model, key, _ = search_models[cand.label]
-    elif name == "Ours":
-        model, key, _ = arm(seed, f"Ours-{cand.label}", **cp_config(), lam=cand.lam, tau=cand.tau,
-                            penalty_mode=cand.mode)
-    elif name == "CP":
-        model, key, _ = arm(seed, "CP", **cp_config())
-    else:
-        model, key, _ = arm(seed, "RP", method="rp", amount=config.rp_amount)
-    return model, key
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -393,7 +370,7 @@ def adversarial_arms(config: AdversarialConfig, sparsities) -> list[tuple[str, d
 def run_adversarial(data_spec: str, out_dir: str | Path, config: AdversarialConfig, device: torch.device,
                     progress: Progress | None = None) -> dict:
     """The adversarial pruning study (issue 15's grid), every unit cached; returns the results state."""
-    from ..export import export_model
+    from ..export import APB_ARCHS, export_model
     from ..reporting.study_report import render_adversarial
 
     out = prepare_out_dir(out_dir)
@@ -457,7 +434,7 @@ def run_adversarial(data_spec: str, out_dir: str | Path, config: AdversarialConf
         record(seed, name, model, key, cfg)
         if config.export and is_main():
             # the benchmark's format knows its own base models (ResNet-18, VGG-16-bn); others export as torch
-            fmt = "apb" if config.arch in _apb_archs() else "torch"
+            fmt = "apb" if config.arch in APB_ARCHS else "torch"
             path = out / "export" / f"{config.arch}-s{seed}-{name}.{fmt}.pt"
             if not path.is_file():
                 export_model(model, masks, {"arch": config.arch, "unit": f"s{seed}-{name}"}, fmt, path)
@@ -472,9 +449,3 @@ def run_adversarial(data_spec: str, out_dir: str | Path, config: AdversarialConf
     st.state["done"] = True
     st.save()
     return st.state
-
-
-def _apb_archs() -> tuple[str, ...]:
-    from ..export import APB_ARCHS
-
-    return tuple(APB_ARCHS)
