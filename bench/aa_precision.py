@@ -8,6 +8,7 @@ under autocast and every outcome is decided by the fp32 model, so bf16 can only 
     PYTHONPATH=src python3 bench/aa_precision.py --data imagefolder:gpu_data/cifar10-jpeg.tar.gz \
         --init gpu_data/resnet56-4bfd9763.th --n 1000 --out $OUT
     PYTHONPATH=src python3 bench/aa_precision.py --quick --out /tmp/aa   # a CPU check of the script (digits)
+    PYTHONPATH=src python3 bench/aa_precision.py --data ... --checkpoint UNIT/model.safetensors --n 100 --eps 8 --out /tmp/aa
 """
 
 from __future__ import annotations
@@ -25,7 +26,8 @@ from robprune.evaluation.run import EvalRequest, run_evaluation
 def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--data")
-    p.add_argument("--init")
+    p.add_argument("--init", help="a community ResNet-56 checkpoint (.th), loaded with weights_only=True")
+    p.add_argument("--checkpoint", help="a robprune checkpoint (.safetensors) instead of --init")
     p.add_argument("--n", type=int, default=1000)
     p.add_argument("--eps", default="8,1", help="comma-separated, units of 1/255")
     p.add_argument("--batch", type=int, default=500)
@@ -50,7 +52,12 @@ def main() -> None:
         from robprune.evaluation.accuracy import fixed_subset
 
         data = load_dataset(args.data)
-        model = import_checkpoint(args.init, "resnet56", num_classes=10)
+        if args.checkpoint:
+            from robprune.checkpoint import load_checkpoint
+
+            model = load_checkpoint(args.checkpoint)[0]
+        else:
+            model = import_checkpoint(args.init, "resnet56", num_classes=10)
         x, y = fixed_subset(data.x_test, data.y_test, args.n)
         suite, eps_list = "autoattack", [float(e) / 255 for e in args.eps.split(",")]
     model = model.to(device).eval()

@@ -94,13 +94,16 @@ def scratch_claims(state: dict, reading: str = "pixel", suite: bool = False) -> 
     """Claims (a)-(d) and (f) under ``reading`` (or the suite's worst case for the robust parts when ``suite``)."""
     seeds = _done_seeds(state, ARMS)
     rows = {s: state["seeds"][s] for s in seeds}
-    if suite:
-        seeds = [s for s in seeds if all("suite" in rows[s][a] for a in ARMS)]
+    if suite:  # a comparison needs both of its arms attacked; the suite runs arm by arm (CP and Ours first)
+        seeds = [s for s in seeds if any("suite" in rows[s][a] for a in ARMS)]
     eps = state["config"].get("eps") or [1 / 255, 2 / 255, 4 / 255, 8 / 255]
+
+    def both(a, b):
+        return [s for s in seeds if not suite or ("suite" in rows[s][a] and "suite" in rows[s][b])]
 
     def reasons(arms):
         out = []
-        for s in seeds:
+        for s in both(*arms):
             for a in arms:
                 why = broken(rows[s][a][reading])
                 if why:
@@ -115,7 +118,7 @@ def scratch_claims(state: dict, reading: str = "pixel", suite: bool = False) -> 
 
     def compare(a, b, i):
         pairs = [(_bits(rows[s][a][reading], None), _bits(rows[s][b][reading], None)) if i is None else
-                 (robust_bits(s, a, i), robust_bits(s, b, i)) for s in seeds]
+                 (robust_bits(s, a, i), robust_bits(s, b, i)) for s in both(a, b)]
         return decide_accuracy(pairs, broken_reasons=reasons((a, b)))
 
     claims = {}
@@ -235,26 +238,34 @@ def _search_lines(state: dict) -> list[str]:
 
 
 def _suite_lines(state: dict, seeds: list[str]) -> list[str]:
-    have = [s for s in seeds if all("suite" in state["seeds"][s][a] for a in ARMS)]
-    if not have:
-        return ["(pending: the suite runs after every seed's core arms)"]
-    first = state["seeds"][have[0]]["Baseline"]["suite"]
+    rows = {s: state["seeds"][s] for s in seeds}
+    have = {arm: [s for s in seeds if "suite" in rows[s][arm]] for arm in ARMS}
+    firsts = [rows[s][arm]["suite"] for arm in ARMS for s in have[arm]]
+    if not firsts:
+        return ["(pending: the suite runs after the sweep, CP and Ours first, then Baseline and RP)"]
+    first = firsts[0]
     eps = [r["eps"] for r in first["rows"]]
     lines = [f"Worst case over `{first['suite']}` ({', '.join(a['name'] for a in first['attacks'])}) on {first['n']} "
-             f"test images, seeds {', '.join(have)}; mean ± std over seeds (%):", "",
-             "| arm | " + " | ".join(f"eps {eps_label(e)}" for e in eps) + " | same images, PGD-4 pixel | failed sanity checks |",
-             "|---|" + "---:|" * len(eps) + "---|---|"]
+             "test images; mean ± std over the seeds listed (%):", "",
+             "| arm | seeds | " + " | ".join(f"eps {eps_label(e)}" for e in eps)
+             + " | same images, PGD-4 pixel | failed sanity checks |",
+             "|---|---|" + "---:|" * len(eps) + "---|---|"]
     for arm in ARMS:
-        suites = [state["seeds"][s][arm]["suite"] for s in have]
+        skipped = [f"seed {s}: {rows[s][arm]['suite_skipped']}" for s in seeds if "suite_skipped" in rows[s][arm]]
+        if not have[arm]:
+            lines.append(f"| {arm} | {'skipped (' + '; '.join(skipped) + ')' if skipped else 'pending'} |"
+                         + " |" * (len(eps) + 2))
+            continue
+        suites = [rows[s][arm]["suite"] for s in have[arm]]
         cells = [_mean_sd([100 * su["rows"][i]["worst_case"]["accuracy"] for su in suites]) for i in range(len(eps))]
         ref = []
-        for s in have:
-            ev = state["seeds"][s][arm]["pixel"]
-            n = first["n"]
-            ref.append([100 * unpack_bits(r["correct_bits"], ev["n"])[:n].mean() for r in ev["robust"]])
+        for s in have[arm]:
+            ev = rows[s][arm]["pixel"]
+            ref.append([100 * unpack_bits(r["correct_bits"], ev["n"])[:first["n"]].mean() for r in ev["robust"]])
         ref_cells = " / ".join(f"{np.mean([r[i] for r in ref]):.2f}" for i in range(len(eps)))
         failed = sorted({c["name"] for su in suites for c in su.get("sanity_checks", []) if not c["passed"]})
-        lines.append(f"| {arm} | " + " | ".join(cells) + f" | {ref_cells} | {', '.join(failed) or 'none'} |")
+        lines.append(f"| {arm} | {', '.join(have[arm])} | " + " | ".join(cells) + f" | {ref_cells} | "
+                     f"{', '.join(failed) or 'none'} |")
     return lines
 
 
@@ -271,7 +282,7 @@ def _bounds_lines(state: dict, seeds: list[str]) -> list[str]:
 def _sweep_lines(state: dict) -> list[str]:
     sweep = state.get("sweep", [])
     if not sweep:
-        return ["(pending: the sweep runs last)"]
+        return ["(pending: the sweep runs after every seed's core arms)"]
     ratios = sorted({s["ratio"] for s in sweep})
     eps = [r["eps"] for r in sweep[0]["eval"]["robust"]]
     lines = [f"PGD-4 pixel on {sweep[0]['eval']['n']} test images; mean over the seeds done (per-seed count in n):", "",
@@ -433,11 +444,11 @@ def render_adversarial(state: dict) -> str:
     total = len(cfg["seeds"]) * (1 + 3 * len(cfg["sparsities"]) + (1 if cfg.get("rp_paper") else 0)) + \
         3 * len(cfg["extra_sparsities"])
     have = sum(len(state["seeds"][k]) for k in seeds)
-    suites = sum(1 for k in seeds for r in state["seeds"][k].values() if "suite" in r)
+    suites = sum(1 for k in seeds for r in state["seeds"][k].values() if "suite" in r or "suite_skipped" in r)
     lines = [f"# Adversarial pruning: CP, RP and Ours on FGSM-RS-trained {cfg['arch']} "
              f"({Path(state['data'].split(':', 1)[-1]).name})", ""]
     status = "complete" if done else (f"IN PROGRESS (updated {state.get('updated', '?')}): {have} of {total} models "
-                                      f"trained and evaluated (clean, PGD), {suites} of {total} with `{cfg['suite']}`")
+                                      f"trained and evaluated (clean, PGD), {suites} of {total} with `{cfg['suite']}` (or skipped as broken)")
     lines += [f"**Status: {status}.** Compute time recorded so far {_hours(state.get('elapsed_s', 0))} (summed over the invocations below, up to each one's last saved unit) on {_machine(state)}.", ""]
     lines += _invocations(state)
     claims = adversarial_claims(state)
@@ -465,8 +476,9 @@ def render_adversarial(state: dict) -> str:
               f"on seed {cfg['seeds'][0]} only, after the core; RP at the paper's {100 * cfg['rp_paper']:g}%.",
               f"- Evaluation: clean on every test image; PGD-{cfg['pgd_steps']} (random start) at "
               f"{', '.join(eps_label(e) for e in cfg['pgd_eps'])} on {cfg['pgd_images']} test images; `{cfg['suite']}` "
-              f"at {eps_label(cfg['suite_eps'])} on {cfg['suite_images']} test images (runs after every model's PGD, "
-              "it is the slow part on a CPU); Table 1 statistics and the Eq. 3 bound.", ""]
+              f"at {eps_label(cfg['suite_eps'])} on {cfg['suite_images']} test images (runs on the core grid once "
+              "it is trained and evaluated, before the extra sparsities: about 40 min a ResNet-20 model on one CPU core; "
+              "a broken model is not attacked); Table 1 statistics and the Eq. 3 bound.", ""]
     dense = [state["seeds"][k]["Dense"] for k in seeds if "Dense" in state["seeds"][k]]
     if dense:
         lines += [f"**Budget caveat.** The dense models reach {np.mean([_acc(r['clean'], None) for r in dense]):.1f}% "
@@ -485,7 +497,8 @@ def render_adversarial(state: dict) -> str:
             continue
         who = ", ".join(k for k in seeds if name in state["seeds"][k])
         su = [_suite_acc(r) for r in rows]
-        su_cell = _mean_sd(su) if any(v is not None for v in su) else "pending"
+        su_cell = _mean_sd(su) if any(v is not None for v in su) else \
+            "skipped (broken model)" if all("suite_skipped" in r for r in rows) else "pending"
         lines.append(f"| {name} | {who} | {100 * rows[0]['stats']['sparsity']:.1f}% | "
                      f"{_mean_sd([_acc(r['clean'], None) for r in rows])} | "
                      + " | ".join(_mean_sd([_acc(r["pgd"], i) for r in rows]) for i in range(len(cfg["pgd_eps"])))
@@ -514,6 +527,9 @@ def render_adversarial(state: dict) -> str:
             if "suite" in r:
                 failed = [c["name"] for c in r["suite"].get("sanity_checks", []) if not c["passed"]]
                 lines.append(f"- seed {k} {name}: {'all passed' if not failed else 'FAILED ' + ', '.join(failed)}")
+            elif "suite_skipped" in r:
+                lines.append(f"- seed {k} {name}: not attacked, the model is broken ({r['suite_skipped']}); it takes "
+                             "part in no verdict")
     lines += ["", "## Exports", "",
               "Every model is written under OUT/export/ (not committed); the benchmark's format knows its base models "
               "(ResNet-18, VGG-16-bn), so a ResNet-20 is written in robprune's torch format. For a ResNet-18 run "
