@@ -2,6 +2,7 @@
 default robprune.pgd path against a textbook PGD loop.
 
     python bench/bench_autoattack.py [--arch resnet20 --images 64 --eps 2]
+    python bench/bench_autoattack.py --checkpoint UNIT/model.safetensors --images 64 --eps 8   # a robprune model
 Prints robust counts side by side, the speed ratio (target >= 3x), and PGD default / textbook (target >= 1.5x).
 Each path runs once (AutoAttack is long); the PGD comparison uses interleaved medians.
 Note: torchattacks' AutoAttack runs APGD and FAB with their default 10 steps, AutoAttack's reference 100.
@@ -39,6 +40,8 @@ def main() -> None:
     ap.add_argument("--eps", type=float, default=1.0, help="in units of 1/255")
     ap.add_argument("--pgd-images", type=int, default=256)
     ap.add_argument("--digits", action="store_true", help="a small_cnn trained here on digits (6 epochs) instead")
+    ap.add_argument("--checkpoint", help="a robprune checkpoint (e.g. an adversarially trained model, where points "
+                                         "survive into APGD-T, FAB-T and Square) on CIFAR-10 (JPEG) test images")
     args = ap.parse_args()
     device = torch.device("cpu")
     if args.digits:
@@ -52,6 +55,16 @@ def main() -> None:
         n = max(args.images, args.pgd_images)
         x, y = data.x_test[:n].float() / 255, data.y_test[:n]
         source = "small_cnn trained 6 epochs on digits (the cross-check test's model), digits test images"
+    elif args.checkpoint:
+        from common import SHARED
+        from robprune import load_checkpoint, load_dataset
+        from robprune.evaluation import fixed_subset
+
+        model = load_checkpoint(args.checkpoint)[0].eval()
+        data = load_dataset(f"imagefolder:{SHARED / 'data' / 'cifar10-jpeg.tar.gz'}")
+        x, y = fixed_subset(data.x_test, data.y_test, max(args.images, args.pgd_images))
+        x = x.float().div(255)
+        source = f"{args.checkpoint} on CIFAR-10 (JPEG) test images"
     else:
         model, x, y, source = model_and_images(args.arch, max(args.images, args.pgd_images), device)
     eps = args.eps / 255
