@@ -162,6 +162,18 @@ def suite_unit(model, key, data: ImageData, suite: str, eps_list, n: int, batch:
                                             lambda p: json.loads((p / "suite.json").read_text()), make)
 
 
+def _suite_or_skip(st, row: dict, ev: dict, attack: Callable[[], dict]) -> None:
+    """``row["suite"] = attack()`` unless the clean evaluation ``ev`` shows a broken model (near chance or
+    near-constant): such a model takes part in no verdict and a constant classifier cannot be attacked at all, so
+    the reason is recorded as ``suite_skipped`` instead of spending the suite on it."""
+    why = broken(ev)
+    if why:
+        row["suite_skipped"] = why
+    else:
+        row["suite"] = attack()
+    st.save()
+
+
 def _init_model(arch: str, data: ImageData, seed: int):
     torch.manual_seed(seed)
     mean, std = data.channel_stats()
@@ -290,19 +302,13 @@ def run_scratch(data_spec: str, out_dir: str | Path, config: ScratchConfig, devi
             record(seed, name, model, key, cfg, unit)
 
     def suite(names) -> None:
-        """The strongest suite on arms ``names`` of every seed (a broken model is skipped with the reason)."""
+        """The strongest suite on arms ``names`` of every seed."""
         for name in names:
             for seed in config.seeds:
                 row = st.state["seeds"][str(seed)][name]
-                why = broken(row["pixel"])
-                if why:
-                    row["suite_skipped"] = why
-                    st.save()
-                    continue
-                model, key, _, _ = model_of(seed, name)
-                row["suite"] = suite_unit(model, key, data, config.suite, PAPER_EPS, config.suite_images,
-                                          config.eval_batch, out, f"s{seed}-{name}", progress)
-                st.save()
+                _suite_or_skip(st, row, row["pixel"], lambda: suite_unit(
+                    *model_of(seed, name)[:2], data, config.suite, PAPER_EPS, config.suite_images, config.eval_batch,
+                    out, f"s{seed}-{name}", progress))
 
     # 3. Figure 2: CP vs RP over the ratios, one-shot from each sweep seed's Baseline (about an hour on a CPU core,
     # before the suite's ~25 min a model: the suite's CP and Ours come next, the arms claim (e) is about)
@@ -459,19 +465,12 @@ def run_adversarial(data_spec: str, out_dir: str | Path, config: AdversarialConf
                 st.state["seeds"][str(seed)][name]["export"] = {"format": fmt, "path": str(path.relative_to(out))}
 
     def attack(plan) -> None:
-        """The suite at suite_eps on every model of ``plan``; a broken model (near chance or near-constant) takes
-        part in no verdict, and a constant classifier cannot be attacked at all, so it is skipped with the reason."""
+        """The suite at suite_eps on every model of ``plan``."""
         for seed, name, changes in plan:
             row = st.state["seeds"][str(seed)][name]
-            why = broken(row["clean"])
-            if why:
-                row["suite_skipped"] = why
-                st.save()
-                continue
-            model, key, _, _ = get(seed, name, changes)
-            row["suite"] = suite_unit(model, key, data, config.suite, (config.suite_eps,), config.suite_images,
-                                      config.eval_batch, out, f"s{seed}-{name}", progress)
-            st.save()
+            _suite_or_skip(st, row, row["clean"], lambda: suite_unit(
+                *get(seed, name, changes)[:2], data, config.suite, (config.suite_eps,), config.suite_images,
+                config.eval_batch, out, f"s{seed}-{name}", progress))
 
     train_and_evaluate(core_plan)
     attack(core_plan)
