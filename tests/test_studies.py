@@ -145,6 +145,7 @@ def test_scratch_quick_runs_resumes_and_reports(tmp_path, capsys):
     state = json.loads((out / "results.json").read_text())
     assert state["done"] and sorted(state["seeds"]) == ["0", "1"]
     assert set(state["search"]) == {"CP", "lam0.01-tauq0.9-gradient", "lam0.1-tauq0.9-proximal"}
+    assert "- lam 0.1 tau q0.9 (proximal): a proximal candidate" in text  # a candidate's note under the table
     for claim in ("(a)", "(b)", "(c)", "(d)", "(f)"):
         assert claim in text
     # a broken arm (near chance) never decides a claim

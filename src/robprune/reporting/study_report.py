@@ -234,7 +234,8 @@ def _search_lines(state: dict) -> list[str]:
         mark = " (chosen)" if state.get("chosen", {}).get("label") == label else ""
         lines.append(f"| {label}{mark} | {_acc(ev, None):.2f} | " + " | ".join(f"{_acc(ev, i):.2f}" for i in range(len(eps)))
                      + f" | {mean_r:.2f} | {st['min']:.3f} | {st['max']:.3f} | {st['l1']:.0f} | {curve} |")
-    return lines
+    notes = [f"- {c_label(c)}: {c['note']}" for c in state["config"]["candidates"] if c.get("note")]
+    return lines + ([""] + notes if notes else [])
 
 
 def _suite_lines(state: dict, seeds: list[str]) -> list[str]:
