@@ -480,7 +480,11 @@ def run_adversarial(data_spec: str, out_dir: str | Path, config: AdversarialConf
                 config.eval_batch, out, f"s{seed}-{name}", progress))
 
     train_and_evaluate(core_plan)
-    attack(core_plan)
+    # the suite in the order its verdicts need it: CP and Ours (then RP) at each sparsity on every seed, the dense
+    # reference after them
+    rank = {name: i for i, name in enumerate(
+        [f"{m}-{s:g}" for s in config.sparsities for m in ("CP", "Ours", "RP")] + ["Dense"])}
+    attack(sorted(core_plan, key=lambda p: rank.get(p[1], len(rank))))
     train_and_evaluate(extra_plan)
     attack(extra_plan)
     st.state["done"] = True
