@@ -146,6 +146,11 @@ def test_scratch_quick_runs_resumes_and_reports(tmp_path, capsys):
     assert state["done"] and sorted(state["seeds"]) == ["0", "1"]
     assert set(state["search"]) == {"CP", "lam0.01-tauq0.9-gradient", "lam0.1-tauq0.9-proximal"}
     assert "- lam 0.1 tau q0.9 (proximal): a proximal candidate" in text  # a candidate's note under the table
+    # the fifth arm (Ours at the regime setting) on every seed, with (c) and (d) decided for it too
+    assert all("Ours-regime" in state["seeds"][s] for s in ("0", "1"))
+    regime = text.split("### Ours in the paper's weight regime")[1].split("###")[0]
+    assert "(c) Ours beats CP" in regime and "(d) Ours has the narrowest" in regime and "(f)" not in regime
+    assert "| Ours-regime |" in text.split("## Table 2")[1]
     for claim in ("(a)", "(b)", "(c)", "(d)", "(f)"):
         assert claim in text
     # a broken arm (near chance) never decides a claim

@@ -25,6 +25,12 @@ PAPER_TABLE1 = {"Baseline": (-1.337, -0.029, -0.004, 0.021, 1.811, 28082.62),
                 "CP": (-1.176, -0.023, 0, 0, 1.613, 20576.11), "RP": (-0.278, -0.039, 0, 0.030, 0.322, 38442.54),
                 "Ours": (-0.223, -0.022, 0, 0, 0.223, 22022.85)}
 ARMS = ("Baseline", "CP", "RP", "Ours")
+REGIME = "Ours-regime"  # the scratch study's optional fifth arm (Ours in the paper's weight regime)
+
+
+def _arms(state: dict, seeds: list[str]) -> tuple[str, ...]:
+    """The four arms, plus the regime arm when some of ``seeds`` have it."""
+    return ARMS + ((REGIME,) if any(REGIME in state["seeds"][s] for s in seeds) else ())
 READING_TEXT = {"pixel": "PGD-4 in pixel units (eps/255 on [0, 1] images, 4 steps of 2.5*eps/4, no random start)",
                 "pixel-fgsm": "FGSM in pixel units (one step of eps; the reading that best matched the paper's "
                               "Baseline row in the fine-tuning reproduction)"}
@@ -90,12 +96,13 @@ def _hours(seconds: float) -> str:
 # the scratch protocol (issue 14)
 
 
-def scratch_claims(state: dict, reading: str = "pixel", suite: bool = False) -> dict:
-    """Claims (a)-(d) and (f) under ``reading`` (or the suite's worst case for the robust parts when ``suite``)."""
-    seeds = _done_seeds(state, ARMS)
+def scratch_claims(state: dict, reading: str = "pixel", suite: bool = False, ours: str = "Ours") -> dict:
+    """Claims (a)-(d) and (f) under ``reading`` (or the suite's worst case for the robust parts when ``suite``);
+    ``ours`` names the arm that plays Ours in (c) and (d) ((f) is about the four arms and only given for "Ours")."""
+    seeds = _done_seeds(state, ARMS + ((ours,) if ours not in ARMS else ()))
     rows = {s: state["seeds"][s] for s in seeds}
     if suite:  # a comparison needs both of its arms attacked; the suite runs arm by arm (CP and Ours first)
-        seeds = [s for s in seeds if any("suite" in rows[s][a] for a in ARMS)]
+        seeds = [s for s in seeds if any("suite" in rows[s][a] for a in ARMS + (ours,))]
     eps = state["config"].get("eps") or [1 / 255, 2 / 255, 4 / 255, 8 / 255]
 
     def both(a, b):
@@ -127,8 +134,8 @@ def scratch_claims(state: dict, reading: str = "pixel", suite: bool = False) -> 
     parts = {eps_label(eps[i]): compare("RP", "CP", i) for i in (2, 3)}
     claims["b"] = {"text": "RP beats CP at large eps (4/255 and 8/255)",
                    "verdict": combine([p["verdict"] for p in parts.values()]), "parts": parts}
-    parts = {eps_label(e): compare("Ours", "CP", i) for i, e in enumerate(eps)}
-    cost = compare("CP", "Ours", None)
+    parts = {eps_label(e): compare(ours, "CP", i) for i, e in enumerate(eps)}
+    cost = compare("CP", ours, None)
     costs = [100 * t["diff"] for t in cost["tests"]]
     # "a small clean cost": the cost per seed (points) is below 1 point, by a one-sided paired t-test over seeds
     small = decide_quantity([1.0 - c for c in costs])
@@ -140,13 +147,15 @@ def scratch_claims(state: dict, reading: str = "pixel", suite: bool = False) -> 
                                                          "clean cost below 1 point (1 - cost, t-test)": small},
                    "note": "clean cost per seed " + ", ".join(f"{c:+.2f}" for c in costs) + " points"}
     if not suite:
-        widths = {arm: [rows[s][arm]["stats"]["max"] - rows[s][arm]["stats"]["min"] for s in seeds] for arm in ARMS}
-        parts = {f"range narrower than {arm}": decide_quantity([w - o for w, o in zip(widths[arm], widths["Ours"])])
+        widths = {arm: [rows[s][arm]["stats"]["max"] - rows[s][arm]["stats"]["min"] for s in seeds]
+                  for arm in ("Baseline", "CP", "RP", ours)}
+        parts = {f"range narrower than {arm}": decide_quantity([w - o for w, o in zip(widths[arm], widths[ours])])
                  for arm in ("Baseline", "CP", "RP")}
-        parts["L1 below Baseline"] = decide_quantity([rows[s]["Baseline"]["stats"]["l1"] - rows[s]["Ours"]["stats"]["l1"]
+        parts["L1 below Baseline"] = decide_quantity([rows[s]["Baseline"]["stats"]["l1"] - rows[s][ours]["stats"]["l1"]
                                                       for s in seeds])
         claims["d"] = {"text": "Ours has the narrowest weight range and an L1 norm below the Baseline",
                        "verdict": combine([p["verdict"] for p in parts.values()]), "parts": parts}
+    if not suite and ours == "Ours":
         bound, measured = [], []
         for s in seeds:
             for arm in ARMS:
@@ -179,18 +188,20 @@ def _claim_lines(result: dict) -> list[str]:
 
 
 def _table2(state: dict, reading: str, seeds: list[str]) -> list[str]:
+    arms = _arms(state, seeds)
     eps = [r["eps"] for r in state["seeds"][seeds[0]]["Baseline"][reading]["robust"]]
     n = state["seeds"][seeds[0]]["Baseline"][reading]["n"]
     head = ["arm", f"clean (n={n})"] + [f"eps {eps_label(e)}" for e in eps]
     lines = ["| " + " | ".join(head) + " | paper (clean / " + " / ".join(eps_label(e) for e in eps) + ") |",
              "|---|" + "---:|" * (len(head) - 1) + "---|"]
-    for arm in ARMS:
+    for arm in arms:
         evs = [state["seeds"][s][arm][reading] for s in seeds if arm in state["seeds"][s]]
         cells = [_mean_sd([_acc(e, None) for e in evs])] + [_mean_sd([_acc(e, i) for e in evs]) for i in range(len(eps))]
-        lines.append(f"| {arm} | " + " | ".join(cells) + " | " + " / ".join(f"{v:.2f}" for v in PAPER_TABLE2[arm]) + " |")
+        paper = PAPER_TABLE2.get(arm, PAPER_TABLE2["Ours"])  # the regime arm stands beside the paper's Ours
+        lines.append(f"| {arm} | " + " | ".join(cells) + " | " + " / ".join(f"{v:.2f}" for v in paper) + " |")
     lines += ["", "Per seed (" + ", ".join(seeds) + "):", "", "| arm | clean | "
               + " | ".join(f"eps {eps_label(e)}" for e in eps) + " |", "|---|" + "---:|" * (len(eps) + 1)]
-    for arm in ARMS:
+    for arm in arms:
         evs = [state["seeds"][s][arm][reading] if arm in state["seeds"][s] else None for s in seeds]
         cells = [_per_seed([None if e is None else _acc(e, None) for e in evs])] + \
             [_per_seed([None if e is None else _acc(e, i) for e in evs]) for i in range(len(eps))]
@@ -240,8 +251,9 @@ def _search_lines(state: dict) -> list[str]:
 
 def _suite_lines(state: dict, seeds: list[str]) -> list[str]:
     rows = {s: state["seeds"][s] for s in seeds}
-    have = {arm: [s for s in seeds if "suite" in rows[s][arm]] for arm in ARMS}
-    firsts = [rows[s][arm]["suite"] for arm in ARMS for s in have[arm]]
+    arms = _arms(state, seeds)
+    have = {arm: [s for s in seeds if "suite" in rows[s].get(arm, {})] for arm in arms}
+    firsts = [rows[s][arm]["suite"] for arm in arms for s in have[arm]]
     if not firsts:
         return ["(pending: the suite runs after the sweep, CP and Ours first, then Baseline and RP)"]
     first = firsts[0]
@@ -251,8 +263,8 @@ def _suite_lines(state: dict, seeds: list[str]) -> list[str]:
              "| arm | seeds | " + " | ".join(f"eps {eps_label(e)}" for e in eps)
              + " | same images, PGD-4 pixel | failed sanity checks |",
              "|---|---|" + "---:|" * len(eps) + "---|---|"]
-    for arm in ARMS:
-        skipped = [f"seed {s}: {rows[s][arm]['suite_skipped']}" for s in seeds if "suite_skipped" in rows[s][arm]]
+    for arm in arms:
+        skipped = [f"seed {s}: {rows[s][arm]['suite_skipped']}" for s in seeds if "suite_skipped" in rows[s].get(arm, {})]
         if not have[arm]:
             lines.append(f"| {arm} | {'skipped (' + '; '.join(skipped) + ')' if skipped else 'pending'} |"
                          + " |" * (len(eps) + 2))
@@ -337,7 +349,10 @@ def render_scratch(state: dict) -> str:
               f"{cfg['search_seed']}'s Baseline, judged on {cfg['search_images']} held-out training images. The rule, "
               "fixed before the run: among candidates whose held-out clean accuracy is at most "
               f"{100 * cfg['max_clean_drop']:g} point(s) below CP's, the highest mean PGD-4 accuracy over the four eps; "
-              "if none qualifies, the smallest clean drop. The chosen setting is used for every seed.",
+              "if none qualifies, the smallest clean drop. The chosen setting is used for every seed."
+              + (f" A fifth arm, `{REGIME}` ({c_label(cfg['regime'])}), is Ours at a setting that reaches the "
+                 "paper's weight range whatever the rule chose; it runs on every seed after the four arms, and claims "
+                 "(c) and (d) are decided for it as well." if cfg.get("regime") else ""),
               f"- Evaluation: clean and PGD-4 / FGSM (pixel units) on {'all' if cfg['eval_images'] is None else cfg['eval_images']} "
               f"test images per seed with per-image outcomes; the `{cfg['suite']}` suite on {cfg['suite_images']} test "
               f"images; Table 1; Eq. 3 on {cfg['bound_images']} images; Figure 2 over ratios "
@@ -361,6 +376,14 @@ def render_scratch(state: dict) -> str:
     lines += ["## Claims under each attack", ""]
     for reading in ("pixel", "pixel-fgsm"):
         lines += [f"### {READING_TEXT[reading]}", ""] + _claim_lines(scratch_claims(state, reading)) + [""]
+    if cfg.get("regime"):
+        regime = scratch_claims(state, "pixel", ours=REGIME)
+        lines += [f"### Ours in the paper's weight regime ({c_label(cfg['regime'])}), PGD-4 pixel", ""]
+        if regime["seeds"]:
+            lines += [f"Claims (c) and (d) again with `{REGIME}` as Ours, seeds {', '.join(regime['seeds'])}:", ""] + \
+                _claim_lines({"claims": {k: v for k, v in regime["claims"].items() if k in ("c", "d")}}) + [""]
+        else:
+            lines += ["(pending: it runs after every seed's four arms)", ""]
     lines += ["### Worst case of the suite (claim (e): do the gains survive?)", ""]
     suite_result = scratch_claims(state, "pixel", suite=True)
     if suite_result["seeds"]:
@@ -373,10 +396,10 @@ def render_scratch(state: dict) -> str:
             _claim_lines({"claims": {k: v for k, v in suite_result["claims"].items() if k in ("b", "c")}}) + [""]
     lines += _suite_lines(state, seeds) + [""]
     lines += ["## Table 1: weight statistics (prunable weights, mean ± std over seeds)", ""] + \
-        _table1([state["seeds"][s] for s in seeds], ARMS, PAPER_TABLE1) + [""]
+        _table1([state["seeds"][s] for s in seeds], _arms(state, seeds), PAPER_TABLE1) + [""]
     lines += ["## Eq. 3: bound vs measured distortion", ""] + _bounds_lines(state, seeds) + [""]
     lines += ["## Training curves (test accuracy after each epoch, seed " + seeds[0] + ")", ""]
-    for arm in ARMS:
+    for arm in _arms(state, seeds[:1]):
         h = state["seeds"][seeds[0]][arm].get("history", [])
         lines.append(f"- {arm}: " + ", ".join(f"{100 * e['test_acc']:.1f}" for e in h)
                      + ("; max |w| " + ", ".join(f"{e['max_abs_weight']:.2f}" for e in h if "max_abs_weight" in e)
