@@ -189,7 +189,7 @@ def test_adversarial_quick_runs_and_reports(tmp_path, capsys):
             assert abs(row["stats"]["sparsity"] - {"Dense": 0.0, "RP-0.1": 0.1}.get(
                 next(k for k, v in state["seeds"][seed].items() if v is row), 0.9)) < 0.01
     assert sum("suite" in r for rows in state["seeds"].values() for r in rows.values()) >= 6
-    assert "RP vs CP at 90%" in text and "Ours vs CP at 90%" in text
+    assert "RP vs CP at 90%" in text and "Ours vs CP at 90%" in text and "RP at 10% vs Dense" in text
     assert "HARP (published, ResNet-18)" in text
     assert (out / "figure-sparsity.png").is_file()
     payload = torch.load(out / state["seeds"]["0"]["CP-0.9"]["export"]["path"], weights_only=True)

@@ -434,29 +434,32 @@ def _suite_acc(row: dict) -> float | None:
 
 
 def adversarial_claims(state: dict) -> dict:
-    """RP vs CP and Ours vs CP at every sparsity: clean, PGD-10 8/255 and (when done) AutoAttack."""
+    """RP vs CP and Ours vs CP at every sparsity, and RP at the paper's 10% vs Dense: clean, PGD-10 8/255 and
+    (when done) AutoAttack."""
     cfg = state["config"]
     out = {}
-    for s in list(cfg["sparsities"]) + list(cfg["extra_sparsities"]):
-        for other in ("RP", "Ours"):
-            a, b = f"{other}-{s:g}", f"CP-{s:g}"
-            seeds = [k for k, rows in state.get("seeds", {}).items() if a in rows and b in rows]
-            if not seeds:
-                continue
-            rows = state["seeds"]
-            reasons = [f"{m} (seed {k}): {w}" for k in seeds for m in (a, b) if (w := broken(rows[k][m]["clean"]))]
-            parts = {"clean": decide_accuracy([(_bits(rows[k][a]["clean"], None), _bits(rows[k][b]["clean"], None))
-                                              for k in seeds], broken_reasons=reasons)}
-            last = len(cfg["pgd_eps"]) - 1
-            parts[f"PGD-{cfg['pgd_steps']} {eps_label(cfg['pgd_eps'][last])}"] = decide_accuracy(
-                [(_bits(rows[k][a]["pgd"], last), _bits(rows[k][b]["pgd"], last)) for k in seeds], broken_reasons=reasons)
-            with_suite = [k for k in seeds if "suite" in rows[k][a] and "suite" in rows[k][b]]
-            if with_suite:
-                parts[f"{cfg['suite']} {eps_label(cfg['suite_eps'])}"] = decide_accuracy(
-                    [(unpack_bits(rows[k][a]["suite"]["rows"][0]["robust_bits"], rows[k][a]["suite"]["n"]),
-                      unpack_bits(rows[k][b]["suite"]["rows"][0]["robust_bits"], rows[k][b]["suite"]["n"]))
-                     for k in with_suite], broken_reasons=reasons)
-            out[f"{other} vs CP at {100 * s:g}%"] = {"seeds": seeds, "parts": parts}
+    pairs = [(f"{other}-{s:g}", f"CP-{s:g}", f"{other} vs CP at {100 * s:g}%")
+             for s in list(cfg["sparsities"]) + list(cfg["extra_sparsities"]) for other in ("RP", "Ours")]
+    if cfg.get("rp_paper"):  # the paper's RP (10%) against the dense model it was pruned from
+        pairs.append((f"RP-{cfg['rp_paper']:g}", "Dense", f"RP at {100 * cfg['rp_paper']:g}% vs Dense"))
+    for a, b, question in pairs:
+        seeds = [k for k, rows in state.get("seeds", {}).items() if a in rows and b in rows]
+        if not seeds:
+            continue
+        rows = state["seeds"]
+        reasons = [f"{m} (seed {k}): {w}" for k in seeds for m in (a, b) if (w := broken(rows[k][m]["clean"]))]
+        parts = {"clean": decide_accuracy([(_bits(rows[k][a]["clean"], None), _bits(rows[k][b]["clean"], None))
+                                          for k in seeds], broken_reasons=reasons)}
+        last = len(cfg["pgd_eps"]) - 1
+        parts[f"PGD-{cfg['pgd_steps']} {eps_label(cfg['pgd_eps'][last])}"] = decide_accuracy(
+            [(_bits(rows[k][a]["pgd"], last), _bits(rows[k][b]["pgd"], last)) for k in seeds], broken_reasons=reasons)
+        with_suite = [k for k in seeds if "suite" in rows[k][a] and "suite" in rows[k][b]]
+        if with_suite:
+            parts[f"{cfg['suite']} {eps_label(cfg['suite_eps'])}"] = decide_accuracy(
+                [(unpack_bits(rows[k][a]["suite"]["rows"][0]["robust_bits"], rows[k][a]["suite"]["n"]),
+                  unpack_bits(rows[k][b]["suite"]["rows"][0]["robust_bits"], rows[k][b]["suite"]["n"]))
+                 for k in with_suite], broken_reasons=reasons)
+        out[question] = {"seeds": seeds, "parts": parts}
     return out
 
 
@@ -481,7 +484,7 @@ def render_adversarial(state: dict) -> str:
                   "Each comparison is decided by the rule of src/robprune/evaluation/significance.py: HOLDS (the first "
                   "beats CP) when every seed's McNemar test on the same test images is significant at "
                   f"{ALPHA:g} in its favour, FAILS when every seed is significant against it, else UNDECIDED.", "",
-                  "| question | seeds | metric | verdict | evidence (points, first minus CP) |", "|---|---|---|---|---|"]
+                  "| question | seeds | metric | verdict | evidence (points, first minus second) |", "|---|---|---|---|---|"]
         for q, c in claims.items():
             for metric, d in c["parts"].items():
                 lines.append(f"| {q} | {', '.join(c['seeds'])} | {metric} | **{d['verdict']}** | {d['why']}; "
