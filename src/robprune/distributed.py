@@ -88,8 +88,17 @@ def rank_from_env() -> int:
     return int(os.environ.get("RANK", "0")) if launched_by_torchrun() else 0
 
 
-def teardown() -> None:
+def teardown(completed: bool = False) -> None:
+    """Leave the process group. After a command that ``completed`` on every rank, the ranks first meet at a
+    barrier, so no rank closes its connections while a peer is still inside a collective (a gloo rank whose peer
+    had already exited was seen to abort at exit in CI: "terminate called without an active exception"). After
+    an error no barrier: a peer may be dead."""
     if dist.is_available() and dist.is_initialized():
+        if completed and dist.get_world_size() > 1:
+            try:
+                dist.barrier()
+            except Exception:  # a peer failed after all; leaving is all that is left to do
+                pass
         dist.destroy_process_group()
 
 

@@ -92,6 +92,7 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``robprune`` command; returns the exit code."""
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     created: Path | None = None
+    completed = False
     try:
         args = build_parser().parse_args(argv)
         args.argv = list(sys.argv[1:] if argv is None else argv)  # recorded with the results
@@ -108,6 +109,7 @@ def main(argv: list[str] | None = None) -> int:
                 _check_previous_results(args, folder)
                 remove_stale_temporaries(folder)
                 COMMANDS[args.command].run(args)
+        completed = True
     except SystemExit as exit_:  # --help and --version
         return int(exit_.code or 0)
     except KeyboardInterrupt:
@@ -126,7 +128,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"robprune: error{rank}: {prefix}{_one_line(err)}", file=sys.stderr)
         return 2
     finally:
-        teardown()
+        teardown(completed)
     return 0
 
 
