@@ -524,7 +524,8 @@ def render_adversarial(state: dict) -> str:
             continue
         who = ", ".join(k for k in seeds if name in state["seeds"][k])
         su = [_suite_acc(r) for r in rows]
-        su_cell = _mean_sd(su) if any(v is not None for v in su) else \
+        done_su = sum(v is not None for v in su)
+        su_cell = _mean_sd(su) + (f" ({done_su} of {len(rows)} seeds)" if done_su < len(rows) else "") if done_su else \
             "skipped (broken model)" if all("suite_skipped" in r for r in rows) else "pending"
         lines.append(f"| {name} | {who} | {100 * rows[0]['stats']['sparsity']:.1f}% | "
                      f"{_mean_sd([_acc(r['clean'], None) for r in rows])} | "
@@ -542,8 +543,13 @@ def render_adversarial(state: dict) -> str:
         for s in (0.9, 0.95, 0.99):
             rows = [state["seeds"][k][f"{m}-{s:g}"] for k in seeds if f"{m}-{s:g}" in state["seeds"][k]]
             su = [_suite_acc(r) for r in rows if _suite_acc(r) is not None]
-            cells.append(f"{np.mean([_acc(r['clean'], None) for r in rows]):.1f} / "
-                         + (f"{np.mean(su):.1f}" if su else "pending") + f" (n seeds {len(rows)})" if rows else "-")
+            if not rows:
+                cells.append("-")
+                continue
+            aa = f"{np.mean(su):.1f}" if su else "skipped (broken)" if all("suite_skipped" in r for r in rows) \
+                else "pending"
+            cells.append(f"{np.mean([_acc(r['clean'], None) for r in rows]):.1f} / {aa} (seeds: {len(rows)} clean"
+                         + (f", {len(su)} AutoAttack)" if su else ")"))
         lines.append(f"| {m} ({cfg['arch']}, this study) | " + " | ".join(cells) + " |")
     for label, vals in APB_ROWS.items():
         lines.append(f"| {label} | " + " | ".join(f"{vals[s][0]} / {vals[s][1]}" if s in vals else "-"
