@@ -151,6 +151,7 @@ def test_scratch_quick_runs_resumes_and_reports(tmp_path, capsys):
     regime = text.split("### Ours in the paper's weight regime")[1].split("###")[0]
     assert "(c) Ours beats CP" in regime and "(d) Ours has the narrowest" in regime and "(f)" not in regime
     assert "| Ours-regime |" in text.split("## Table 2")[1]
+    assert "With `Ours-regime`" in text.split("## Protocol")[0]  # and in the verdict at the top
     for claim in ("(a)", "(b)", "(c)", "(d)", "(f)"):
         assert claim in text
     # a broken arm (near chance) never decides a claim

@@ -331,11 +331,17 @@ def render_scratch(state: dict) -> str:
     if seeds:
         result = scratch_claims(state, "pixel")
         lines += ["## Verdict", "",
-                  f"Under the paper's attack (pixel PGD-4), on {len(seeds)} seed(s): " + _verdict_text(result["claims"]), "",
-                  "A claim HOLDS only when every seed's McNemar test on the same test images is significant at "
-                  f"{ALPHA:g} in its favour (weight statistics: a one-sided paired t-test over seeds), FAILS when every "
-                  "seed is significant against it, and is UNDECIDED otherwise; a model within 10 points of chance or "
-                  "predicting one class for most images decides nothing (src/robprune/evaluation/significance.py).", ""]
+                  f"Under the paper's attack (pixel PGD-4), on {len(seeds)} seed(s): " + _verdict_text(result["claims"]), ""]
+        regime = scratch_claims(state, "pixel", ours=REGIME) if cfg.get("regime") else {"seeds": []}
+        if regime["seeds"]:
+            lines += [f"With `{REGIME}` ({c_label(cfg['regime'])}, set to reach the paper's weight range) as Ours, on "
+                      f"{len(regime['seeds'])} seed(s): "
+                      + _verdict_text({k: v for k, v in regime["claims"].items() if k in ("c", "d")}), ""]
+        lines += ["A claim HOLDS only when every seed's McNemar test on the same test images is significant at "
+                  f"{ALPHA:g} in its favour (weight statistics: a one-sided paired t-test over seeds), FAILS when "
+                  "every seed is significant against it, and is UNDECIDED otherwise; a model within 10 points of "
+                  "chance or predicting one class for most images decides nothing "
+                  "(src/robprune/evaluation/significance.py).", ""]
     lines += ["## Protocol", "",
               f"- Baseline: {cfg['arch']} from random initialisation (seed = init, data order, augmentation and random "
               f"starts), {cfg['baseline']['epochs']} epochs, SGD lr {cfg['baseline']['lr']:g} cosine, batch "
