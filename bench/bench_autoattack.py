@@ -55,18 +55,8 @@ def main() -> None:
         n = max(args.images, args.pgd_images)
         x, y = data.x_test[:n].float() / 255, data.y_test[:n]
         source = "small_cnn trained 6 epochs on digits (the cross-check test's model), digits test images"
-    elif args.checkpoint:
-        from common import SHARED
-        from robprune import load_checkpoint, load_dataset
-        from robprune.evaluation import fixed_subset
-
-        model = load_checkpoint(args.checkpoint)[0].eval()
-        data = load_dataset(f"imagefolder:{SHARED / 'data' / 'cifar10-jpeg.tar.gz'}")
-        x, y = fixed_subset(data.x_test, data.y_test, max(args.images, args.pgd_images))
-        x = x.float().div(255)
-        source = f"{args.checkpoint} on CIFAR-10 (JPEG) test images"
     else:
-        model, x, y, source = model_and_images(args.arch, max(args.images, args.pgd_images), device)
+        model, x, y, source = model_and_images(args.arch, max(args.images, args.pgd_images), device, args.checkpoint)
     eps = args.eps / 255
     print(f"machine: {machine()}")
     print(f"workload: {source}")

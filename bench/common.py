@@ -37,14 +37,20 @@ def interleaved_medians(fns: dict, repeats: int = 3, sync=None) -> dict[str, flo
     return {name: statistics.median(t) for name, t in times.items()}
 
 
-def model_and_images(arch: str, n: int, device: torch.device):
-    """The community ResNet-56 and CIFAR-10 (JPEG) test images when ../shared has them, else random ones."""
-    from robprune import create_model, import_checkpoint, load_dataset
+def model_and_images(arch: str, n: int, device: torch.device, checkpoint: str | None = None):
+    """The community ResNet-56 (or the robprune ``checkpoint``) and CIFAR-10 (JPEG) test images when ../shared has
+    them, else a random-init ``arch`` on random images."""
+    from robprune import create_model, import_checkpoint, load_checkpoint, load_dataset
     from robprune.evaluation import fixed_subset
 
     weights = SHARED / "pretrained" / "resnet56-4bfd9763.th"
     archive = SHARED / "data" / "cifar10-jpeg.tar.gz"
-    if arch == "resnet56" and weights.is_file() and archive.is_file():
+    if checkpoint:
+        data = load_dataset(f"imagefolder:{archive}")
+        x, y = fixed_subset(data.x_test, data.y_test, n)
+        model = load_checkpoint(checkpoint)[0]
+        source = f"{checkpoint} on CIFAR-10 (JPEG) test images"
+    elif arch == "resnet56" and weights.is_file() and archive.is_file():
         data = load_dataset(f"imagefolder:{archive}")
         x, y = fixed_subset(data.x_test, data.y_test, n)
         model = import_checkpoint(weights, "resnet56")

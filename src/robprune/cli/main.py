@@ -11,7 +11,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from .. import __version__
-from ..distributed import rank_from_env, teardown
+from ..distributed import launched_by_torchrun, rank_from_env, teardown
 from ..io import OutputLock, remove_stale_temporaries
 from . import cmd_demo, cmd_eval, cmd_export, cmd_import, cmd_prune, cmd_reproduce, cmd_stats, cmd_study, cmd_train
 from .common import Parser, Progress, UsageError
@@ -132,4 +132,19 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-__all__ = ["COMMANDS", "Progress", "build_parser", "main"]
+def entry() -> None:
+    """The process entry point of both ``robprune`` and ``python -m robprune``: exit with main()'s code.
+
+    Under torchrun, main() has left the process group and closed every file; the process then exits without the
+    interpreter's finalisation, which keeps the C++ destructors of the communication library (gloo's threads) from
+    running against a torn-down interpreter: that aborted a rank at exit in CI ("terminate called without an
+    active exception")."""
+    code = main()
+    if launched_by_torchrun():
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    sys.exit(code)
+
+
+__all__ = ["COMMANDS", "Progress", "build_parser", "entry", "main"]

@@ -32,6 +32,7 @@ from ..evaluation.stats import weight_stats
 from ..io import prepare_out_dir, write_json
 from ..models import create_model
 from ..progress import Progress
+from ..reporting.study_report import ARMS, REGIME
 from ..training import TrainConfig
 from .grid import EvalConfig, evaluated, finetuned
 from .reproduce import split_holdout
@@ -40,8 +41,6 @@ from .store import UnitStore, config_key, unit_dir
 PAPER_EPS = (1 / 255, 2 / 255, 4 / 255, 8 / 255)
 LATE = ("added after seeds 0 and 1 had run, when the first three candidates had stopped at max |w| >= 0.59, to "
         "extend the curve towards the paper's regime; judged by the same rule")
-ARMS = ("Baseline", "CP", "RP", "Ours")
-REGIME = "Ours-regime"  # the optional fifth arm: Ours at ScratchConfig.regime
 
 
 @dataclass(frozen=True)
@@ -313,14 +312,10 @@ def run_scratch(data_spec: str, out_dir: str | Path, config: ScratchConfig, devi
 
     # 2. every seed's core: Baseline, CP, RP, Ours on the test split (the decisive units first), then Ours in the
     # paper's weight regime on every seed
-    for seed in config.seeds:
-        for name in ARMS:
-            model, key, cfg, unit = model_of(seed, name)
-            record(seed, name, model, key, cfg, unit)
-    for seed in config.seeds:
-        for name in extra_arms:
-            model, key, cfg, unit = model_of(seed, name)
-            record(seed, name, model, key, cfg, unit)
+    for names in (ARMS, extra_arms):
+        for seed in config.seeds:
+            for name in names:
+                record(seed, name, *model_of(seed, name))
 
     def suite(names) -> None:
         """The strongest suite on arms ``names`` of every seed."""

@@ -8,6 +8,7 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from .markdown import eps_label, save_figure
+from .study_report import ARMS
 
 
 def _mean_std(values: list[float]) -> tuple[float, float]:
@@ -22,14 +23,14 @@ def write_study_figures(state: dict, out: Path) -> list[str]:
 
 def _scratch(state: dict, out: Path) -> list[str]:
     names = []
-    seeds = [k for k, r in state.get("seeds", {}).items() if all(a in r for a in ("Baseline", "CP", "RP", "Ours"))]
+    seeds = [k for k, r in state.get("seeds", {}).items() if all(a in r for a in ARMS)]
     if seeds:
         fig = Figure(figsize=(11, 4))
         for j, reading in enumerate(("pixel", "pixel-fgsm")):
             ax = fig.add_subplot(1, 3, j + 1)
             eps = [r["eps"] for r in state["seeds"][seeds[0]]["Baseline"][reading]["robust"]]
             x = np.arange(len(eps) + 1)
-            for arm in ("Baseline", "CP", "RP", "Ours"):
+            for arm in ARMS:
                 acc = [[100 * state["seeds"][k][arm][reading]["clean"]["accuracy"]]
                        + [100 * r["accuracy"] for r in state["seeds"][k][arm][reading]["robust"]] for k in seeds]
                 m, s = np.mean(acc, 0), (np.std(acc, 0, ddof=1) if len(acc) > 1 else np.zeros(len(x)))
@@ -39,7 +40,7 @@ def _scratch(state: dict, out: Path) -> list[str]:
             ax.set_title("PGD-4, pixel" if reading == "pixel" else "FGSM, pixel", fontsize=9)
             ax.legend(fontsize=7)
         ax = fig.add_subplot(1, 3, 3)
-        for arm in ("Baseline", "CP", "RP", "Ours"):
+        for arm in ARMS:
             h = state["seeds"][seeds[0]][arm].get("history", [])
             ax.plot([e["epoch"] for e in h], [100 * e["test_acc"] for e in h], marker=".", label=arm)
         ax.set_xlabel("epoch (seed " + seeds[0] + ")")

@@ -26,11 +26,6 @@ PAPER_TABLE1 = {"Baseline": (-1.337, -0.029, -0.004, 0.021, 1.811, 28082.62),
                 "Ours": (-0.223, -0.022, 0, 0, 0.223, 22022.85)}
 ARMS = ("Baseline", "CP", "RP", "Ours")
 REGIME = "Ours-regime"  # the scratch study's optional fifth arm (Ours in the paper's weight regime)
-
-
-def _arms(state: dict, seeds: list[str]) -> tuple[str, ...]:
-    """The four arms, plus the regime arm when some of ``seeds`` have it."""
-    return ARMS + ((REGIME,) if any(REGIME in state["seeds"][s] for s in seeds) else ())
 READING_TEXT = {"pixel": "PGD-4 in pixel units (eps/255 on [0, 1] images, 4 steps of 2.5*eps/4, no random start)",
                 "pixel-fgsm": "FGSM in pixel units (one step of eps; the reading that best matched the paper's "
                               "Baseline row in the fine-tuning reproduction)"}
@@ -70,6 +65,11 @@ def _fmt_decision(d: dict) -> str:
     scale = 100 if "tests" in d else 1
     ci = "" if math.isnan(lo) else f", 95% CI [{scale * lo:+.2f}, {scale * hi:+.2f}]"
     return f"mean {scale * e['mean']:+.2f}{ci}; per seed {per}"
+
+
+def _arms(state: dict, seeds: list[str]) -> tuple[str, ...]:
+    """The four arms, plus the regime arm when some of ``seeds`` have it."""
+    return ARMS + ((REGIME,) if any(REGIME in state["seeds"][s] for s in seeds) else ())
 
 
 def _done_seeds(state: dict, arms) -> list[str]:
@@ -328,11 +328,13 @@ def render_scratch(state: dict) -> str:
         f"{len(seeds)} of {len(seeds_all)} seeds have every arm evaluated"
     lines += [f"**Status: {status}.** Compute time recorded so far {_hours(state.get('elapsed_s', 0))} (summed over the invocations below, up to each one's last saved unit) on {_machine(state)}.", ""]
     lines += _invocations(state)
+    # every claim set is computed once (each is a McNemar test per seed on 10,000 per-image outcomes)
+    claims = {reading: scratch_claims(state, reading) for reading in READING_TEXT} if seeds else {}
+    regime = scratch_claims(state, "pixel", ours=REGIME) if seeds and cfg.get("regime") else {"seeds": []}
     if seeds:
-        result = scratch_claims(state, "pixel")
         lines += ["## Verdict", "",
-                  f"Under the paper's attack (pixel PGD-4), on {len(seeds)} seed(s): " + _verdict_text(result["claims"]), ""]
-        regime = scratch_claims(state, "pixel", ours=REGIME) if cfg.get("regime") else {"seeds": []}
+                  f"Under the paper's attack (pixel PGD-4), on {len(seeds)} seed(s): "
+                  + _verdict_text(claims["pixel"]["claims"]), ""]
         if regime["seeds"]:
             lines += [f"With `{REGIME}` ({c_label(cfg['regime'])}, set to reach the paper's weight range) as Ours, on "
                       f"{len(regime['seeds'])} seed(s): "
@@ -381,9 +383,8 @@ def render_scratch(state: dict) -> str:
             _table2(state, reading, seeds) + [""]
     lines += ["## Claims under each attack", ""]
     for reading in ("pixel", "pixel-fgsm"):
-        lines += [f"### {READING_TEXT[reading]}", ""] + _claim_lines(scratch_claims(state, reading)) + [""]
+        lines += [f"### {READING_TEXT[reading]}", ""] + _claim_lines(claims[reading]) + [""]
     if cfg.get("regime"):
-        regime = scratch_claims(state, "pixel", ours=REGIME)
         lines += [f"### Ours in the paper's weight regime ({c_label(cfg['regime'])}), PGD-4 pixel", ""]
         if regime["seeds"]:
             lines += [f"Claims (c) and (d) again with `{REGIME}` as Ours, seeds {', '.join(regime['seeds'])}:", ""] + \
@@ -393,7 +394,7 @@ def render_scratch(state: dict) -> str:
     lines += ["### Worst case of the suite (claim (e): do the gains survive?)", ""]
     suite_result = scratch_claims(state, "pixel", suite=True)
     if suite_result["seeds"]:
-        pgd = scratch_claims(state, "pixel")["claims"]
+        pgd = claims["pixel"]["claims"]
         held = [k for k in ("b", "c") if pgd[k]["verdict"] == HOLDS]
         verdict = combine([suite_result["claims"][k]["verdict"] for k in held]) if held else UNDECIDED
         why = (f"gains that held under PGD-4: {', '.join(held)}" if held else
@@ -432,6 +433,11 @@ def _adv_names(state: dict) -> list[str]:
     if cfg.get("rp_paper"):
         names.append(f"RP-{cfg['rp_paper']:g}")
     return names
+
+
+def _not_attacked(rows: list[dict]) -> str:
+    """Why a model's suite cell is empty: every seed skipped as broken, or not attacked yet."""
+    return "skipped (broken model)" if all("suite_skipped" in r for r in rows) else "pending"
 
 
 def _suite_acc(row: dict) -> float | None:
@@ -529,10 +535,11 @@ def render_adversarial(state: dict) -> str:
             lines.append(f"| {name} | pending |" + " |" * (len(cfg["pgd_eps"]) + 6))
             continue
         who = ", ".join(k for k in seeds if name in state["seeds"][k])
-        su = [_suite_acc(r) for r in rows]
-        done_su = sum(v is not None for v in su)
-        su_cell = _mean_sd(su) + (f" ({done_su} of {len(rows)} seeds)" if done_su < len(rows) else "") if done_su else \
-            "skipped (broken model)" if all("suite_skipped" in r for r in rows) else "pending"
+        su = [v for r in rows if (v := _suite_acc(r)) is not None]
+        if not su:
+            su_cell = _not_attacked(rows)
+        else:
+            su_cell = _mean_sd(su) + (f" ({len(su)} of {len(rows)} seeds)" if len(su) < len(rows) else "")
         lines.append(f"| {name} | {who} | {100 * rows[0]['stats']['sparsity']:.1f}% | "
                      f"{_mean_sd([_acc(r['clean'], None) for r in rows])} | "
                      + " | ".join(_mean_sd([_acc(r["pgd"], i) for r in rows]) for i in range(len(cfg["pgd_eps"])))
@@ -552,8 +559,7 @@ def render_adversarial(state: dict) -> str:
             if not rows:
                 cells.append("-")
                 continue
-            aa = f"{np.mean(su):.1f}" if su else "skipped (broken)" if all("suite_skipped" in r for r in rows) \
-                else "pending"
+            aa = f"{np.mean(su):.1f}" if su else _not_attacked(rows)
             cells.append(f"{np.mean([_acc(r['clean'], None) for r in rows]):.1f} / {aa} (seeds: {len(rows)} clean"
                          + (f", {len(su)} AutoAttack)" if su else ")"))
         lines.append(f"| {m} ({cfg['arch']}, this study) | " + " | ".join(cells) + " |")
