@@ -1,7 +1,7 @@
 """PGD throughput: ours against the k x (forward + input-backward) + forward limit and against torchattacks.
 
 Everything is measured side by side in one process, on the same model, images and batches:
-    python bench/bench_pgd.py [--images 1000 --batch 128 --steps 4 --eps 8 --repeats 3]
+    python bench/bench_pgd.py [--images 1000 --batch 128 --steps 4 --eps 8 --repeats 3 --compile]
 Prints images/s for each path and the ratios that docs/performance.md quotes.
 """
 
@@ -28,6 +28,8 @@ def main() -> None:
     ap.add_argument("--acc-eps", default="1,2,4,8", help="eps (x/255) at which fp32 and bf16 accuracy are compared")
     ap.add_argument("--acc-images", type=int, default=1000, help="images for the accuracy comparison")
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--compile", action="store_true", help="also time the folded model under torch.compile "
+                    "(compiled once before the timed rounds)")
     args = ap.parse_args()
     device = torch.device(args.device)
     sync = torch.cuda.synchronize if device.type == "cuda" else None
@@ -59,6 +61,10 @@ def main() -> None:
              "ours fp32 (folded, channels_last)": ours(fast, batches),
              "ours fp32 (plain model)": ours(model, plain_batches),
              "ours bf16 (folded, channels_last)": ours(fast, batches, "bf16")}
+    if args.compile:
+        compiled = attack_model(model, compile=True)
+        ours(compiled, batches)()  # compilation (and recompilation for the last, shorter batch) before timing
+        paths["ours fp32 (folded, torch.compile)"] = ours(compiled, batches)
     try:
         import torchattacks
 
@@ -98,6 +104,9 @@ def main() -> None:
     print("ratios:")
     print(f"  ours fp32 / limit                      {t['limit'] / t['ours fp32 (folded, channels_last)']:.3f}"
           "   (target >= 0.95)")
+    if args.compile:
+        print(f"  ours compiled / ours fp32              "
+              f"{t['ours fp32 (folded, channels_last)'] / t['ours fp32 (folded, torch.compile)']:.2f}")
     if "torchattacks PGD" in t:
         print(f"  ours fp32 / torchattacks               "
               f"{t['torchattacks PGD'] / t['ours fp32 (folded, channels_last)']:.2f}   (target >= 1.5)")

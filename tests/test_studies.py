@@ -130,6 +130,56 @@ def test_per_image_outcomes_match_the_counts(digits):
     assert unpack_bits(pack_bits(torch.tensor([True, False, True])), 3).tolist() == [True, False, True]
 
 
+def _synthetic_scratch(ours_gain: int, suite_gain: int | None, n: int = 400) -> dict:
+    """A two-seed scratch state where Ours is correct on ``ours_gain`` more images than CP at 1/255 under PGD-4 (and
+    equal elsewhere), and, when ``suite_gain`` is not None, on ``suite_gain`` more under the suite (negative: fewer)."""
+    eps = [1 / 255, 2 / 255, 4 / 255, 8 / 255]
+
+    def ev(clean, robust):
+        return {"n": n, "clean": {"accuracy": float(clean.mean())}, "clean_correct_bits": pack_bits(torch.tensor(clean)),
+                "robust": [{"eps": e, "accuracy": float(r.mean()), "correct_bits": pack_bits(torch.tensor(r))}
+                           for e, r in zip(eps, robust)]}
+
+    def suite(robust):
+        return {"n": n, "suite": "standard", "attacks": [], "rows": [
+            {"eps": e, "worst_case": {"accuracy": float(r.mean())}, "robust_bits": pack_bits(torch.tensor(r))}
+            for e, r in zip(eps, robust)]}
+
+    seeds = {}
+    for seed in ("0", "1"):
+        clean = np.arange(n) < 0.8 * n
+        base = [np.arange(n) < k for k in (160, 80, 20, 0)]
+        rows = {}
+        for k, arm in enumerate(("Baseline", "CP", "RP", "Ours")):
+            robust = [b.copy() for b in base]
+            if arm == "Ours":
+                robust[0] = np.arange(n) < 160 + ours_gain
+            rows[arm] = {"pixel": ev(clean, robust), "stats": {"max": 1.0, "min": -1.0, "l1": 100.0},
+                         "bounds": {"spectral": {"log10_bound": float(k)}, "measured": {"mean": float(k)}}}
+            if suite_gain is not None and arm in ("CP", "Ours"):
+                attacked = [b.copy() for b in base]
+                if arm == "Ours":
+                    attacked[0] = np.arange(n) < 160 + suite_gain
+                rows[arm]["suite"] = suite(attacked)
+        seeds[seed] = rows
+    return {"config": {"eps": eps, "seeds": [0, 1]}, "seeds": seeds}
+
+
+@pytest.mark.parametrize("suite_gain, verdict", [(40, HOLDS), (-40, FAILS), (0, UNDECIDED), (None, UNDECIDED)])
+def test_claim_e_decides_each_pgd_gain_again_under_the_suite(suite_gain, verdict):
+    from robprune.reporting.study_report import gains_survive, scratch_claims
+
+    state = _synthetic_scratch(ours_gain=40, suite_gain=suite_gain)
+    result = gains_survive(state, scratch_claims(state, "pixel"), {"seeds": []})
+    assert [g["label"] for g in result["gains"]] == ["Ours vs CP at 1/255"]  # the only gain under PGD-4
+    assert result["verdict"] == verdict
+    if suite_gain is None:
+        assert result["gains"][0]["suite"] is None and "not attacked" in result["why"]
+    # no gain under PGD-4: nothing can survive, whatever the suite says
+    state = _synthetic_scratch(ours_gain=0, suite_gain=40)
+    assert gains_survive(state, scratch_claims(state, "pixel"), {"seeds": []})["gains"] == []
+
+
 def _run(argv, capsys):
     code = main(argv)
     out = capsys.readouterr().out
@@ -139,7 +189,8 @@ def _run(argv, capsys):
 
 def test_scratch_quick_runs_resumes_and_reports(tmp_path, capsys):
     out = tmp_path / "s"
-    argv = ["reproduce", "--protocol", "scratch", "--quick", "--data", "digits", "--out", str(out), "--device", "cpu"]
+    argv = ["reproduce", "--protocol", "scratch", "--quick", "--data", "digits", "--out", str(out), "--device", "cpu",
+            "--suite-images", "30"]
     text = _run(argv, capsys)
     assert "## Verdict" in text and "Table 2" in text and "lam and tau search" in text
     state = json.loads((out / "results.json").read_text())
@@ -148,12 +199,14 @@ def test_scratch_quick_runs_resumes_and_reports(tmp_path, capsys):
     assert "- lam 0.1 tau q0.9 (proximal): a proximal candidate" in text  # a candidate's note under the table
     # the fifth arm (Ours at the regime setting) on every seed, with (c) and (d) decided for it too
     assert all("Ours-regime" in state["seeds"][s] for s in ("0", "1"))
+    assert {r["suite"]["n"] for rows in state["seeds"].values() for r in rows.values() if "suite" in r} == {30}
     regime = text.split("### Ours in the paper's weight regime")[1].split("###")[0]
     assert "(c) Ours beats CP" in regime and "(d) Ours has the narrowest" in regime and "(f)" not in regime
     assert "| Ours-regime |" in text.split("## Table 2")[1]
     assert "With `Ours-regime`" in text.split("## Protocol")[0]  # and in the verdict at the top
     for claim in ("(a)", "(b)", "(c)", "(d)", "(f)"):
         assert claim in text
+    assert "(e) every robustness gain that holds under PGD-4 survives" in text.split("## Protocol")[0]
     # a broken arm (near chance) never decides a claim
     rp = [state["seeds"][s]["RP"]["pixel"] for s in ("0", "1")]
     if any(broken(e) for e in rp):
@@ -173,7 +226,7 @@ def test_scratch_quick_runs_resumes_and_reports(tmp_path, capsys):
 def test_adversarial_quick_runs_and_reports(tmp_path, capsys):
     out = tmp_path / "a"
     argv = ["study", "adversarial", "--quick", "--seeds", "0,1", "--data", "digits", "--out", str(out),
-            "--device", "cpu"]
+            "--device", "cpu", "--suite", "fast", "--suite-images", "30"]
     text = _run(argv, capsys)
     state = json.loads((out / "results.json").read_text())
     assert state["done"]
@@ -185,6 +238,7 @@ def test_adversarial_quick_runs_and_reports(tmp_path, capsys):
             # a broken model (near chance or near-constant) is not attacked, and only a broken one
             assert ("suite_skipped" in row) == (broken(row["clean"]) is not None) != ("suite" in row)
             if "suite" in row:
+                assert row["suite"]["n"] == 30 and row["suite"]["suite"] == "fast"
                 checks = {c["name"]: c["passed"] for c in row["suite"]["sanity_checks"]}
                 assert checks["model_in_eval_mode"]
             assert abs(row["stats"]["sparsity"] - {"Dense": 0.0, "RP-0.1": 0.1}.get(
@@ -200,3 +254,7 @@ def test_adversarial_quick_runs_and_reports(tmp_path, capsys):
 def test_study_arguments_are_checked(capsys):
     assert main(["study", "adversarial", "--data", "digits", "--seeds", "1,1"]) != 0
     assert main(["reproduce", "--protocol", "finetune", "--seeds", "0,1", "--data", "digits"]) != 0
+    # argparse: one line naming the choices, exit 2
+    assert main(["study", "adversarial", "--data", "digits", "--suite", "auto-attack"]) == 2
+    assert "choose from" in capsys.readouterr().err
+    assert main(["reproduce", "--protocol", "scratch", "--data", "digits", "--suite-images", "0"]) != 0

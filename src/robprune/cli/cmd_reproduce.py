@@ -7,6 +7,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from ..io import write_json
+from ..evaluation.suite import SUITES
 from ..models import MODELS
 from .common import Progress, add_device, device, positive_int, resolved
 
@@ -31,10 +32,20 @@ def add_arguments(p) -> None:
     p.add_argument("--epochs", type=positive_int, help="fine-tuning epochs of every arm (default: the protocol's)")
     p.add_argument("--baseline-epochs", type=positive_int, help="fine-tuning epochs of the baseline")
     p.add_argument("--eval-images", type=positive_int, help="test images for Table 2 (default: all)")
+    add_suite_arguments(p, "standard")
     p.add_argument("--report-only", action="store_true",
                    help="only rewrite report.md (and figure.png) from OUT/results.json; computes nothing")
     add_device(p)
     p.add_argument("--out", default="runs/reproduce", help="output folder")
+
+
+def add_suite_arguments(p, default: str) -> None:
+    """--suite and --suite-images, shared by reproduce and study."""
+    p.add_argument("--suite", choices=tuple(SUITES),
+                   help=f"worst-case suite run on every model (unset: {default}, fast with --quick; autoattack is AutoAttack's "
+                        "standard version and costs several times more where many points survive, see "
+                        "docs/performance.md)")
+    p.add_argument("--suite-images", type=positive_int, help="test images the suite attacks")
 
 
 def seed_list(text: str) -> tuple[int, ...]:
@@ -78,6 +89,10 @@ def _overrides(args, config) -> dict:
         changes["baseline"] = replace(config.baseline, epochs=args.baseline_epochs)
     if args.eval_images:
         changes["eval_images"] = args.eval_images
+    if args.suite:
+        changes["suite"] = args.suite
+    if args.suite_images:
+        changes["suite_images"] = args.suite_images
     return changes
 
 

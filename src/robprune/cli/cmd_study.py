@@ -6,7 +6,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from ..models import MODELS
-from .cmd_reproduce import run_logged, seed_list
+from .cmd_reproduce import add_suite_arguments, run_logged, seed_list
 from .common import add_device, positive_int
 
 HELP = ("Studies beyond the paper; 'adversarial': CP, RP and Ours on adversarially trained networks at high "
@@ -25,7 +25,7 @@ def add_arguments(p) -> None:
     p.add_argument("--quick", action="store_true", help="a few hundred images, one epoch each: minutes on CPU")
     p.add_argument("--dense-epochs", type=positive_int, help="epochs of the dense adversarial training")
     p.add_argument("--epochs", type=positive_int, help="adversarial fine-tuning epochs of every pruned arm")
-    p.add_argument("--suite-images", type=positive_int, help="test images attacked by the suite (default 1000)")
+    add_suite_arguments(p, "autoattack")
     p.add_argument("--report-only", action="store_true",
                    help="only rewrite report.md and the figures from OUT/results.json; computes nothing")
     add_device(p)
@@ -50,6 +50,8 @@ def run(args) -> None:
         changes["dense"] = replace(config.dense, epochs=args.dense_epochs)
     if args.epochs:
         changes["finetune"] = replace(config.finetune, epochs=args.epochs)
+    if args.suite:
+        changes["suite"] = args.suite
     if args.suite_images:
         changes["suite_images"] = args.suite_images
     config = replace(config, **changes)
