@@ -53,6 +53,111 @@ def _surviving_eps(model, data, n=120):
     pytest.fail("no eps between 4/255 and 40/255 leaves 30-60% of the points robust")
 
 
+def test_targets_in_one_batch_break_exactly_the_points_some_target_breaks(monkeypatch):
+    """over_targets against its definition: a point is broken iff one of its top-k targets breaks it; the result is
+    the first breaking target's point in target order, else the last target's attempt."""
+    from robprune.attacks.apgd import over_targets, target_classes
+
+    torch.manual_seed(0)
+    n, classes, k = 12, 10, 4
+    logits = torch.randn(n, classes)
+    y = logits.argmax(1)  # every point starts robust ...
+    y[0] = (y[0] + 1) % classes  # ... but one, which no attack touches
+    x = logits.view(n, 1, 1, classes).clone()
+    model = torch.nn.Flatten()  # logits = x
+    breakable = torch.rand(n, classes) < 0.15  # (point, target) pairs an attack succeeds on
+    calls = []
+
+    def attack(idx, target, groups):
+        calls.append((idx.clone(), groups.clone()))
+        out = x[idx].clone()
+        hit = breakable[idx, target]
+        out[hit, 0, 0, target[hit]] = 100.0  # the target class wins
+        out[~hit, 0, 0, target[~hit]] -= 1.0  # a marker of which target's attempt this is
+        return out
+
+    x_adv = over_targets(model, x, y, logits, k, attack)
+    order = target_classes(logits, y, k)
+    for i in range(n):
+        if i == 0:
+            assert torch.equal(x_adv[i], x[i])
+            continue
+        hits = [t for t in order[i].tolist() if breakable[i, t]]
+        assert (x_adv[i].flatten().argmax() != y[i]) == bool(hits)
+        expected = hits[0] if hits else order[i, -1].item()
+        changed = (x_adv[i] != x[i]).flatten().nonzero().flatten().tolist()
+        assert changed == [expected]
+    (idx, groups), = calls  # one batch: every robust point once per target, grouped by point
+    assert sorted(idx.tolist()) == sorted(list(range(1, n)) * k) and torch.equal(idx, groups)
+    # in chunks of at most MAX_TARGET_ROWS rows (two points of four targets here): the same result
+    import robprune.attacks.apgd as apgd_module
+
+    monkeypatch.setattr(apgd_module, "MAX_TARGET_ROWS", 2 * k)
+    calls.clear()
+    assert torch.equal(over_targets(model, x, y, logits, k, attack), x_adv)
+    assert len(calls) == 6 and all(len(i) <= 2 * k for i, _ in calls)
+
+
+def test_copies_of_a_broken_point_stop_attacking():
+    """APGD with groups: once one copy (target) of a point misclassifies it, the other copies stop; the copy that
+    succeeded is unchanged."""
+    from robprune.attacks.apgd import apgd
+
+    lin = torch.nn.Linear(8, 10)
+    with torch.no_grad():
+        lin.weight.zero_()
+        lin.weight[2] = 1.0  # class 2 grows with every pixel
+        lin.bias.copy_(torch.tensor([3.0, -100, 0.5, -100, -100, -100, -100, -100, -100, -100]))
+    rows = []
+    model = torch.nn.Sequential(torch.nn.Flatten(), lin).eval()
+    model.register_forward_hook(lambda m, i, o: rows.append(len(o)))
+    x = torch.full((2, 1, 2, 4), 0.2)  # z_0 = 3 > z_2 = 2.1: correct; within eps 0.2, z_2 reaches 3.7
+    y = torch.zeros(2, dtype=torch.long)
+    target = torch.tensor([1, 2])  # copy 0: a target no perturbation reaches; copy 1: one that breaks the point
+    results = {}
+    for name, groups in (("alone", None), ("grouped", torch.tensor([7, 7]))):
+        rows.clear()
+        results[name] = (apgd(model, x, y, 0.2, steps=50, target=target, groups=groups), sum(rows))
+    (alone, cost_alone), (grouped, cost_grouped) = results["alone"], results["grouped"]
+    with torch.no_grad():
+        assert model(grouped[1:]).argmax(1).item() == 2 and model(alone[1:]).argmax(1).item() == 2
+        assert model(grouped[:1]).argmax(1).item() == 0  # the impossible target never succeeds
+    assert torch.equal(grouped[1], alone[1])
+    assert cost_grouped < cost_alone / 2  # copy 0 stopped with copy 1 instead of running all 50 steps
+
+
+def test_fab_stops_a_point_once_it_is_broken_within_eps(model_and_data):
+    """Stopping at a radius never changes whether a point is broken within it, and costs fewer passes."""
+    from robprune.attacks.apgd import target_classes
+    from robprune.attacks.fab import fab_targeted
+
+    model, data = model_and_data
+    x, y = data.x_test[:30].float() / 255, data.y_test[:30]
+    with torch.no_grad():
+        logits = model(x)
+    keep = (logits.argmax(1) == y).nonzero().flatten()[:8]
+    rows = []
+    hook = model.register_forward_hook(lambda m, i, o: rows.append(len(o)))
+    costs = {"full": 0, "stop": 0}
+    broken = 0
+    try:
+        for i in keep.tolist():  # one point at a time: the same batch shapes, so the same trajectory until it stops
+            xi, yi = x[i:i + 1], y[i:i + 1]
+            target = target_classes(logits[i:i + 1], yi, 1)[:, 0]
+            rows.clear()
+            _, norm_full = fab_targeted(model, xi, yi, target, steps=30)
+            costs["full"] += sum(rows)
+            rows.clear()
+            _, norm_stop = fab_targeted(model, xi, yi, target, steps=30, stop_at=0.3)
+            costs["stop"] += sum(rows)
+            assert bool(norm_full <= 0.3) == bool(norm_stop <= 0.3)
+            assert float(norm_stop) >= float(norm_full)  # stopping early only leaves the norm larger
+            broken += int(norm_stop <= 0.3)
+    finally:
+        hook.remove()
+    assert 0 < broken and costs["stop"] < costs["full"]
+
+
 def test_autoattack_is_at_least_as_strong_as_torchattacks(model_and_data):
     torchattacks = pytest.importorskip("torchattacks")
     model, data = model_and_data

@@ -69,12 +69,19 @@ def _boundary(model: nn.Module, x: torch.Tensor, y: torch.Tensor, t: torch.Tenso
 
 
 def fab_targeted(model: nn.Module, x: torch.Tensor, y: torch.Tensor, target: torch.Tensor, steps: int,
-                 restarts: int = 1, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
-    """(smallest adversarial points found, their L-inf norms; inf where none) towards one target per image."""
+                 restarts: int = 1, seed: int = 0, stop_at: float | None = None,
+                 groups: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """(smallest adversarial points found, their L-inf norms; inf where none) towards one target per image.
+
+    With ``stop_at``, an image stops once a point within that radius is found (the question "broken at eps?" is
+    then answered; FAB would only shrink the norm further); ``groups`` (one id per row) stops every copy of an
+    image (one per target) once one copy is that close.
+    """
     n = len(x)
     view = (-1, 1, 1, 1)
     best = x.clone()
     best_norm = torch.full((n,), torch.inf, device=x.device)
+    gid = torch.unique(groups, return_inverse=True)[1] if groups is not None else torch.arange(n, device=x.device)
     g_rand = torch.Generator(device=x.device).manual_seed(seed)
     for r in range(restarts):
         x_i = x.clone()
@@ -83,19 +90,28 @@ def fab_targeted(model: nn.Module, x: torch.Tensor, y: torch.Tensor, target: tor
             noise = torch.empty_like(x).uniform_(-1.0, 1.0, generator=g_rand)
             x_i = (x + 0.5 * radius * noise / noise.flatten(1).abs().amax(1).clamp_min(1e-12).view(view)).clamp(0, 1)
         for _ in range(steps):
-            g, w = _boundary(model, x_i, y, target)
-            d_i = linf_projection(x_i, w, g)
-            g_orig = g + (w * (x - x_i)).flatten(1).sum(1)
-            d_orig = linf_projection(x, w, g_orig)
+            live = torch.ones(n, dtype=torch.bool, device=x.device)
+            if stop_at is not None:
+                done = torch.zeros(int(gid.max()) + 1, dtype=torch.bool, device=x.device)
+                done[gid[best_norm <= stop_at]] = True
+                live = ~done[gid]
+            a = live.nonzero().squeeze(1)
+            if len(a) == 0:
+                break
+            xa, x0, ya = x_i[a], x[a], y[a]
+            g, w = _boundary(model, xa, ya, target[a])
+            d_i = linf_projection(xa, w, g)
+            g_orig = g + (w * (x0 - xa)).flatten(1).sum(1)
+            d_orig = linf_projection(x0, w, g_orig)
             n_i = d_i.flatten(1).abs().amax(1)
             n_orig = d_orig.flatten(1).abs().amax(1)
-            a = (n_i / (n_i + n_orig).clamp_min(1e-12)).clamp(0.0, ALPHA_MAX).view(view)
-            x_i = ((1 - a) * (x_i + ETA * d_i) + a * (x + ETA * d_orig)).clamp(0.0, 1.0)
-            fooled = misclassified(model, x_i, y)
-            norm = (x_i - x).flatten(1).abs().amax(1)
-            better = fooled & (norm < best_norm)
-            best[better], best_norm[better] = x_i[better], norm[better]
-            x_i = torch.where(fooled.view(view), (1 - BETA) * x + BETA * x_i, x_i)
+            alpha = (n_i / (n_i + n_orig).clamp_min(1e-12)).clamp(0.0, ALPHA_MAX).view(view)
+            xa = ((1 - alpha) * (xa + ETA * d_i) + alpha * (x0 + ETA * d_orig)).clamp(0.0, 1.0)
+            fooled = misclassified(model, xa, ya)
+            norm = (xa - x0).flatten(1).abs().amax(1)
+            better = fooled & (norm < best_norm[a])
+            best[a[better]], best_norm[a[better]] = xa[better], norm[better]
+            x_i[a] = torch.where(fooled.view(view), (1 - BETA) * x0 + BETA * xa, xa)
     return best, best_norm
 
 
@@ -103,7 +119,8 @@ def fab_targeted(model: nn.Module, x: torch.Tensor, y: torch.Tensor, target: tor
                  options=("targets", "restarts"), per_channel_eps=False)
 def fab_t(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, steps: int = 100, *, seed: int = 0,
           targets: int = 9, restarts: int = 1) -> torch.Tensor:
-    """FAB-T at radius eps: per target class (highest clean logits first), on the points still robust.
+    """FAB-T at radius eps: once per target class (highest clean logits first, all targets in one batch, see
+    ``over_targets``); a point stops once some target has found an adversarial point within eps.
 
     Returns the smallest adversarial point found where its L-inf distance is
     at most eps, else x itself.
@@ -115,9 +132,11 @@ def fab_t(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, steps:
     with torch.no_grad(), frozen(model):
         logits = model(x).float()
 
-    def attack(idx: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        found, norm = fab_targeted(model, x[idx], y[idx], target, steps, restarts, seed)
-        broken = (norm <= eps + 1e-7).view(-1, 1, 1, 1)  # float round-off at the boundary of the ball
+    def attack(idx: torch.Tensor, target: torch.Tensor, groups: torch.Tensor) -> torch.Tensor:
+        radius = eps + 1e-7  # float round-off at the boundary of the ball
+        found, norm = fab_targeted(model, x[idx], y[idx], target, steps, restarts, seed, stop_at=radius,
+                                   groups=groups)
+        broken = (norm <= radius).view(-1, 1, 1, 1)
         # the found point lies within eps up to round-off: project it onto the ball
         inside = torch.minimum(torch.maximum(found, x[idx] - eps), x[idx] + eps).clamp(0.0, 1.0)
         return torch.where(broken, inside, x[idx])

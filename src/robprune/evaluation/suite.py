@@ -10,6 +10,7 @@ reported accuracy is a fact about the original.
 from __future__ import annotations
 
 import statistics
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
@@ -87,6 +88,7 @@ def worst_case(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: Eps, att
     per_attack = {}
     starts = my_batches(len(x), batch_size)  # all batches in one process; this rank's share under torchrun
     for spec in attacks:
+        t0 = time.perf_counter()
         for start in starts:
             idx = robust[start : start + batch_size].nonzero().squeeze(1) + start
             if len(idx):
@@ -103,7 +105,7 @@ def worst_case(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: Eps, att
                 progress(min(batch_size, len(x) - start))
         robust = all_reduce_and(robust, torch.device(device))  # each rank only cleared points of its own batches
         per_attack[spec.name] = {"robust_after": summary(int(robust.sum()), len(x)), "spec": spec.__dict__ | {
-            "options": dict(spec.options)}, "label": spec.label()}
+            "options": dict(spec.options)}, "label": spec.label(), "seconds": round(time.perf_counter() - t0, 3)}
     return {"eps": eps, "clean": summary(clean, len(x)), "worst_case": summary(int(robust.sum()), len(x)),
             "attacks": per_attack, "robust_mask": robust.tolist()}
 
