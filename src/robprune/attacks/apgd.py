@@ -61,9 +61,10 @@ def apgd(
         loss_cur, grad, logits = loss_and_gradient(model, x_cur, y, loss, target)
         x_out = x_cur.clone()  # first misclassified point found, else the best-loss point
         fooled = logits.argmax(1) != y
-        gid = torch.unique(groups, return_inverse=True)[1] if groups is not None else None
-        group_broken = torch.zeros(len(x) if gid is None else int(gid.max()) + 1, dtype=torch.bool, device=x.device)
-        if gid is not None:
+        gid = group_broken = None
+        if groups is not None:  # group_broken[g]: some copy of image g is misclassified
+            gid = torch.unique(groups, return_inverse=True)[1]
+            group_broken = torch.zeros(int(gid.max()) + 1, dtype=torch.bool, device=x.device)
             group_broken[gid[fooled]] = True
         x_best, loss_best, grad_best = x_cur.clone(), loss_cur.clone(), grad.clone()
         eta = torch.full((len(x),), 2.0, device=x.device, dtype=x.dtype)  # step size in units of eps
