@@ -318,9 +318,10 @@ def run_scratch(data_spec: str, out_dir: str | Path, config: ScratchConfig, devi
                 record(seed, name, *model_of(seed, name))
 
     def suite(names) -> None:
-        """The strongest suite on arms ``names`` of every seed."""
-        for name in names:
-            for seed in config.seeds:
+        """The strongest suite on arms ``names`` of every seed, seed by seed (a comparison has two seeds as soon
+        as possible: the decision rule needs two)."""
+        for seed in config.seeds:
+            for name in names:
                 row = st.state["seeds"][str(seed)][name]
                 _suite_or_skip(st, row, row["pixel"], lambda: suite_unit(
                     *model_of(seed, name)[:2], data, config.suite, PAPER_EPS, config.suite_images, config.eval_batch,

@@ -255,7 +255,7 @@ def _suite_lines(state: dict, seeds: list[str]) -> list[str]:
     have = {arm: [s for s in seeds if "suite" in rows[s].get(arm, {})] for arm in arms}
     firsts = [rows[s][arm]["suite"] for arm in arms for s in have[arm]]
     if not firsts:
-        return ["(pending: the suite runs after the sweep: CP, Ours and the regime arm first, then Baseline and RP)"]
+        return ["(pending: the suite runs after the sweep: CP, Ours and the regime arm seed by seed, then Baseline and RP)"]
     first = firsts[0]
     eps = [r["eps"] for r in first["rows"]]
     lines = [f"Worst case over `{first['suite']}` ({', '.join(a['name'] for a in first['attacks'])}) on {first['n']} "
