@@ -180,6 +180,29 @@ def test_claim_e_decides_each_pgd_gain_again_under_the_suite(suite_gain, verdict
     assert gains_survive(state, scratch_claims(state, "pixel"), {"seeds": []})["gains"] == []
 
 
+def test_a_restart_keeps_finished_suite_results_of_the_same_model():
+    from types import SimpleNamespace
+
+    from robprune.experiments.study import _place
+
+    saved = []
+    st = SimpleNamespace(state={"seeds": {}}, save=lambda: saved.append(1))
+    train = {"epochs": 3, "lr": 0.02, "betas": (0.9, 0.99)}  # a tuple comes back from results.json as a list
+    suite = {"suite": "standard", "n": 1000, "rows": []}
+    st.state["seeds"]["0"] = {"CP": {"train": json.loads(json.dumps(train)), "suite": suite},
+                              "RP": {"train": json.loads(json.dumps(train)), "suite_skipped": "near chance"}}
+    _place(st, 0, "CP", {"train": dict(train), "pixel": {}}, "standard", 1000)
+    _place(st, 0, "RP", {"train": dict(train)}, "standard", 1000)
+    assert st.state["seeds"]["0"]["CP"]["suite"] is suite and "pixel" in st.state["seeds"]["0"]["CP"]
+    assert st.state["seeds"]["0"]["RP"]["suite_skipped"] == "near chance" and len(saved) == 2
+    # another trained model, or another suite or image count: the old result does not belong to the new row
+    for changed, suite_name, n in (({**train, "epochs": 4}, "standard", 1000), (train, "autoattack", 1000),
+                                   (train, "standard", 500)):
+        st.state["seeds"]["0"]["CP"] = {"train": json.loads(json.dumps(train)), "suite": suite}
+        _place(st, 0, "CP", {"train": dict(changed)}, suite_name, n)
+        assert "suite" not in st.state["seeds"]["0"]["CP"]
+
+
 def _run(argv, capsys):
     code = main(argv)
     out = capsys.readouterr().out

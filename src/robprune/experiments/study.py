@@ -173,6 +173,20 @@ def suite_unit(model, key, data: ImageData, suite: str, eps_list, n: int, batch:
                                             lambda p: json.loads((p / "suite.json").read_text()), make)
 
 
+def _place(st, seed: int, name: str, row: dict, suite: str, n: int) -> None:
+    """Store ``row`` as arm ``name`` of ``seed`` and save; a suite result (or skip) the row had from an earlier
+    invocation is kept when it was made for the same trained model and the same suite and image count, so that a
+    restarted run's report does not lose finished suite units until its suite stage reaches them again."""
+    old = st.state["seeds"].setdefault(str(seed), {}).get(name, {})
+    if old.get("train") == json.loads(json.dumps(row["train"])):  # as read back from results.json
+        if "suite" in old and (old["suite"].get("suite"), old["suite"].get("n")) == (suite, n):
+            row["suite"] = old["suite"]
+        elif "suite_skipped" in old:
+            row["suite_skipped"] = old["suite_skipped"]
+    st.state["seeds"][str(seed)][name] = row
+    st.save()
+
+
 def _suite_or_skip(st, row: dict, ev: dict, attack: Callable[[], dict]) -> None:
     """``row["suite"] = attack()`` unless the clean evaluation ``ev`` shows a broken model (near chance or
     near-constant): such a model takes part in no verdict and a constant classifier cannot be attacked at all, so
@@ -276,8 +290,7 @@ def run_scratch(data_spec: str, out_dir: str | Path, config: ScratchConfig, devi
         for label, ev in readings.items():
             row[label] = evaluated(model, key, data, ev, out, f"test-{label}-s{seed}-{name}", progress)
         row.update(described(model, key, out, f"s{seed}-{name}", x_bound, y_bound, progress))
-        st.state["seeds"].setdefault(str(seed), {})[name] = row
-        st.save()
+        _place(st, seed, name, row, config.suite, config.suite_images)
 
     cp = {"method": "cp", "amount": config.cp_amount}
 
@@ -444,8 +457,7 @@ def run_adversarial(data_spec: str, out_dir: str | Path, config: AdversarialConf
         row["clean"] = evaluated(model, key, data, clean_eval, out, f"clean-s{seed}-{name}", progress)
         row["pgd"] = evaluated(model, key, data, pgd_eval, out, f"pgd-s{seed}-{name}", progress)
         row.update(described(model, key, out, f"s{seed}-{name}", x_bound, y_bound, progress))
-        st.state["seeds"].setdefault(str(seed), {})[name] = row
-        st.save()
+        _place(st, seed, name, row, config.suite, config.suite_images)
 
     core = [("Dense", None)] + adversarial_arms(config, config.sparsities) + (
         [(f"RP-{config.rp_paper:g}", {"method": "rp", "amount": config.rp_paper})] if config.rp_paper else [])
