@@ -15,8 +15,8 @@ import math
 import torch
 from torch import nn
 
-from .common import (Eps, check_eps, check_loss, check_positive_int, check_steps, eps_tensor, frozen,
-                     loss_and_gradient, misclassified, prepare_inputs)
+from .common import (Eps, any_in_group, check_eps, check_loss, check_positive_int, check_steps, eps_tensor,
+                     frozen, loss_and_gradient, misclassified, prepare_inputs)
 from .registry import register_attack
 
 
@@ -61,11 +61,7 @@ def apgd(
         loss_cur, grad, logits = loss_and_gradient(model, x_cur, y, loss, target)
         x_out = x_cur.clone()  # first misclassified point found, else the best-loss point
         fooled = logits.argmax(1) != y
-        gid = group_broken = None
-        if groups is not None:  # group_broken[g]: some copy of image g is misclassified
-            gid = torch.unique(groups, return_inverse=True)[1]
-            group_broken = torch.zeros(int(gid.max()) + 1, dtype=torch.bool, device=x.device)
-            group_broken[gid[fooled]] = True
+        gid = torch.unique(groups, return_inverse=True)[1] if groups is not None else None
         x_best, loss_best, grad_best = x_cur.clone(), loss_cur.clone(), grad.clone()
         eta = torch.full((len(x),), 2.0, device=x.device, dtype=x.dtype)  # step size in units of eps
         x_prev = x_cur.clone()
@@ -76,7 +72,7 @@ def apgd(
             # Only images not yet misclassified are attacked further: their result is fixed (x_out), and in an
             # eval-mode model each image's trajectory does not depend on the others, so this changes nothing
             # but the cost (at large eps most images fall in the first steps). Copies of a broken image stop too.
-            a = (~(fooled if gid is None else fooled | group_broken[gid])).nonzero().squeeze(1)
+            a = (~(fooled if gid is None else any_in_group(gid, fooled))).nonzero().squeeze(1)
             if len(a) == 0:
                 break
             xa, lo, hi = x_cur[a], lower[a], upper[a]
@@ -88,8 +84,6 @@ def apgd(
             newly = logits.argmax(1) != y[a]
             x_out[a[newly]] = z[newly]
             fooled[a[newly]] = True
-            if gid is not None:
-                group_broken[gid[a[newly]]] = True
             increases[a] += (loss_next > loss_cur[a]).float()
             better = loss_next > loss_best[a]
             b = a[better]

@@ -128,6 +128,13 @@ def input_gradient(model: nn.Module, x_adv: torch.Tensor, y: torch.Tensor, loss:
     return loss_and_gradient(model, x_adv, y, loss)[1]
 
 
+def any_in_group(gid: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Per row, whether some row of its group (``gid``: group index 0..G-1 per row) is set in ``mask``."""
+    table = torch.zeros(int(gid.max()) + 1 if len(gid) else 0, dtype=torch.bool, device=gid.device)
+    table[gid[mask]] = True
+    return table[gid]
+
+
 @torch.no_grad()
 def misclassified(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     with frozen(model):

@@ -24,7 +24,7 @@ import torch
 from torch import nn
 
 from .apgd import over_targets
-from .common import check_eps, check_positive_int, frozen, misclassified, prepare_inputs
+from .common import any_in_group, check_eps, check_positive_int, frozen, misclassified, prepare_inputs
 from .registry import register_attack
 
 ETA, BETA, ALPHA_MAX = 1.05, 0.9, 0.1  # the paper's L-inf settings (also AutoAttack's)
@@ -90,12 +90,8 @@ def fab_targeted(model: nn.Module, x: torch.Tensor, y: torch.Tensor, target: tor
             noise = torch.empty_like(x).uniform_(-1.0, 1.0, generator=g_rand)
             x_i = (x + 0.5 * radius * noise / noise.flatten(1).abs().amax(1).clamp_min(1e-12).view(view)).clamp(0, 1)
         for _ in range(steps):
-            live = torch.ones(n, dtype=torch.bool, device=x.device)
-            if stop_at is not None:
-                done = torch.zeros(int(gid.max()) + 1, dtype=torch.bool, device=x.device)
-                done[gid[best_norm <= stop_at]] = True
-                live = ~done[gid]
-            a = live.nonzero().squeeze(1)
+            a = torch.arange(n, device=x.device) if stop_at is None else \
+                (~any_in_group(gid, best_norm <= stop_at)).nonzero().squeeze(1)
             if len(a) == 0:
                 break
             xa, x0, ya = x_i[a], x[a], y[a]

@@ -42,9 +42,9 @@ def add_arguments(p) -> None:
 def add_suite_arguments(p, default: str) -> None:
     """--suite and --suite-images, shared by reproduce and study."""
     p.add_argument("--suite", choices=tuple(SUITES),
-                   help=f"worst-case suite run on every model (unset: {default}, fast with --quick; autoattack is AutoAttack's "
-                        "standard version and costs several times more where many points survive, see "
-                        "docs/performance.md)")
+                   help=f"worst-case suite run on every model (unset: {default}, fast with --quick; autoattack "
+                        "is AutoAttack's standard version and costs several times more where many points survive, "
+                        "see docs/performance.md)")
     p.add_argument("--suite-images", type=positive_int, help="test images the suite attacks")
 
 

@@ -124,9 +124,10 @@ def scratch_claims(state: dict, reading: str = "pixel", suite: bool = False, our
         return _bits(rows[s][arm][reading], i)
 
     def compare(a, b, i):
+        seeds_ab = both(a, b)
         pairs = [(_bits(rows[s][a][reading], None), _bits(rows[s][b][reading], None)) if i is None else
-                 (robust_bits(s, a, i), robust_bits(s, b, i)) for s in both(a, b)]
-        return decide_accuracy(pairs, broken_reasons=reasons((a, b))) | {"seeds": both(a, b)}
+                 (robust_bits(s, a, i), robust_bits(s, b, i)) for s in seeds_ab]
+        return decide_accuracy(pairs, broken_reasons=reasons((a, b))) | {"seeds": seeds_ab}
 
     claims = {}
     a = compare("CP", "RP", None)
@@ -301,17 +302,16 @@ def _sweep_lines(state: dict) -> list[str]:
     lines = [f"PGD-4 pixel on {sweep[0]['eval']['n']} test images; mean over the seeds done (per-seed count in n):", "",
              "| method | ratio | seeds | clean | " + " | ".join(f"eps {eps_label(e)}" for e in eps) + " |",
              "|---|---:|---:|---:|" + "---:|" * len(eps)]
-    for method in ("cp", "rp"):
-        for r in ratios:
-            evs = [s["eval"] for s in sweep if s["method"] == method and s["ratio"] == r]
-            if evs:
-                lines.append(f"| {method.upper()} | {r:g} | {len(evs)} | {_mean_sd([_acc(e, None) for e in evs])} | "
-                             + " | ".join(_mean_sd([_acc(e, i) for e in evs]) for i in range(len(eps))) + " |")
+    evals = {(m, r): [s["eval"] for s in sweep if s["method"] == m and s["ratio"] == r]
+             for m in ("cp", "rp") for r in ratios}
+    for (method, r), evs in evals.items():
+        if evs:
+            lines.append(f"| {method.upper()} | {r:g} | {len(evs)} | {_mean_sd([_acc(e, None) for e in evs])} | "
+                         + " | ".join(_mean_sd([_acc(e, i) for e in evs]) for i in range(len(eps))) + " |")
 
     def gap(i):  # RP - CP at each ratio both have, mean over seeds (points)
-        mean = {m: {r: np.mean([_acc(s["eval"], i) for s in sweep if s["method"] == m and s["ratio"] == r])
-                    for r in ratios if any(s["method"] == m and s["ratio"] == r for s in sweep)} for m in ("cp", "rp")}
-        d = [mean["rp"][r] - mean["cp"][r] for r in ratios if r in mean["cp"] and r in mean["rp"]]
+        d = [np.mean([_acc(e, i) for e in evals["rp", r]]) - np.mean([_acc(e, i) for e in evals["cp", r]])
+             for r in ratios if evals["cp", r] and evals["rp", r]]
         return f"{min(d):+.1f} to {max(d):+.1f}" if d else "-"
     epochs = state["config"].get("sweep_epochs")
     lines += ["", "RP minus CP over the ratios (points, mean over seeds): clean " + gap(None) + "; "
@@ -341,9 +341,7 @@ def gains_survive(state: dict, pgd: dict, regime: dict) -> dict:
     if not gains:
         return {"gains": [], "verdict": UNDECIDED, "why": "no robustness gain holds under PGD-4, so none can survive"}
     attacked = [g for g in gains if g["suite"]]
-    verdict = combine([g["suite"]["verdict"] for g in attacked]) if attacked else UNDECIDED
-    if len(attacked) < len(gains) and verdict == HOLDS:
-        verdict = UNDECIDED
+    verdict = combine([g["suite"]["verdict"] if g["suite"] else UNDECIDED for g in gains])  # pending: undecided
     held = sum(g["suite"]["verdict"] == HOLDS for g in attacked)
     why = (f"{held} of {len(gains)} gains still hold under the suite"
            + (f", {len(gains) - len(attacked)} not attacked yet" if len(attacked) < len(gains) else "")
