@@ -96,13 +96,16 @@ def _adversarial(state: dict, out: Path) -> list[str]:
                 vals = [v for v in vals if v is not None]
                 if vals:
                     mean, sd = _mean_std(vals)
-                    xs.append(100 * s + 0.25 * (shift - 1))  # methods side by side, not on top of each other
+                    # evenly spaced sparsities (90/95/99% would crowd a linear axis); methods side by side
+                    xs.append(sparsities.index(s) + 0.08 * (shift - 1))
                     ys.append(mean)
                     es.append(sd)
-            if xs:
-                ax.errorbar(xs, ys, yerr=es, marker="o", capsize=3, label=m)
+            if xs:  # one colour per method in every panel, also when a panel has only some methods yet
+                ax.errorbar(xs, ys, yerr=es, marker="o", capsize=3, label=m, color=f"C{shift}")
+        ax.set_xticks(range(len(sparsities)), [f"{100 * s:g}%" for s in sparsities])
+        ax.set_xlim(-0.4, len(sparsities) - 0.6)
         ax.set_title(title, fontsize=9)
-        ax.set_xlabel("sparsity (%)")
+        ax.set_xlabel("sparsity")
         ax.set_ylabel("accuracy (%)")
         if ax.get_legend_handles_labels()[0]:
             ax.legend(fontsize=7)
