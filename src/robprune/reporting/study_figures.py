@@ -8,7 +8,7 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from .markdown import eps_label, save_figure
-from .study_report import ARMS
+from .study_report import ARMS, REGIME
 
 
 def _mean_std(values: list[float]) -> tuple[float, float]:
@@ -25,24 +25,58 @@ def _scratch(state: dict, out: Path) -> list[str]:
     names = []
     seeds = [k for k, r in state.get("seeds", {}).items() if all(a in r for a in ARMS)]
     if seeds:
-        fig = Figure(figsize=(11, 4))
-        for j, reading in enumerate(("pixel", "pixel-fgsm")):
-            ax = fig.add_subplot(1, 3, j + 1)
-            eps = [r["eps"] for r in state["seeds"][seeds[0]]["Baseline"][reading]["robust"]]
-            x = np.arange(len(eps) + 1)
-            for arm in ARMS:
-                acc = [[100 * state["seeds"][k][arm][reading]["clean"]["accuracy"]]
-                       + [100 * r["accuracy"] for r in state["seeds"][k][arm][reading]["robust"]] for k in seeds]
-                m, s = np.mean(acc, 0), (np.std(acc, 0, ddof=1) if len(acc) > 1 else np.zeros(len(x)))
-                ax.errorbar(x, m, yerr=s, marker="o", capsize=3, label=arm)
-            ax.set_xticks(x, ["clean"] + [eps_label(e) for e in eps])
-            ax.set_ylabel("accuracy (%)")
-            ax.set_title("PGD-4, pixel" if reading == "pixel" else "FGSM, pixel", fontsize=9)
-            ax.legend(fontsize=7)
+        rows = state["seeds"]
+        arms = ARMS + ((REGIME,) if any(REGIME in rows[k] for k in seeds) else ())
+        eps = [r["eps"] for r in rows[seeds[0]]["Baseline"]["pixel"]["robust"]]
+        x = np.arange(len(eps) + 1)
+        ticks = ["clean"] + [eps_label(e) for e in eps]
+
+        def pixel(k: str, arm: str) -> list[float]:
+            ev = rows[k][arm]["pixel"]
+            return [100 * ev["clean"]["accuracy"]] + [100 * r["accuracy"] for r in ev["robust"]]
+
+        def suite(k: str, arm: str) -> list[float] | None:
+            s = rows[k].get(arm, {}).get("suite")
+            return None if s is None else [100 * r["clean"]["accuracy"] for r in s["rows"][:1]] + \
+                [100 * r["worst_case"]["accuracy"] for r in s["rows"]]
+
+        fig = Figure(figsize=(13, 4))
+        ax = fig.add_subplot(1, 3, 1)
+        for i, arm in enumerate(arms):
+            have = [k for k in seeds if arm in rows[k]]
+            acc = np.array([pixel(k, arm) for k in have])
+            ax.errorbar(x, acc.mean(0), yerr=acc.std(0, ddof=1) if len(acc) > 1 else None, marker="o", capsize=3,
+                        label=arm, color=f"C{i}")
+        ax.set_xticks(x, ticks)
+        ax.set_ylabel("accuracy (%)")
+        ax.set_title(f"PGD-4, pixel, {rows[seeds[0]]['Baseline']['pixel']['clean']['n']} test images", fontsize=9)
+        ax.legend(fontsize=7)
+        # the claims about Ours are differences of a point or two, invisible on the accuracy axis: drawn as
+        # differences to CP on the same images, PGD-4 and (where both arms were attacked) the strongest suite
+        ax = fig.add_subplot(1, 3, 2)
+        ax.axhline(0, color="gray", linewidth=0.8)
+        for i, arm in enumerate(arms):
+            if not arm.startswith("Ours"):
+                continue
+            have = [k for k in seeds if arm in rows[k]]
+            d = np.array([np.subtract(pixel(k, arm), pixel(k, "CP")) for k in have])
+            ax.errorbar(x - 0.05, d.mean(0), yerr=d.std(0, ddof=1) if len(d) > 1 else None, marker="o", capsize=3,
+                        color=f"C{i}", label=f"{arm}, PGD-4 ({len(d)} seed(s))")
+            both = [k for k in have if suite(k, arm) is not None and suite(k, "CP") is not None]
+            if both:
+                d = np.array([np.subtract(suite(k, arm), suite(k, "CP")) for k in both])
+                n = rows[both[0]]["CP"]["suite"]["n"]
+                ax.errorbar(x[:d.shape[1]] + 0.05, d.mean(0), yerr=d.std(0, ddof=1) if len(d) > 1 else None,
+                            marker="s", linestyle="--", capsize=3, color=f"C{i}",
+                            label=f"{arm}, {state['config'].get('suite', 'suite')} suite ({len(both)} seed(s), {n} images)")
+        ax.set_xticks(x, ticks)
+        ax.set_ylabel("minus CP (points)")
+        ax.set_title("Ours minus CP on the same images, mean ± std over seeds", fontsize=9)
+        ax.legend(fontsize=7)
         ax = fig.add_subplot(1, 3, 3)
-        for arm in ARMS:
-            h = state["seeds"][seeds[0]][arm].get("history", [])
-            ax.plot([e["epoch"] for e in h], [100 * e["test_acc"] for e in h], marker=".", label=arm)
+        for i, arm in enumerate(arms):
+            h = rows[seeds[0]].get(arm, {}).get("history", [])
+            ax.plot([e["epoch"] for e in h], [100 * e["test_acc"] for e in h], marker=".", label=arm, color=f"C{i}")
         ax.set_xlabel("epoch (seed " + seeds[0] + ")")
         ax.set_ylabel("held-out accuracy (%)")
         ax.set_title("training curves", fontsize=9)
