@@ -272,6 +272,14 @@ def test_adversarial_quick_runs_and_reports(tmp_path, capsys):
     assert (out / "figure-sparsity.png").is_file()
     payload = torch.load(out / state["seeds"]["0"]["CP-0.9"]["export"]["path"], weights_only=True)
     assert payload["format"] == "torch" and payload["sparsity"] == pytest.approx(0.9, abs=0.01)
+    # the report's export command for a model writes the same weights as the study's export
+    line = next(x for x in text.splitlines() if x.startswith("| 0 | CP-0.9 | `robprune export"))
+    cmd = line.split("`")[1].replace("OUT/", f"{out}/").split()
+    cmd[cmd.index("--out") + 1] = str(tmp_path / "again.pt")
+    assert main(cmd[1:]) == 0
+    again = torch.load(tmp_path / "again.pt", weights_only=True)
+    assert again["state_dict"].keys() == payload["state_dict"].keys()
+    assert all(torch.equal(again["state_dict"][k], v) for k, v in payload["state_dict"].items())
 
 
 def test_study_arguments_are_checked(capsys):

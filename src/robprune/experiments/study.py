@@ -453,7 +453,8 @@ def run_adversarial(data_spec: str, out_dir: str | Path, config: AdversarialConf
         return model, {"base": bkey, "train": config_key(cfg)}, cfg, masks
 
     def record(seed: int, name: str, model, key, cfg) -> None:
-        row = {"train": asdict(cfg), "history": _history(out, f"s{seed}-{name}", key)}
+        row = {"train": asdict(cfg), "history": _history(out, f"s{seed}-{name}", key),
+               "checkpoint": str((unit_dir(out, f"s{seed}-{name}", key) / "model.safetensors").relative_to(out))}
         row["clean"] = evaluated(model, key, data, clean_eval, out, f"clean-s{seed}-{name}", progress)
         row["pgd"] = evaluated(model, key, data, pgd_eval, out, f"pgd-s{seed}-{name}", progress)
         row.update(described(model, key, out, f"s{seed}-{name}", x_bound, y_bound, progress))

@@ -629,10 +629,19 @@ def render_adversarial(state: dict) -> str:
                 lines.append(f"- seed {k} {name}: not attacked, the model is broken ({r['suite_skipped']}); it takes "
                              "part in no verdict")
     lines += ["", "## Exports", "",
-              "Every model is written under OUT/export/ (not committed); the benchmark's format knows its base models "
-              "(ResNet-18, VGG-16-bn), so a ResNet-20 is written in robprune's torch format. For a ResNet-18 run "
-              "(`--arch resnet18`) the files are in the benchmark's key layout, the same as `robprune export "
-              "--format apb`.", ""]
+              "Every model is written under OUT/export/ (not committed) as a weights-only torch file with the masks "
+              "folded in; the benchmark's format knows its base models (ResNet-18, VGG-16-bn), so a ResNet-20 is "
+              "written in robprune's torch format, and a ResNet-18 run (`--arch resnet18`) writes the benchmark's key "
+              "layout. Each file is what this command writes from the model's cached unit (OUT is the study's "
+              "`--out`):", ""]
+    exports = [(k, name, r) for k in seeds for name, r in state["seeds"][k].items() if "export" in r]
+    if exports:
+        lines += ["| seed | model | command |", "|---|---|---|"]
+        for k, name, r in exports:
+            source = f"OUT/{r['checkpoint']}" if "checkpoint" in r else f"OUT/units/s{k}-{name}-*/model.safetensors"
+            lines.append(f"| {k} | {name} | `robprune export {source} --format {r['export']['format']} "
+                         f"--out OUT/{r['export']['path']}` |")
+        lines.append("")
     return "\n".join(lines + _figure_lines(state))
 
 
