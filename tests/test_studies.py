@@ -67,6 +67,22 @@ def test_paired_t_and_quantities():
     assert combine([HOLDS, UNDECIDED]) == UNDECIDED and combine([]) == UNDECIDED
 
 
+def test_models_needed_for_spearman_agrees_with_scipy():
+    from scipy.stats import spearmanr
+
+    from robprune.evaluation.significance import spearman_models_needed
+
+    rng = np.random.default_rng(0)
+    for n in (6, 12, 20, 40):
+        for _ in range(10):
+            x = rng.normal(size=n)
+            res = spearmanr(x, x + rng.normal(scale=1.5, size=n))
+            need = spearman_models_needed(float(res.statistic))
+            # a sample of n points is significant exactly when n reaches the points its rho needs
+            assert (res.pvalue < 0.05) == (need is not None and need <= n), (n, res.statistic, res.pvalue, need)
+    assert spearman_models_needed(0.0) is None and spearman_models_needed(0.5) == spearman_models_needed(-0.5)
+
+
 def test_broken_model_is_recognised():
     assert broken({"clean": {"accuracy": 0.15}}) is not None
     assert broken({"clean": {"accuracy": 0.9}, "prediction_max_share": 0.7}) is not None

@@ -148,3 +148,20 @@ def spearman(x: Sequence[float], y: Sequence[float]) -> dict:
     res = spearmanr(x, y)
     rho, p = float(res.statistic), float(res.pvalue)
     return {"rho": rho if math.isfinite(rho) else None, "p": p if math.isfinite(p) else None, "n": len(x)}
+
+
+def spearman_models_needed(rho: float, alpha: float = ALPHA, limit: int = 10_000) -> int | None:
+    """The fewest points at which a Spearman correlation of size ``rho`` would be significant at ``alpha``
+    (two-sided, the t approximation scipy's spearmanr uses); None for rho 0 or beyond ``limit``."""
+    if rho is None or not math.isfinite(rho) or rho == 0:
+        return None
+    if abs(rho) >= 1:
+        return 3
+    from scipy.stats import t as student
+
+    for n in range(3, limit + 1):
+        stat = abs(rho) * math.sqrt((n - 2) / (1 - rho * rho))
+        if 2 * student.sf(stat, n - 2) < alpha:
+            return n
+    return None
+

@@ -16,7 +16,7 @@ import numpy as np
 
 from ..evaluation.accuracy import unpack_bits
 from ..evaluation.significance import (ALPHA, FAILS, HOLDS, UNDECIDED, broken, combine, decide_accuracy,
-                                       decide_quantity, spearman)
+                                       decide_quantity, spearman, spearman_models_needed)
 from .markdown import eps_label
 
 PAPER_TABLE2 = {"Baseline": (94.21, 44.16, 36.08, 23.75, 15.73), "CP": (94.17, 44.33, 36.21, 24.00, 15.85),
@@ -182,6 +182,11 @@ def _claim_lines(result: dict) -> list[str]:
         if "spearman" in c:
             r = c["spearman"]
             ev.append("rho = -" if r["rho"] is None else f"rho = {r['rho']:.2f}, p = {r['p']:.2g}, n = {r['n']} models")
+            need = spearman_models_needed(r["rho"]) if r["rho"] is not None and (r["p"] or 1) >= ALPHA else None
+            if need:
+                per_seed = len(ARMS)
+                ev.append(f"a correlation this size would be significant with about {need} models "
+                          f"({math.ceil(need / per_seed)} seeds of the {per_seed} arms)")
         if c.get("note"):
             ev.append(c["note"])
         lines.append(f"| ({key}) {c['text']} | **{c['verdict']}** | {'<br>'.join(ev)} |")
