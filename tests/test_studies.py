@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 import pytest
@@ -246,6 +247,12 @@ def test_scratch_quick_runs_resumes_and_reports(tmp_path, capsys):
     for claim in ("(a)", "(b)", "(c)", "(d)", "(f)"):
         assert claim in text
     assert "(e) every robustness gain that holds under PGD-4 survives" in text.split("## Protocol")[0]
+    # the plain-language verdict at the top takes its numbers from the claim tables below it
+    plain = text.split("**In plain words.** ")[1].split("\n")[0]
+    cost = float(re.search(r"RP costs (-?[0-9.]+) clean points", plain).group(1))
+    table = text.split("### PGD-4 in pixel units")[1].split("###")[0]
+    assert cost == pytest.approx(float(re.search(r"\(a\) RP loses.*?mean ([+-][0-9.]+)", table).group(1)), abs=0.051)
+    assert "The hinge at the rule's setting beats CP" in plain and "In the paper's weight range" in plain
     # a broken arm (near chance) never decides a claim
     rp = [state["seeds"][s]["RP"]["pixel"] for s in ("0", "1")]
     if any(broken(e) for e in rp):

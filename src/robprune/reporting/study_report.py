@@ -379,6 +379,51 @@ def _verdict_text(claims: dict) -> str:
     return "; ".join(parts) + "."
 
 
+def _plain_words(pgd: dict, regime: dict, survival: dict, suite_images: int) -> str:
+    """The verdicts in a few plain sentences, every number taken from the decisions above it."""
+    def pts(d: dict) -> float:
+        return 100 * d["effect"]["mean"]
+
+    def eps_where(parts: dict, verdict: str) -> list[str]:
+        return [k for k, d in parts.items() if "/" in k and d["verdict"] == verdict]
+
+    c = pgd["claims"]
+    out = []
+    a, b = c["a"]["parts"]["clean"], c["b"]["parts"]
+    out.append(f"RP costs {pts(a):.1f} clean points against CP (claim a {c['a']['verdict']})"
+               + (", and under PGD-4 it is " + ", ".join(f"{pts(d):+.2f} points at {k}" for k, d in b.items())
+                  + f" against CP (claim b {c['b']['verdict']})" if b else "") + ".")
+    for label, res in (("The hinge at the rule's setting", pgd), ("In the paper's weight range, the hinge",
+                                                                  regime if regime.get("seeds") else None)):
+        if not res:
+            continue
+        parts = res["claims"]["c"]["parts"]
+        won, unsure = eps_where(parts, HOLDS), eps_where(parts, UNDECIDED)
+        cost = next(d for k, d in parts.items() if k.startswith("clean cost (CP"))
+        out.append(f"{label} beats CP on every seed at {', '.join(won) or 'no eps'}"
+                   + (f" ({', '.join(f'{pts(parts[k]):+.2f}' for k in won)} points)" if won else "")
+                   + (f", not on every seed at {', '.join(unsure)}" if unsure else "")
+                   + f", at a cost of {pts(cost):.2f} clean points (claim c {res['claims']['c']['verdict']})"
+                   + (f"; claim d (narrowest weights, L1 below the Baseline) {res['claims']['d']['verdict']}"
+                      if "d" in res["claims"] else "") + ".")
+    gains = survival.get("gains", [])
+    attacked = [g for g in gains if g["suite"]]
+    if attacked:
+        held = [g for g in attacked if g["suite"]["verdict"] == HOLDS]
+        rev = [g for g in attacked if g["suite"]["verdict"] == FAILS]
+        best = max(attacked, key=lambda g: g["suite"]["effect"]["mean"])
+        out.append(f"Under the stronger suite (its worst case on {suite_images} test images), {len(held)} of the {len(gains)} gains stay significant on every seed and "
+                   f"{len(rev)} reverse{'s' if len(rev) == 1 else ''}; the largest that remains is {best['label']} "
+                   f"({pts(best['pgd']):+.2f} points under PGD-4, {pts(best['suite']):+.2f} under the suite)"
+                   + (", so the gains shrink under a stronger attack without being shown to be gradient masking"
+                      if not rev and len(held) < len(gains) else "") + ".")
+    f = c.get("f", {}).get("spearman")
+    if f and f.get("rho") is not None:
+        out.append(f"The Eq. 3 bound's ordering of the models {'does' if c['f']['verdict'] == HOLDS else 'does not significantly'}"
+                   f" predict their measured distortion (Spearman rho {f['rho']:.2f}, p {f['p']:.2g}).")
+    return " ".join(out)
+
+
 def render_scratch(state: dict) -> str:
     cfg = state["config"]
     seeds_all = [str(s) for s in cfg["seeds"]]
@@ -388,7 +433,7 @@ def render_scratch(state: dict) -> str:
              f"{len(cfg['seeds'])} seeds", ""]
     status = "complete" if done else f"IN PROGRESS (updated {state.get('updated', '?')}): " \
         f"{len(seeds)} of {len(seeds_all)} seeds have every arm evaluated"
-    lines += [f"**Status: {status}.** Compute time recorded so far {_hours(state.get('elapsed_s', 0))} (summed over the invocations below, up to each one's last saved unit) on {_machine(state)}.", ""]
+    lines += [f"**Status: {status}.** Compute time {'' if done else 'recorded so far '}{_hours(state.get('elapsed_s', 0))} (summed over the invocations below, up to each one's last saved unit) on {_machine(state)}.", ""]
     lines += _invocations(state)
     # every claim set is computed once (each is a McNemar test per seed on 10,000 per-image outcomes)
     claims = {reading: scratch_claims(state, reading) for reading in READING_TEXT} if seeds else {}
@@ -404,6 +449,7 @@ def render_scratch(state: dict) -> str:
                       + _verdict_text({k: v for k, v in regime["claims"].items() if k in ("c", "d")}), ""]
         lines += [f"(e) every robustness gain that holds under PGD-4 survives the `{cfg['suite']}` suite (no gradient "
                   f"masking): **{survival['verdict']}** ({survival['why']}).", ""]
+        lines += ["**In plain words.** " + _plain_words(claims["pixel"], regime, survival, cfg["suite_images"]), ""]
         lines += ["A claim HOLDS only when every seed's McNemar test on the same test images is significant at "
                   f"{ALPHA:g} in its favour (weight statistics: a one-sided paired t-test over seeds), FAILS when "
                   "every seed is significant against it, and is UNDECIDED otherwise; a model within 10 points of "
@@ -546,7 +592,7 @@ def render_adversarial(state: dict) -> str:
              f"({Path(state['data'].split(':', 1)[-1]).name})", ""]
     status = "complete" if done else (f"IN PROGRESS (updated {state.get('updated', '?')}): {have} of {total} models "
                                       f"trained and evaluated (clean, PGD), {suites} of {total} with `{cfg['suite']}` (or skipped as broken)")
-    lines += [f"**Status: {status}.** Compute time recorded so far {_hours(state.get('elapsed_s', 0))} (summed over the invocations below, up to each one's last saved unit) on {_machine(state)}.", ""]
+    lines += [f"**Status: {status}.** Compute time {'' if done else 'recorded so far '}{_hours(state.get('elapsed_s', 0))} (summed over the invocations below, up to each one's last saved unit) on {_machine(state)}.", ""]
     lines += _invocations(state)
     claims = adversarial_claims(state)
     if claims:
