@@ -292,6 +292,8 @@ def test_adversarial_quick_runs_and_reports(tmp_path, capsys):
     assert sum("suite" in r for rows in state["seeds"].values() for r in rows.values()) >= 6
     assert "RP vs CP at 90%" in text and "Ours vs CP at 90%" in text and "RP at 10% vs Dense" in text
     assert "HARP (published, ResNet-18)" in text
+    short = text.split("**In short** ")[1].split("\n")[0]
+    assert "RP vs CP at 90%: clean" in short and "Ours vs CP at 90%: clean" in short
     assert (out / "figure-sparsity.png").is_file()
     payload = torch.load(out / state["seeds"]["0"]["CP-0.9"]["export"]["path"], weights_only=True)
     assert payload["format"] == "torch" and payload["sparsity"] == pytest.approx(0.9, abs=0.01)

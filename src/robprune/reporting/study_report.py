@@ -606,6 +606,11 @@ def render_adversarial(state: dict) -> str:
                 lines.append(f"| {q} | {', '.join(c['seeds'])} | {metric} | **{d['verdict']}** | {d['why']}; "
                              f"{_fmt_decision(d)} |")
         lines.append("")
+        lines += ["**In short** (first minus second, points, mean over seeds; the rule's verdict in brackets): "
+                  + " ".join(f"{q}: " + ", ".join(
+                      f"{metric} {100 * d['effect']['mean']:+.1f} ({d['verdict']}"
+                      + ("; a model is broken" if "broken" in d["why"] else "") + ")"
+                      for metric, d in c["parts"].items()) + "." for q, c in claims.items()), ""]
     lines += ["## Protocol", "",
               f"- Dense: {cfg['arch']} from random initialisation, {cfg['dense']['adv']} adversarial training "
               f"(eps {eps_label(cfg['dense']['adv_eps'])}, random start, the overfitting guard keeps the best "
