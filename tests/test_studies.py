@@ -294,6 +294,9 @@ def test_adversarial_quick_runs_and_reports(tmp_path, capsys):
     assert "HARP (published, ResNet-18)" in text
     short = text.split("**In short** ")[1].split("\n")[0]
     assert "RP vs CP at 90%: clean" in short and "Ours vs CP at 90%: clean" in short
+    for section in ("## Table 1", "## Eq. 3"):  # weight statistics and the bound for every model
+        part = text.split(section)[1].split("\n## ")[0]
+        assert all(f"| {name} |" in part for name in state["seeds"]["0"])
     assert (out / "figure-sparsity.png").is_file()
     payload = torch.load(out / state["seeds"]["0"]["CP-0.9"]["export"]["path"], weights_only=True)
     assert payload["format"] == "torch" and payload["sparsity"] == pytest.approx(0.9, abs=0.01)
