@@ -164,4 +164,3 @@ def spearman_models_needed(rho: float, alpha: float = ALPHA, limit: int = 10_000
         if 2 * student.sf(stat, n - 2) < alpha:
             return n
     return None
-
