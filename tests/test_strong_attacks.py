@@ -152,3 +152,48 @@ def test_apgd_attacks_only_unfooled_images_and_that_changes_no_result(trained_di
     # The first 20 images get the same random start either way; the 10 extra ones must not change their result.
     alone = apgd(model, x[:20], y[:20], eps, steps=20, seed=3)
     assert torch.allclose(both[:20], alone, atol=1e-6)
+
+
+class _Stop(Exception):
+    pass
+
+
+def test_a_stopped_suite_continues_from_its_batch_log_with_the_same_outcome(trained_digits, tmp_path, monkeypatch):
+    """The batch log lets an interrupted worst case continue: the resumed run attacks only the batches not yet
+    saved and ends with the uninterrupted run's per-point outcome and counts."""
+    import robprune.evaluation.suite as suite_module
+    from robprune.evaluation.suite import BatchLog
+
+    model, data = trained_digits
+    x, y = data.x_test[:150], data.y_test[:150]
+    attacks = [AttackSpec("apgd-ce", 10), AttackSpec("apgd-dlr", 10), AttackSpec("square", 60)]
+    calls = []
+    real = suite_module.run_attack
+    monkeypatch.setattr(suite_module, "run_attack", lambda *a, **k: calls.append(k["seed"]) or real(*a, **k))
+    whole = worst_case(model, x, y, 16 / 255, attacks, batch_size=40)
+    whole_calls = len(calls)
+    calls.clear()
+    done = []
+
+    def stop_after_five(n):
+        done.append(n)
+        if len(done) == 5:  # all 4 batches of the first attack and 1 of the second
+            raise _Stop
+
+    with pytest.raises(_Stop):
+        worst_case(model, x, y, 16 / 255, attacks, batch_size=40, progress=stop_after_five,
+                   log=BatchLog(tmp_path, "eps0"))
+    first = len(calls)
+    resumed = worst_case(model, x, y, 16 / 255, attacks, batch_size=40, log=BatchLog(tmp_path, "eps0"))
+    assert resumed["robust_mask"] == whole["robust_mask"]
+    assert {k: v["robust_after"] for k, v in resumed["attacks"].items()} == {
+        k: v["robust_after"] for k, v in whole["attacks"].items()}
+    assert first == 5 and len(calls) == whole_calls  # the five saved batches were not attacked again
+
+    # A log made for another configuration (another seed) is not used; a damaged one is only ignored.
+    other = worst_case(model, x, y, 16 / 255, attacks, batch_size=40, seed=7)
+    assert worst_case(model, x, y, 16 / 255, attacks, batch_size=40, seed=7,
+                      log=BatchLog(tmp_path, "eps0"))["robust_mask"] == other["robust_mask"]
+    (tmp_path / "partial-eps0-r0.json").write_text("{not json")
+    assert worst_case(model, x, y, 16 / 255, attacks, batch_size=40,
+                      log=BatchLog(tmp_path, "eps0"))["robust_mask"] == whole["robust_mask"]

@@ -9,10 +9,12 @@ reported accuracy is a fact about the original.
 
 from __future__ import annotations
 
+import json
 import statistics
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -60,9 +62,52 @@ def check_suite(name: str) -> tuple[AttackSpec, ...]:
     return SUITES[name]
 
 
+class BatchLog:
+    """The outcome of every (attack, batch) of a ``worst_case`` run, saved as each finishes, so that a run
+    stopped part-way (a killed process, a session's end) continues from its last finished batch.
+
+    A batch's outcome depends only on its images, the attack and the batch's seed (every attack draws from its
+    own generator seeded per batch), so a resumed run's result is the uninterrupted run's, point for point.
+    Entries are kept under ``folder/partial-<tag>-r<rank>.json`` with the configuration that made them; a log
+    written for another configuration (other images, batch size, seed, attacks, precision) is ignored. Under
+    torchrun each rank writes its own file and reads every rank's, so a resumed run may use another world size.
+    """
+
+    def __init__(self, folder: str | Path, tag: str) -> None:
+        from ..distributed import rank_from_env
+
+        self.folder, self.tag, self.config = Path(folder), tag, None
+        self.file = self.folder / f"partial-{tag}-r{rank_from_env()}.json"
+        self.entries: dict[str, dict] = {}
+        self.mine: dict[str, dict] = {}
+
+    def open(self, config: dict) -> None:
+        """Take the entries every rank saved for ``config`` (JSON-able); drop any saved for another."""
+        self.config = json.loads(json.dumps(config))
+        self.entries, self.mine = {}, {}
+        for f in sorted(self.folder.glob(f"partial-{self.tag}-r*.json")):
+            try:
+                saved = json.loads(f.read_text())
+            except (OSError, ValueError):  # a damaged log is only lost work, never an error
+                continue
+            if saved.get("config") == self.config:
+                self.entries.update(saved.get("batches", {}))
+
+    def get(self, attack: int, start: int) -> dict | None:
+        """``{"robust": "0110...", "seconds": s}`` for batch ``start`` after attack number ``attack``, if saved."""
+        return self.entries.get(f"{attack}:{start}")
+
+    def put(self, attack: int, start: int, robust: torch.Tensor, seconds: float) -> None:
+        from ..io import write_json
+
+        entry = {"robust": "".join("1" if b else "0" for b in robust.tolist()), "seconds": round(seconds, 3)}
+        self.entries[f"{attack}:{start}"] = self.mine[f"{attack}:{start}"] = entry
+        write_json(self.file, {"config": self.config, "batches": self.mine})
+
+
 def worst_case(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: Eps, attacks: Sequence[AttackSpec],
                batch_size: int = 256, seed: int = 0, progress: Callable[[int], None] | None = None,
-               attacker: nn.Module | None = None, precision: str = "fp32") -> dict:
+               attacker: nn.Module | None = None, precision: str = "fp32", log: BatchLog | None = None) -> dict:
     """Per-attack and per-point worst-case robust accuracy at ``eps`` (pixel units).
 
     ``precision`` ("bf16", or "fp16" on a GPU) runs every attack's passes under autocast; a point counts as
@@ -72,6 +117,9 @@ def worst_case(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: Eps, att
     ``attacker`` is the model the attacks differentiate through (default: the
     model itself; ``attack_model(model)`` is the fast copy); the original
     ``model`` decides every outcome. Random starts are seeded per batch.
+
+    With a ``log`` every finished (attack, batch) is saved and a batch the log already holds is not attacked
+    again; each attack's ``seconds`` then include the time spent on its saved batches.
     """
     from .fast import PRECISIONS, autocast_context
 
@@ -87,9 +135,21 @@ def worst_case(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: Eps, att
 
     per_attack = {}
     starts = my_batches(len(x), batch_size)  # all batches in one process; this rank's share under torchrun
-    for spec in attacks:
+    if log is not None:
+        log.open({"n": len(x), "images": _fingerprint(x, y), "eps": eps, "batch_size": batch_size, "seed": seed,
+                  "precision": precision, "attacks": [spec.label() for spec in attacks]})
+    for a, spec in enumerate(attacks):
         t0 = time.perf_counter()
+        saved_seconds = 0.0
         for start in starts:
+            saved = log.get(a, start) if log is not None else None
+            if saved is not None:
+                robust[start : start + len(saved["robust"])] = torch.tensor([c == "1" for c in saved["robust"]])
+                saved_seconds += saved["seconds"]
+                if progress is not None:
+                    progress(min(batch_size, len(x) - start))
+                continue
+            t_batch = time.perf_counter()
             idx = robust[start : start + batch_size].nonzero().squeeze(1) + start
             if len(idx):
                 xb, yb = as_float_images(x[idx].to(device)), y[idx].to(device)
@@ -101,13 +161,27 @@ def worst_case(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: Eps, att
                 with torch.no_grad(), frozen(model):
                     fooled = (model(x_adv.float()).argmax(1) != yb).cpu()
                 robust[idx[fooled]] = False
+            if log is not None:
+                log.put(a, start, robust[start : start + batch_size], time.perf_counter() - t_batch)
             if progress is not None:
                 progress(min(batch_size, len(x) - start))
         robust = all_reduce_and(robust, torch.device(device))  # each rank only cleared points of its own batches
         per_attack[spec.name] = {"robust_after": summary(int(robust.sum()), len(x)), "spec": spec.__dict__ | {
-            "options": dict(spec.options)}, "label": spec.label(), "seconds": round(time.perf_counter() - t0, 3)}
+            "options": dict(spec.options)}, "label": spec.label(),
+            "seconds": round(time.perf_counter() - t0 + saved_seconds, 3)}
     return {"eps": eps, "clean": summary(clean, len(x)), "worst_case": summary(int(robust.sum()), len(x)),
             "attacks": per_attack, "robust_mask": robust.tolist()}
+
+
+def _fingerprint(x: torch.Tensor, y: torch.Tensor) -> str:
+    """A short hash of the images and labels, so a batch log is never applied to other images."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for t in (x, y):
+        h.update(str((tuple(t.shape), str(t.dtype))).encode())
+        h.update(t.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()[:16]
 
 
 def repeat_over_seeds(fn: Callable[[int], dict], seeds: int, key: Callable[[dict], list[float]]) -> dict:

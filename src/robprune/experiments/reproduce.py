@@ -233,7 +233,7 @@ def suite_evaluated(model, model_key, data: ImageData, config: ReproduceConfig, 
     import json
 
     from ..evaluation.checks import check_images, sanity_checks
-    from ..evaluation.suite import SUITES, worst_case
+    from ..evaluation.suite import SUITES, BatchLog, worst_case
     from ..progress import progress_counter
     from .store import UnitStore
 
@@ -244,7 +244,8 @@ def suite_evaluated(model, model_key, data: ImageData, config: ReproduceConfig, 
         x, y = fixed_subset(data.x_test, data.y_test, n)
         attacks = SUITES[config.suite]
         tick = progress_counter(progress, f"suite-{name}", n * len(attacks) * len(PAPER_EPS))
-        rows = [worst_case(model, x, y, e, attacks, config.eval_batch, progress=tick) for e in PAPER_EPS]
+        rows = [worst_case(model, x, y, e, attacks, config.eval_batch, progress=tick, log=BatchLog(path, f"eps{i}"))
+                for i, e in enumerate(PAPER_EPS)]  # each eps's finished batches are saved: a stopped unit continues
         x_check, y_check = check_images(x, y, min(200, n))
         checks = sanity_checks(model, x_check, y_check, list(PAPER_EPS), 4, config.eval_batch)
         result = {"n": n, "suite": config.suite, "attacks": [a.__dict__ for a in attacks],

@@ -144,7 +144,7 @@ def suite_unit(model, key, data: ImageData, suite: str, eps_list, n: int, batch:
     from ..evaluation.accuracy import pack_bits
     from ..evaluation.checks import check_images, sanity_checks
     from ..evaluation.fast import attack_model
-    from ..evaluation.suite import SUITES, worst_case
+    from ..evaluation.suite import SUITES, BatchLog, worst_case
     from ..progress import progress_counter
 
     n = min(n, len(data.x_test))
@@ -156,8 +156,9 @@ def suite_unit(model, key, data: ImageData, suite: str, eps_list, n: int, batch:
         tick = progress_counter(progress, f"suite-{name}", n * len(attacks) * len(eps_list))
         attacker = attack_model(model)
         rows = []
-        for e in eps_list:
-            row = worst_case(model, x, y, e, attacks, batch, progress=tick, attacker=attacker)
+        for i, e in enumerate(eps_list):  # each eps's finished batches are saved: a stopped unit continues
+            row = worst_case(model, x, y, e, attacks, batch, progress=tick, attacker=attacker,
+                             log=BatchLog(path, f"eps{i}"))
             row["robust_bits"] = pack_bits(torch.tensor(row.pop("robust_mask")))
             rows.append(row)
         result = {"n": n, "suite": suite, "attacks": [a.__dict__ for a in attacks], "rows": rows}
