@@ -2,6 +2,7 @@
 sharded evaluation, an elastic restart after a killed rank, and the output-folder lock. Small: digits."""
 
 import json
+import re
 import os
 import signal
 import subprocess
@@ -168,6 +169,44 @@ def test_a_lock_dies_with_its_process(tmp_path):
     subprocess.run([sys.executable, "-c", code], env=_env(), check=False)
     with OutputLock(out):  # the killed holder does not block forever
         pass
+
+
+def test_sharing_processes_hold_a_folder_together_and_no_one_else(tmp_path, capsys):
+    """--share takes a shared lock: sharers run side by side; a plain run is refused while they hold the folder
+    (told to add --share), and a sharer is refused while a plain run holds it."""
+    out = tmp_path / "shared"
+    with OutputLock(out, shared=True), OutputLock(out, shared=True):
+        with pytest.raises(ValueError, match="processes sharing it .--share.; add --share to join them"):
+            OutputLock(out).__enter__()
+        assert main(["study", "adversarial", "--quick", "--data", "digits", "--out", str(out)]) == 2
+        assert "add --share" in capsys.readouterr().err
+    with OutputLock(out):
+        with pytest.raises(ValueError, match="in use by robprune pid"):
+            OutputLock(out, shared=True).__enter__()
+    with OutputLock(out, shared=True):  # everyone gone: free again
+        pass
+
+
+def test_two_sharing_processes_divide_a_study_and_report_it_whole(tmp_path):
+    """The same study command started twice with --share on one folder: both finish, every unit is computed by
+    exactly one of them, both computed some, and results.json holds every model with the two processes' time."""
+    out = tmp_path / "study"
+    argv = [sys.executable, "-m", "robprune", "study", "adversarial", "--quick", "--seeds", "0", "--data", "digits",
+            "--out", str(out), "--device", "cpu", "--suite", "fast", "--suite-images", "20", "--share"]
+    procs = [subprocess.Popen(argv, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+             for _ in range(2)]
+    logs = [p.communicate(timeout=600)[0] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], logs
+    started = [re.findall(r"^\[start\] (\S+)", log, re.M) for log in logs]
+    assert all(started), logs  # both processes computed units
+    everything = started[0] + started[1]
+    assert len(everything) == len(set(everything)), everything  # and none twice
+    state = json.loads((out / "results.json").read_text())
+    assert state["done"] and set(state["seeds"]["0"]) == {"Dense", "CP-0.9", "RP-0.9", "Ours-0.9", "RP-0.1"}
+    assert all(("suite" in row) != ("suite_skipped" in row) for row in state["seeds"]["0"].values())
+    assert len(state["elapsed_parts"]) == 2 and state["elapsed_s"] == pytest.approx(sum(
+        state["elapsed_parts"].values()))
+    assert not list(out.rglob(".claim"))
 
 
 def test_grid_units_run_on_every_rank_and_only_rank_0_writes(tmp_path):

@@ -220,6 +220,42 @@ def test_a_restart_keeps_finished_suite_results_of_the_same_model():
         assert "suite" not in st.state["seeds"]["0"]["CP"]
 
 
+def test_processes_sharing_an_output_folder_keep_each_others_rows_and_time(tmp_path, monkeypatch):
+    """Two study processes on one --out (store.py's claims divide the units): each save keeps the rows and the
+    compute time the other saved; a results.json from another configuration contributes nothing."""
+    import robprune.experiments.study as study
+
+    clock = [1000.0]
+    monkeypatch.setattr(study.time, "time", lambda: clock[0])
+    monkeypatch.setattr("robprune.reporting.study_figures.write_study_figures", lambda state, out: [])
+
+    def new_state():
+        return {"config": {"seeds": (0, 1)}, "data": "digits", "seeds": {}}
+
+    a = study._State(tmp_path, new_state(), lambda st: "report")
+    b = study._State(tmp_path, new_state(), lambda st: "report")
+    b.me = "other:1:1"  # another process (same host and pid in a test)
+    clock[0] += 30
+    a.state["seeds"]["0"] = {"CP": {"train": {"epochs": 2}, "clean": 1}}
+    a.save()
+    clock[0] += 30
+    b.state["seeds"]["1"] = {"CP": {"train": {"epochs": 2}, "clean": 2}}
+    b.state["seeds"]["0"] = {"CP": {"train": {"epochs": 2}, "suite": {"n": 5}}}
+    b.save()
+    saved = json.loads((tmp_path / "results.json").read_text())
+    assert saved["seeds"]["0"]["CP"] == {"train": {"epochs": 2}, "suite": {"n": 5}}
+    assert saved["seeds"]["1"]["CP"]["clean"] == 2
+    assert saved["elapsed_s"] == pytest.approx(30 + 60)  # a: 30 s at its save, b: 60 s
+    a.save()  # a keeps b's rows, and takes b's suite result for the same trained model
+    saved = json.loads((tmp_path / "results.json").read_text())
+    assert saved["seeds"]["0"]["CP"] == {"train": {"epochs": 2}, "clean": 1, "suite": {"n": 5}}
+    assert saved["seeds"]["1"]["CP"]["clean"] == 2 and saved["elapsed_s"] == pytest.approx(60 + 60)
+    c = study._State(tmp_path, {**new_state(), "config": {"seeds": (0,)}}, lambda st: "report")
+    c.save()  # another configuration: no rows from the file, but the time spent in the folder is still counted
+    saved = json.loads((tmp_path / "results.json").read_text())
+    assert saved["seeds"] == {} and saved["elapsed_s"] == pytest.approx(120)
+
+
 def _run(argv, capsys):
     code = main(argv)
     out = capsys.readouterr().out

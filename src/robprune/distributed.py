@@ -133,6 +133,11 @@ def my_batches(n: int, batch_size: int) -> list[int]:
     return [s for i, s in enumerate(starts) if i % world == rank]
 
 
+def world_size() -> int:
+    """The number of processes in the group (1 outside one)."""
+    return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+
+
 def is_main() -> bool:
     """True on rank 0, or outside a process group: the process that writes files and prints."""
     return not (dist.is_available() and dist.is_initialized()) or dist.get_rank() == 0

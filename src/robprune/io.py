@@ -62,14 +62,20 @@ def prepare_out_dir(path: str | os.PathLike) -> Path:
 class OutputLock:
     """An OS lock (``flock``) on an output folder: a second process writing there is refused at once.
 
+    With ``shared=True`` (the commands' ``--share``) the lock is a shared one: processes that all asked to share
+    the folder run side by side (their cached units are claimed one by one, experiments/store.py), and a process
+    that did not ask is refused, as is a sharing one while a non-sharing process holds the folder.
+
     The kernel releases the lock when the process exits or is killed, so a
     crashed run never leaves a lock that blocks the next one.
     """
 
     NAME = ".robprune.lock"
+    SHARED_NOTE = "processes sharing it (--share)"
 
-    def __init__(self, folder: str | os.PathLike) -> None:
+    def __init__(self, folder: str | os.PathLike, shared: bool = False) -> None:
         self.folder = Path(folder)
+        self.shared = shared
         self._fd: int | None = None
 
     def __enter__(self) -> OutputLock:
@@ -78,14 +84,15 @@ class OutputLock:
         self.folder.mkdir(parents=True, exist_ok=True)
         fd = os.open(self.folder / self.NAME, os.O_RDWR | os.O_CREAT, 0o644)
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(fd, (fcntl.LOCK_SH if self.shared else fcntl.LOCK_EX) | fcntl.LOCK_NB)
         except BlockingIOError:
             holder = os.read(fd, 64).decode(errors="replace").strip() or "another process"
             os.close(fd)
-            raise ValueError(f"output folder {self.folder} is in use by {holder}; wait for it to finish or "
+            hint = "; add --share to join them" if holder == self.SHARED_NOTE else ""
+            raise ValueError(f"output folder {self.folder} is in use by {holder}{hint}; wait for it to finish or "
                              "choose another --out") from None
         os.ftruncate(fd, 0)
-        os.write(fd, f"robprune pid {os.getpid()}".encode())
+        os.write(fd, (self.SHARED_NOTE if self.shared else f"robprune pid {os.getpid()}").encode())
         self._fd = fd
         return self
 
@@ -93,16 +100,21 @@ class OutputLock:
         if self._fd is not None:
             os.close(self._fd)  # closing releases the flock
             self._fd = None
-            (self.folder / self.NAME).unlink(missing_ok=True)
+            if not self.shared:  # a sharer leaves the file to the others (a new file would be a second lock)
+                (self.folder / self.NAME).unlink(missing_ok=True)
 
 
-def remove_stale_temporaries(folder: str | os.PathLike) -> int:
-    """Delete the hidden ``.NAME.*.tmp`` files an interrupted atomic write left behind; returns how many."""
+def remove_stale_temporaries(folder: str | os.PathLike, older_than_s: float = 0.0) -> int:
+    """Delete the hidden ``.NAME.*.tmp`` files an interrupted atomic write left behind; returns how many.
+
+    ``older_than_s`` spares younger ones: in a folder other processes share, a young one is a write in flight."""
+    import time
+
     count = 0
     folder = Path(folder)
     if folder.is_dir():
         for tmp in folder.rglob(".*.tmp"):
-            if tmp.is_file():
+            if tmp.is_file() and time.time() - tmp.stat().st_mtime >= older_than_s:
                 tmp.unlink(missing_ok=True)
                 count += 1
     return count

@@ -33,10 +33,19 @@ def add_arguments(p) -> None:
     p.add_argument("--baseline-epochs", type=positive_int, help="fine-tuning epochs of the baseline")
     p.add_argument("--eval-images", type=positive_int, help="test images for Table 2 (default: all)")
     add_suite_arguments(p, "standard")
+    add_share_argument(p)
     p.add_argument("--report-only", action="store_true",
                    help="only rewrite report.md (and figure.png) from OUT/results.json; computes nothing")
     add_device(p)
     p.add_argument("--out", default="runs/reproduce", help="output folder")
+
+
+def add_share_argument(p) -> None:
+    """--share, shared by reproduce and study: several processes on one output folder divide its units."""
+    p.add_argument("--share", action="store_true",
+                   help="join other processes running this command on the same --out (also started with --share; "
+                        "other hosts through a shared filesystem): each unit is computed by one of them, the "
+                        "others take the next independent unit; results.json sums their compute time")
 
 
 def add_suite_arguments(p, default: str) -> None:

@@ -6,7 +6,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from ..models import MODELS
-from .cmd_reproduce import add_suite_arguments, run_logged, seed_list
+from .cmd_reproduce import add_share_argument, add_suite_arguments, run_logged, seed_list
 from .common import add_device, positive_int
 
 HELP = ("Studies beyond the paper; 'adversarial': CP, RP and Ours on adversarially trained networks at high "
@@ -26,6 +26,7 @@ def add_arguments(p) -> None:
     p.add_argument("--dense-epochs", type=positive_int, help="epochs of the dense adversarial training")
     p.add_argument("--epochs", type=positive_int, help="adversarial fine-tuning epochs of every pruned arm")
     add_suite_arguments(p, "autoattack")
+    add_share_argument(p)
     p.add_argument("--report-only", action="store_true",
                    help="only rewrite report.md and the figures from OUT/results.json; computes nothing")
     add_device(p)

@@ -105,9 +105,10 @@ def main(argv: list[str] | None = None) -> int:
         if rank_from_env() > 0:  # under torchrun only rank 0 writes, so only rank 0 holds the folder
             COMMANDS[args.command].run(args)
         else:
-            with OutputLock(folder):
+            shared = bool(getattr(args, "share", False))
+            with OutputLock(folder, shared=shared):
                 _check_previous_results(args, folder)
-                remove_stale_temporaries(folder)
+                remove_stale_temporaries(folder, older_than_s=3600.0 if shared else 0.0)
                 COMMANDS[args.command].run(args)
         completed = True
     except SystemExit as exit_:  # --help and --version

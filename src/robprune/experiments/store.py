@@ -5,14 +5,28 @@ config that made it (``unit.json``) and a completion marker (``.done``) written 
 loads a completed unit instead of recomputing it; a unit whose files are missing, truncated or
 fail to load is recomputed, with a log line saying why, never a crash. Experiments (the demo,
 the grid, reproduce) use nothing else to cache.
+
+Several processes may share one store (the same command started twice on a 2-core machine, or
+jobs of a cluster array on a shared filesystem): a process computing a unit holds a claim on it
+(``.claim``: host, pid, refreshed every minute), and another process that needs the unit waits
+for it rather than computing it twice, or, inside ``deferring()``, is told so (``UnitBusy``) and
+can do other work first. A claim whose process is gone (same host: no such pid; another host: not
+refreshed for ``STALE_S``) is taken over, so a killed process never blocks a unit. Under torchrun
+the ranks compute every unit together and take no claims.
 """
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import hashlib
 import json
 import logging
+import os
 import shutil
+import socket
+import threading
+import time
 from collections.abc import Callable
 from dataclasses import MISSING, asdict, fields, is_dataclass
 from pathlib import Path
@@ -48,6 +62,97 @@ def config_hash(obj) -> str:
 def unit_dir(out_dir: Path, name: str, key) -> Path:
     safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
     return Path(out_dir) / "units" / f"{safe}-{config_hash(key)}"
+
+
+STALE_S = 600.0  # a claim from another host not refreshed for this long is taken to be a dead process's
+POLL_S = 10.0  # how often a process waiting for another's unit looks again
+
+
+class UnitBusy(Exception):
+    """Raised inside ``deferring()`` for a unit another live process is computing."""
+
+    def __init__(self, name: str, owner: dict) -> None:
+        super().__init__(f"unit {name} is being computed by pid {owner.get('pid')} on {owner.get('host')}")
+        self.name, self.owner = name, owner
+
+
+_DEFER = contextvars.ContextVar("robprune_defer_busy_units", default=False)
+
+
+@contextlib.contextmanager
+def deferring():
+    """Inside: a unit claimed by another live process raises ``UnitBusy`` instead of being waited for."""
+    token = _DEFER.set(True)
+    try:
+        yield
+    finally:
+        _DEFER.reset(token)
+
+
+def defer_busy(items, step: Callable[[Any], None]) -> None:
+    """``step(item)`` for every item; an item whose units another process is computing is done after the others
+    (then waiting for that process), so processes sharing a store divide independent work instead of queueing."""
+    later = []
+    for item in items:
+        try:
+            with deferring():
+                step(item)
+        except UnitBusy:
+            later.append(item)
+    for item in later:
+        step(item)
+
+
+class _Heartbeat:
+    """Refreshes the claims this process holds, so other hosts can tell a live claim from a dead one."""
+
+    def __init__(self) -> None:
+        self.held: set[Path] = set()
+        self.lock = threading.Lock()
+        self.thread: threading.Thread | None = None
+
+    def add(self, path: Path) -> None:
+        with self.lock:
+            self.held.add(path)
+            if self.thread is None:
+                self.thread = threading.Thread(target=self._run, name="robprune-claims", daemon=True)
+                self.thread.start()
+
+    def discard(self, path: Path) -> None:
+        with self.lock:
+            self.held.discard(path)
+
+    def _run(self) -> None:
+        while True:
+            time.sleep(60.0)
+            with self.lock:
+                held = list(self.held)
+            for path in held:
+                with contextlib.suppress(OSError):
+                    os.utime(path)
+
+
+_HEARTBEAT = _Heartbeat()
+
+
+def _me() -> dict:
+    return {"host": socket.gethostname(), "pid": os.getpid()}
+
+
+def _alive(owner: dict, claim: Path) -> bool:
+    """Whether the process named in a claim may still be computing."""
+    if owner.get("host") == socket.gethostname() and isinstance(owner.get("pid"), int):
+        try:
+            os.kill(owner["pid"], 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:  # another user's live process
+            return True
+        return True
+    try:
+        return time.time() - claim.stat().st_mtime < STALE_S
+    except OSError:
+        return False
 
 
 class Unit:
@@ -90,6 +195,50 @@ class Unit:
     def clear(self) -> None:
         shutil.rmtree(self.path, ignore_errors=True)
 
+    CLAIM = ".claim"
+
+    def claim(self) -> dict | None:
+        """Claim the unit for this process: None when it is ours now, else the live owner's claim."""
+        from ..distributed import world_size
+
+        if world_size() > 1:
+            return None
+        self.path.mkdir(parents=True, exist_ok=True)
+        claim = self.path / self.CLAIM
+        me = _me() | {"since": time.strftime("%Y-%m-%d %H:%M:%S")}
+        try:
+            fd = os.open(claim, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+        except FileExistsError:
+            try:
+                owner = json.loads(claim.read_text())
+            except (OSError, ValueError):  # being written this instant, or damaged: judge by its age
+                owner = {}
+                if claim.is_file() and time.time() - claim.stat().st_mtime < 60:
+                    return {"host": "?", "pid": "?"}
+            if {k: owner.get(k) for k in ("host", "pid")} == _me():
+                return None
+            if _alive(owner, claim):
+                return owner
+            log.warning("unit %s: taking over the claim of pid %s on %s, which is gone", self.name,
+                        owner.get("pid"), owner.get("host"))
+            write_json(claim, me)
+        else:
+            with os.fdopen(fd, "w") as f:
+                f.write(json.dumps(me))
+        _HEARTBEAT.add(claim)
+        return None
+
+    def release(self) -> None:
+        """Give up this process's claim (after completing, or on an error: another process may then compute it)."""
+        claim = self.path / self.CLAIM
+        _HEARTBEAT.discard(claim)
+        try:
+            owner = json.loads(claim.read_text())
+        except (OSError, ValueError):
+            return
+        if {k: owner.get(k) for k in ("host", "pid")} == _me():
+            claim.unlink(missing_ok=True)
+
 
 class UnitStore:
     """Units under ``root/units``; ``store.unit(name, key)`` is the one way experiments cache work."""
@@ -112,6 +261,24 @@ class UnitStore:
         value = unit.cached(loader)
         if value is not None:
             return value
-        value = make(unit.start())
-        unit.complete()
-        return value
+        waited = False
+        while (owner := unit.claim()) is not None:  # another live process is computing it
+            if _DEFER.get():
+                raise UnitBusy(name, owner)
+            if not waited:
+                emit(self.progress, kind="note", text=f"waiting for unit {name}: pid {owner.get('pid')} on "
+                                                      f"{owner.get('host')} is computing it")
+                waited = True
+            time.sleep(POLL_S)
+            value = unit.cached(loader)
+            if value is not None:
+                return value
+        try:
+            value = unit.cached(loader)  # completed by another process just before the claim was ours
+            if value is not None:
+                return value
+            value = make(unit.start())
+            unit.complete()
+            return value
+        finally:
+            unit.release()

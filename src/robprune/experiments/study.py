@@ -36,7 +36,7 @@ from ..reporting.study_report import ARMS, REGIME
 from ..training import TrainConfig
 from .grid import EvalConfig, evaluated, finetuned
 from .reproduce import split_holdout
-from .store import UnitStore, config_key, unit_dir
+from .store import UnitStore, config_key, defer_busy, unit_dir
 
 PAPER_EPS = (1 / 255, 2 / 255, 4 / 255, 8 / 255)
 LATE = ("added after seeds 0 and 1 had run, when the first three candidates had stopped at max |w| >= 0.59, to "
@@ -206,24 +206,70 @@ def _init_model(arch: str, data: ImageData, seed: int):
     return create_model(arch, num_classes=len(data.classes), in_channels=data.in_channels, mean=mean, std=std)
 
 
+def _elapsed_parts(saved: dict) -> dict[str, float]:
+    """Compute seconds per invocation from a saved results.json (one "earlier" part for a file from before the
+    parts were kept)."""
+    parts = saved.get("elapsed_parts")
+    if isinstance(parts, dict):
+        return {str(k): float(v) for k, v in parts.items()}
+    try:
+        before = float(saved.get("elapsed_s", 0.0))
+    except (TypeError, ValueError):
+        before = 0.0
+    return {"earlier": before} if before else {}
+
+
+def _merge_rows(state: dict, disk: dict) -> None:
+    """Add to ``state`` what another process sharing the folder saved in ``disk`` and this one lacks: rows of
+    models (and a row's suite result, for the same trained model), search entries and sweep points. Only a file
+    made by the same study configuration on the same data counts: another configuration's rows are stale."""
+    if (disk.get("config"), disk.get("data")) != (json.loads(json.dumps(state.get("config"))), state.get("data")):
+        return
+    for seed, rows in (disk.get("seeds") or {}).items():
+        mine = state.setdefault("seeds", {}).setdefault(seed, {})
+        for name, row in rows.items():
+            if name not in mine:
+                mine[name] = row
+            elif mine[name].get("train") == row.get("train"):
+                for k in ("suite", "suite_skipped"):
+                    if k in row and "suite" not in mine[name] and "suite_skipped" not in mine[name]:
+                        mine[name][k] = row[k]
+    if isinstance(disk.get("search"), dict) and isinstance(state.get("search"), dict):
+        for label, entry in disk["search"].items():
+            state["search"].setdefault(label, entry)
+    if isinstance(disk.get("sweep"), list) and isinstance(state.get("sweep"), list):
+        have = {(p["seed"], p["method"], p["ratio"]) for p in state["sweep"]}
+        state["sweep"] += [p for p in disk["sweep"] if (p["seed"], p["method"], p["ratio"]) not in have]
+
+
 class _State:
     """results.json and the report, rewritten after every unit so a partial run is readable."""
 
     def __init__(self, out: Path, state: dict, render: Callable[[dict], str], on_update=None) -> None:
+        import os
+        import socket
+
         self.out, self.state, self.render, self.t0, self.on_update = out, state, render, time.time(), on_update
-        previous = out / "results.json"
-        before = 0.0
-        if previous.is_file():
-            try:
-                before = float(json.loads(previous.read_text()).get("elapsed_s", 0.0))
-            except (ValueError, AttributeError):
-                before = 0.0
-        self.before = before
+        self.me = f"{socket.gethostname()}:{os.getpid()}:{int(self.t0)}"
+        self.parts = _elapsed_parts(self._on_disk())  # compute time of earlier (and concurrent) invocations
+
+    def _on_disk(self) -> dict:
+        try:
+            saved = json.loads((self.out / "results.json").read_text())
+        except (OSError, ValueError):
+            return {}
+        return saved if isinstance(saved, dict) else {}
 
     def save(self) -> None:
         from ..io import write_text_atomic
 
-        self.state["elapsed_s"] = self.before + time.time() - self.t0
+        # Processes sharing the output folder (store.py's claims) each add what the others saved: rows they have not
+        # computed or loaded yet, and their compute time, which the total sums over every invocation.
+        disk = self._on_disk()
+        _merge_rows(self.state, disk)
+        parts = {**self.parts, **_elapsed_parts(disk), self.me: time.time() - self.t0}
+        self.state["elapsed_parts"] = parts
+        self.state["elapsed_s"] = sum(parts.values())
         log = self.out / "runs.log"
         self.state["runs_log"] = log.read_text() if log.is_file() else ""
         self.state["updated"] = time.strftime("%Y-%m-%d %H:%M:%S")
@@ -302,11 +348,16 @@ def run_scratch(data_spec: str, out_dir: str | Path, config: ScratchConfig, devi
     s0 = config.search_seed
     search_units = {"CP": ("CP", cp)} | {c.label: ours(c) for c in config.candidates}
     held = {}
-    for label, (unit, changes) in search_units.items():
+
+    def search(label: str) -> None:
+        unit, changes = search_units[label]
         model, key, cfg = arm(s0, unit, **changes)
         held[label] = evaluated(model, key, train_data, search_eval, out, f"holdout-s{s0}-{label}", progress)
         st.state["search"][label] = {"eval": held[label], "stats": weight_stats(model), "train": asdict(cfg),
                                      "history": _history(out, f"s{s0}-{unit}", key)}
+
+    defer_busy(search_units, search)  # processes sharing the store divide the independent units (store.py)
+    held = {label: held[label] for label in search_units}  # the candidates' order, whoever finished first
     chosen = choose_candidate(held, config.max_clean_drop)
     cand = next(c for c in config.candidates if c.label == chosen)
     st.state["chosen"] = asdict(cand) | {"label": chosen}
@@ -327,33 +378,37 @@ def run_scratch(data_spec: str, out_dir: str | Path, config: ScratchConfig, devi
     # 2. every seed's core: Baseline, CP, RP, Ours on the test split (the decisive units first), then Ours in the
     # paper's weight regime on every seed
     for names in (ARMS, extra_arms):
-        for seed in config.seeds:
-            for name in names:
-                record(seed, name, *model_of(seed, name))
+        defer_busy([(seed, name) for seed in config.seeds for name in names],
+                   lambda item: record(*item, *model_of(*item)))
 
     def suite(names) -> None:
         """The strongest suite on arms ``names`` of every seed, seed by seed (a comparison has two seeds as soon
         as possible: the decision rule needs two)."""
-        for seed in config.seeds:
-            for name in names:
-                row = st.state["seeds"][str(seed)][name]
-                _suite_or_skip(st, row, row["pixel"], lambda: suite_unit(
-                    *model_of(seed, name)[:2], data, config.suite, PAPER_EPS, config.suite_images, config.eval_batch,
-                    out, f"s{seed}-{name}", progress))
+        def one(item) -> None:
+            seed, name = item
+            row = st.state["seeds"][str(seed)][name]
+            _suite_or_skip(st, row, row["pixel"], lambda: suite_unit(
+                *model_of(seed, name)[:2], data, config.suite, PAPER_EPS, config.suite_images, config.eval_batch,
+                out, f"s{seed}-{name}", progress))
+
+        defer_busy([(seed, name) for seed in config.seeds for name in names], one)
 
     # 3. Figure 2: CP vs RP over the ratios, one-shot from each sweep seed's Baseline (about an hour on a CPU core,
     # before the suite's ~25 min a model: the suite's CP and Ours come next, the arms claim (e) is about)
     sweep_eval = replace(pixel, n_images=config.sweep_images, per_image=False)
-    for seed in config.sweep_seeds:
-        for method in ("cp", "rp"):
-            for ratio in config.sweep_ratios:
-                unit = f"sweep-{method}-{ratio:g}"
-                model, key, _ = arm(seed, unit, epochs=config.sweep_epochs, method=method, amount=ratio)
-                ev = evaluated(model, key, data, sweep_eval, out, f"test-s{seed}-{unit}", progress)
-                st.state["sweep"] = [s for s in st.state["sweep"] if not (
-                    s["seed"] == seed and s["method"] == method and s["ratio"] == ratio)]
-                st.state["sweep"].append({"seed": seed, "method": method, "ratio": ratio, "eval": ev})
-                st.save()
+
+    def sweep(item) -> None:
+        seed, method, ratio = item
+        unit = f"sweep-{method}-{ratio:g}"
+        model, key, _ = arm(seed, unit, epochs=config.sweep_epochs, method=method, amount=ratio)
+        ev = evaluated(model, key, data, sweep_eval, out, f"test-s{seed}-{unit}", progress)
+        st.state["sweep"] = [s for s in st.state["sweep"] if not (
+            s["seed"] == seed and s["method"] == method and s["ratio"] == ratio)]
+        st.state["sweep"].append({"seed": seed, "method": method, "ratio": ratio, "eval": ev})
+        st.save()
+
+    defer_busy([(seed, method, ratio) for seed in config.sweep_seeds for method in ("cp", "rp")
+                for ratio in config.sweep_ratios], sweep)
 
     # 4. the strongest suite on every model of every seed: the arms whose gains claim (e) tests first (CP, Ours, Ours
     # in the weight regime), then Baseline and RP (RP's gain at large eps already FAILS under PGD)
@@ -485,24 +540,28 @@ def run_adversarial(data_spec: str, out_dir: str | Path, config: AdversarialConf
 
     def train_and_evaluate(plan) -> None:
         """Clean, PGD-10, Table 1 and Eq. 3 of every model of ``plan`` (trained first when not cached)."""
-        for seed, name, changes in plan:
-            model, key, cfg, masks = get(seed, name, changes)
-            record(seed, name, model, key, cfg)
-            if config.export and is_main():
-                # the benchmark's format knows its own base models (ResNet-18, VGG-16-bn); others export as torch
-                fmt = "apb" if config.arch in APB_ARCHS else "torch"
-                path = out / "export" / f"{config.arch}-s{seed}-{name}.{fmt}.pt"
-                if not path.is_file():
-                    export_model(model, masks, {"arch": config.arch, "unit": f"s{seed}-{name}"}, fmt, path)
-                st.state["seeds"][str(seed)][name]["export"] = {"format": fmt, "path": str(path.relative_to(out))}
+        defer_busy(plan, lambda item: train_and_evaluate_one(*item))
+
+    def train_and_evaluate_one(seed, name, changes) -> None:
+        model, key, cfg, masks = get(seed, name, changes)
+        record(seed, name, model, key, cfg)
+        if config.export and is_main():
+            # the benchmark's format knows its own base models (ResNet-18, VGG-16-bn); others export as torch
+            fmt = "apb" if config.arch in APB_ARCHS else "torch"
+            path = out / "export" / f"{config.arch}-s{seed}-{name}.{fmt}.pt"
+            if not path.is_file():
+                export_model(model, masks, {"arch": config.arch, "unit": f"s{seed}-{name}"}, fmt, path)
+            st.state["seeds"][str(seed)][name]["export"] = {"format": fmt, "path": str(path.relative_to(out))}
 
     def attack(plan) -> None:
         """The suite at suite_eps on every model of ``plan``."""
-        for seed, name, changes in plan:
-            row = st.state["seeds"][str(seed)][name]
-            _suite_or_skip(st, row, row["clean"], lambda: suite_unit(
-                *get(seed, name, changes)[:2], data, config.suite, (config.suite_eps,), config.suite_images,
-                config.eval_batch, out, f"s{seed}-{name}", progress))
+        defer_busy(plan, lambda item: attack_one(*item))
+
+    def attack_one(seed, name, changes) -> None:
+        row = st.state["seeds"][str(seed)][name]
+        _suite_or_skip(st, row, row["clean"], lambda: suite_unit(
+            *get(seed, name, changes)[:2], data, config.suite, (config.suite_eps,), config.suite_images,
+            config.eval_batch, out, f"s{seed}-{name}", progress))
 
     train_and_evaluate(core_plan)
     # the suite in the order its verdicts need it: CP and Ours (then RP) at each sparsity on every seed, the dense
