@@ -207,7 +207,7 @@ class Unit:
         claim = self.path / self.CLAIM
         me = _me() | {"since": time.strftime("%Y-%m-%d %H:%M:%S")}
         try:
-            fd = os.open(claim, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+            fd = os.open(claim, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
         except FileExistsError:
             try:
                 owner = json.loads(claim.read_text())
