@@ -29,6 +29,7 @@ from ..checkpoint import import_checkpoint, load_checkpoint
 from ..data import ImageData, load_dataset
 from ..distributed import is_main
 from .grid import EvalConfig, Progress, config_key, evaluated, finetuned, run_sweep
+from .store import defer_busy
 from ..io import prepare_out_dir, write_json, write_text_atomic
 from ..models import create_model
 from ..reporting.markdown import plot_grid
@@ -156,10 +157,14 @@ def run_reproduce(data_spec: str, init: str | None, out_dir: str | Path, config:
 
     # 2. Eps readings on the Baseline
     readings = {}
-    for r in READINGS:
+
+    def reading(r) -> None:
         ev = evaluated(baseline, baseline_key, data, _eval_config(r, config.calib_images, config.eval_batch, std),
                        out, f"reading-{r.name}", progress)
         readings[r.name] = {"reading": asdict(r), "eval": ev}
+
+    defer_busy(READINGS, reading)  # processes sharing the folder (--share) divide independent units
+    readings = {r.name: readings[r.name] for r in READINGS}
     stage_done("readings", readings)
     best = min(readings.values(), key=lambda v: _paper_distance(v["eval"]))["reading"]["name"]
     best_reading = next(r for r in READINGS if r.name == best)
@@ -167,7 +172,8 @@ def run_reproduce(data_spec: str, init: str | None, out_dir: str | Path, config:
     # 3-4. CP, RP and the lam search for Ours (CP is the lam = 0 candidate)
     arms: dict[str, tuple[torch.nn.Module, dict, TrainConfig]] = {"Baseline": (baseline, baseline_key, config.baseline)}
     search = {}
-    for lam in (0.0, *config.lam_grid):
+
+    def candidate(lam: float) -> None:
         ft = replace(config.finetune, method="cp", amount=config.cp_amount, lam=lam, tau=config.tau).validate()
         name = "CP" if lam == 0 else f"Ours-lam{lam:g}"
         model, _ = finetuned(baseline, baseline_key, train_data, ft, out, name, progress)
@@ -175,6 +181,10 @@ def run_reproduce(data_spec: str, init: str | None, out_dir: str | Path, config:
         ev = evaluated(model, key, train_data, _eval_config(best_reading, config.search_images,
                                                               config.eval_batch, std), out, f"holdout-{name}", progress)
         search[name] = {"lam": lam, "eval": ev, "model": (model, key, ft)}
+
+    lams = (0.0, *config.lam_grid)
+    defer_busy(lams, candidate)
+    search = {n: search[n] for n in ("CP" if lam == 0 else f"Ours-lam{lam:g}" for lam in lams)}  # grid order
     cp_clean = search["CP"]["eval"]["clean"]["accuracy"]
     allowed = [s for n, s in search.items() if n != "CP"
                and s["eval"]["clean"]["accuracy"] >= cp_clean - config.max_clean_drop] or \
@@ -208,11 +218,16 @@ def run_reproduce(data_spec: str, init: str | None, out_dir: str | Path, config:
     # 5b. Worst case over a suite of stronger attacks (APGD-CE, APGD-DLR, Square), pixel units, beside the
     # Table 2 attacks on the very same images, so a gain that exists only under the weak attack shows up.
     suite = {}
-    for name, (m, key, _) in arms.items():
+
+    def suite_of(name: str) -> None:
+        m, key, _ = arms[name]
         suite[name] = suite_evaluated(m, key, data, config, out, name, progress)
         suite[name]["reference"] = {
             r.name: evaluated(m, key, data, _eval_config(r, suite[name]["n"], config.eval_batch, std), out,
                               f"suite-ref-{r.name}-{name}", progress) for r in readings_used}
+
+    defer_busy(list(arms), suite_of)
+    suite = {name: suite[name] for name in arms}
     stage_done("suite", suite)
 
     # 6. Figure 2 sweep, under the best-matching reading (its units keep their old names) and the pixel one
