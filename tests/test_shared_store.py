@@ -113,3 +113,24 @@ def test_a_claim_from_another_host_counts_until_it_is_stale(tmp_path, monkeypatc
     assert json.loads((path / ".claim").read_text())["pid"] == os.getpid()
     s.unit("x", {}).release()
     assert not (path / ".claim").exists()
+
+
+def test_a_pid_reused_by_another_process_does_not_hold_a_claim(tmp_path):
+    """After a restart a claimant's pid may belong to some other process: the claim records when its process
+    started, and a live pid that started at another time does not hold the unit."""
+    if store._started(os.getpid()) is None:
+        pytest.skip("no /proc here: the claim falls back to the pid alone")
+    s = UnitStore(tmp_path)
+    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        path = s.unit("r", {}).path
+        path.mkdir(parents=True)
+        (path / ".claim").write_text(json.dumps({"host": socket.gethostname(), "pid": other.pid,
+                                                 "started": "another-boot:123"}))
+        assert s.unit("r", {}).claim() is None  # taken over
+        (path / ".claim").write_text(json.dumps({"host": socket.gethostname(), "pid": other.pid,
+                                                 "started": store._started(other.pid)}))
+        assert s.unit("r", {}).claim()["pid"] == other.pid  # the same process: still its
+    finally:
+        other.kill()
+        other.wait()

@@ -2,8 +2,10 @@
 the adversarial study's unit store: walks run_adversarial (core grid only: the extra sparsities are cut from the
 walk, as the issue says to cut them first) with suite_unit recorded instead of run, in a throwaway output folder
 whose units/ is the main run's store, then computes the AutoAttack units the main run reaches last (argv[1], a
-comma-separated list of s{seed}-{model}), skipping any another process has started, so the two meet in the middle."""
-import json, sys
+comma-separated list of s{seed}-{model}), skipping any that is done or that another process is working on (a file
+in its folder written in the last 30 minutes: suite units save every finished batch since 267b775), so the two meet
+in the middle; a unit left part-way by a stopped process is continued from its saved batches."""
+import json, sys, time
 from dataclasses import replace
 from pathlib import Path
 import robprune.experiments.study as S
@@ -31,8 +33,10 @@ for name in ORDER:
     if name not in by_name:
         print(f"worker2-adv: {name} not in the plan; skipping", flush=True)
         continue
-    if list(UNITS.glob(f"suite-{name}-*")):
-        print(f"worker2-adv: suite-{name} already started or done elsewhere; skipping", flush=True)
+    folders = list(UNITS.glob(f"suite-{name}-*"))
+    touched = max((f.stat().st_mtime for d in folders for f in [d, *d.iterdir()]), default=0.0)
+    if any((d / ".done").exists() for d in folders) or time.time() - touched < 1800:
+        print(f"worker2-adv: suite-{name} done or in progress elsewhere; skipping", flush=True)
         continue
     print(f"worker2-adv: computing suite-{name}", flush=True)
     args, kwargs = by_name[name]

@@ -10,8 +10,9 @@ Several processes may share one store (the same command started twice on a 2-cor
 jobs of a cluster array on a shared filesystem): a process computing a unit holds a claim on it
 (``.claim``: host, pid, refreshed every minute), and another process that needs the unit waits
 for it rather than computing it twice, or, inside ``deferring()``, is told so (``UnitBusy``) and
-can do other work first. A claim whose process is gone (same host: no such pid; another host: not
-refreshed for ``STALE_S``) is taken over, so a killed process never blocks a unit. Under torchrun
+can do other work first. A claim whose process is gone (not refreshed for ``STALE_S``, or on the
+same host: no process with its pid and start time) is taken over, so a killed process never
+blocks a unit. Under torchrun
 the ranks compute every unit together and take no claims.
 """
 
@@ -64,7 +65,7 @@ def unit_dir(out_dir: Path, name: str, key) -> Path:
     return Path(out_dir) / "units" / f"{safe}-{config_hash(key)}"
 
 
-STALE_S = 600.0  # a claim from another host not refreshed for this long is taken to be a dead process's
+STALE_S = 600.0  # a claim not refreshed for this long (the holder refreshes it every minute) is a dead process's
 POLL_S = 10.0  # how often a process waiting for another's unit looks again
 
 
@@ -139,8 +140,25 @@ def _me() -> dict:
     return {"host": socket.gethostname(), "pid": os.getpid()}
 
 
+def _started(pid: int) -> str | None:
+    """When process ``pid`` started (clock ticks since boot, from /proc, with the boot's id), or None where
+    /proc does not say: a pid reused by another process after a restart then does not pass for the claimant."""
+    try:
+        boot = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        return f"{boot}:{stat[stat.rindex(')') + 2:].split()[19]}"
+    except (OSError, ValueError, IndexError):
+        return None
+
+
 def _alive(owner: dict, claim: Path) -> bool:
-    """Whether the process named in a claim may still be computing."""
+    """Whether the process named in a claim may still be computing: its claim was refreshed in the last
+    ``STALE_S`` seconds and, on this host, a process with its pid exists and started when it did."""
+    try:
+        if time.time() - claim.stat().st_mtime >= STALE_S:
+            return False
+    except OSError:
+        return False
     if owner.get("host") == socket.gethostname() and isinstance(owner.get("pid"), int):
         try:
             os.kill(owner["pid"], 0)
@@ -148,11 +166,9 @@ def _alive(owner: dict, claim: Path) -> bool:
             return False
         except PermissionError:  # another user's live process
             return True
-        return True
-    try:
-        return time.time() - claim.stat().st_mtime < STALE_S
-    except OSError:
-        return False
+        started = owner.get("started")
+        return started is None or _started(owner["pid"]) in (None, started)
+    return True
 
 
 class Unit:
@@ -205,7 +221,7 @@ class Unit:
             return None
         self.path.mkdir(parents=True, exist_ok=True)
         claim = self.path / self.CLAIM
-        me = _me() | {"since": time.strftime("%Y-%m-%d %H:%M:%S")}
+        me = _me() | {"since": time.strftime("%Y-%m-%d %H:%M:%S"), "started": _started(os.getpid())}
         try:
             fd = os.open(claim, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
         except FileExistsError:
