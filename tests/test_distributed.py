@@ -189,9 +189,10 @@ def test_sharing_processes_hold_a_folder_together_and_no_one_else(tmp_path, caps
 
 def test_two_sharing_processes_divide_a_study_and_report_it_whole(tmp_path):
     """The same study command started twice with --share on one folder: both finish, every unit is computed by
-    exactly one of them, both computed some, and results.json holds every model with the two processes' time."""
+    exactly one of them, both computed some (two seeds: while one process trains the first dense model the other
+    takes the second), and results.json holds every model with the two processes' time."""
     out = tmp_path / "study"
-    argv = [sys.executable, "-m", "robprune", "study", "adversarial", "--quick", "--seeds", "0", "--data", "digits",
+    argv = [sys.executable, "-m", "robprune", "study", "adversarial", "--quick", "--seeds", "0,1", "--data", "digits",
             "--out", str(out), "--device", "cpu", "--suite", "fast", "--suite-images", "20", "--share"]
     procs = [subprocess.Popen(argv, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
              for _ in range(2)]
@@ -202,8 +203,11 @@ def test_two_sharing_processes_divide_a_study_and_report_it_whole(tmp_path):
     everything = started[0] + started[1]
     assert len(everything) == len(set(everything)), everything  # and none twice
     state = json.loads((out / "results.json").read_text())
-    assert state["done"] and set(state["seeds"]["0"]) == {"Dense", "CP-0.9", "RP-0.9", "Ours-0.9", "RP-0.1"}
-    assert all(("suite" in row) != ("suite_skipped" in row) for row in state["seeds"]["0"].values())
+    assert state["done"]
+    for rows in state["seeds"].values():
+        assert set(rows) == {"Dense", "CP-0.9", "RP-0.9", "Ours-0.9", "RP-0.1"}
+        assert all(("suite" in row) != ("suite_skipped" in row) for row in rows.values())
+    assert set(state["seeds"]) == {"0", "1"}
     assert len(state["elapsed_parts"]) == 2 and state["elapsed_s"] == pytest.approx(sum(
         state["elapsed_parts"].values()))
     assert not list(out.rglob(".claim"))

@@ -98,7 +98,7 @@ def test_a_live_claim_is_deferred_or_waited_for_and_a_dead_one_taken_over(tmp_pa
     finally:
         sleeper.kill()
         sleeper.wait()
-    assert tried == ["b", "c", "b"]  # b deferred behind c, then waited for
+    assert tried == ["b", "c", "b", "b"]  # b put off behind c, looked at again, then (all left busy) waited for
     assert [m.split("-")[0] for m in made] == ["a", "c", "b"]
 
 

@@ -66,7 +66,7 @@ def unit_dir(out_dir: Path, name: str, key) -> Path:
 
 
 STALE_S = 600.0  # a claim not refreshed for this long (the holder refreshes it every minute) is a dead process's
-POLL_S = 10.0  # how often a process waiting for another's unit looks again
+POLL_S = 10.0  # the longest a process waiting for another's unit sleeps before looking again
 
 
 class UnitBusy(Exception):
@@ -91,17 +91,21 @@ def deferring():
 
 
 def defer_busy(items, step: Callable[[Any], None]) -> None:
-    """``step(item)`` for every item; an item whose units another process is computing is done after the others
-    (then waiting for that process), so processes sharing a store divide independent work instead of queueing."""
-    later = []
-    for item in items:
-        try:
-            with deferring():
-                step(item)
-        except UnitBusy:
-            later.append(item)
-    for item in later:
-        step(item)
+    """``step(item)`` for every item; an item whose units another process is computing is put off, and the rest
+    looked at again after each pass, so processes sharing a store divide independent work instead of queueing.
+    Only when every remaining item is busy elsewhere does this process wait (for the first of them)."""
+    pending = list(items)
+    while pending:
+        later = []
+        for item in pending:
+            try:
+                with deferring():
+                    step(item)
+            except UnitBusy:
+                later.append(item)
+        if later and len(later) == len(pending):
+            step(later.pop(0))
+        pending = later
 
 
 class _Heartbeat:
@@ -277,15 +281,15 @@ class UnitStore:
         value = unit.cached(loader)
         if value is not None:
             return value
-        waited = False
+        waits = 0
         while (owner := unit.claim()) is not None:  # another live process is computing it
             if _DEFER.get():
                 raise UnitBusy(name, owner)
-            if not waited:
+            if not waits:
                 emit(self.progress, kind="note", text=f"waiting for unit {name}: pid {owner.get('pid')} on "
                                                       f"{owner.get('host')} is computing it")
-                waited = True
-            time.sleep(POLL_S)
+            time.sleep(min(POLL_S, 0.25 * 2 ** min(waits, 8)))  # a short unit is noticed at once, a long one polled cheaply
+            waits += 1
             value = unit.cached(loader)
             if value is not None:
                 return value
