@@ -288,7 +288,7 @@ class UnitStore:
             if not waits:
                 emit(self.progress, kind="note", text=f"waiting for unit {name}: pid {owner.get('pid')} on "
                                                       f"{owner.get('host')} is computing it")
-            time.sleep(min(POLL_S, 0.25 * 2 ** min(waits, 8)))  # a short unit is noticed at once, a long one polled cheaply
+            time.sleep(min(POLL_S, 0.25 * 2 ** min(waits, 8)))  # short units noticed at once, long ones polled cheaply
             waits += 1
             value = unit.cached(loader)
             if value is not None:
