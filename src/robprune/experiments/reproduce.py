@@ -156,35 +156,29 @@ def run_reproduce(data_spec: str, init: str | None, out_dir: str | Path, config:
     baseline_key = {"base": base_key, "train": config_key(config.baseline)}
 
     # 2. Eps readings on the Baseline
-    readings = {}
-
-    def reading(r) -> None:
+    def reading(r) -> dict:
         ev = evaluated(baseline, baseline_key, data, _eval_config(r, config.calib_images, config.eval_batch, std),
                        out, f"reading-{r.name}", progress)
-        readings[r.name] = {"reading": asdict(r), "eval": ev}
+        return {"reading": asdict(r), "eval": ev}
 
-    defer_busy(READINGS, reading)  # processes sharing the folder (--share) divide independent units
-    readings = {r.name: readings[r.name] for r in READINGS}
+    # processes sharing the folder (--share) divide independent units
+    readings = {r.name: v for r, v in zip(READINGS, defer_busy(READINGS, reading))}
     stage_done("readings", readings)
     best = min(readings.values(), key=lambda v: _paper_distance(v["eval"]))["reading"]["name"]
     best_reading = next(r for r in READINGS if r.name == best)
 
     # 3-4. CP, RP and the lam search for Ours (CP is the lam = 0 candidate)
     arms: dict[str, tuple[torch.nn.Module, dict, TrainConfig]] = {"Baseline": (baseline, baseline_key, config.baseline)}
-    search = {}
-
-    def candidate(lam: float) -> None:
+    def candidate(lam: float) -> tuple[str, dict]:
         ft = replace(config.finetune, method="cp", amount=config.cp_amount, lam=lam, tau=config.tau).validate()
         name = "CP" if lam == 0 else f"Ours-lam{lam:g}"
         model, _ = finetuned(baseline, baseline_key, train_data, ft, out, name, progress)
         key = {"base": baseline_key, "train": config_key(ft)}
         ev = evaluated(model, key, train_data, _eval_config(best_reading, config.search_images,
                                                               config.eval_batch, std), out, f"holdout-{name}", progress)
-        search[name] = {"lam": lam, "eval": ev, "model": (model, key, ft)}
+        return name, {"lam": lam, "eval": ev, "model": (model, key, ft)}
 
-    lams = (0.0, *config.lam_grid)
-    defer_busy(lams, candidate)
-    search = {n: search[n] for n in ("CP" if lam == 0 else f"Ours-lam{lam:g}" for lam in lams)}  # grid order
+    search = dict(defer_busy((0.0, *config.lam_grid), candidate))
     cp_clean = search["CP"]["eval"]["clean"]["accuracy"]
     allowed = [s for n, s in search.items() if n != "CP"
                and s["eval"]["clean"]["accuracy"] >= cp_clean - config.max_clean_drop] or \
@@ -217,17 +211,15 @@ def run_reproduce(data_spec: str, init: str | None, out_dir: str | Path, config:
 
     # 5b. Worst case over a suite of stronger attacks (APGD-CE, APGD-DLR, Square), pixel units, beside the
     # Table 2 attacks on the very same images, so a gain that exists only under the weak attack shows up.
-    suite = {}
-
-    def suite_of(name: str) -> None:
+    def suite_of(name: str) -> dict:
         m, key, _ = arms[name]
-        suite[name] = suite_evaluated(m, key, data, config, out, name, progress)
-        suite[name]["reference"] = {
-            r.name: evaluated(m, key, data, _eval_config(r, suite[name]["n"], config.eval_batch, std), out,
+        result = suite_evaluated(m, key, data, config, out, name, progress)
+        result["reference"] = {
+            r.name: evaluated(m, key, data, _eval_config(r, result["n"], config.eval_batch, std), out,
                               f"suite-ref-{r.name}-{name}", progress) for r in readings_used}
+        return result
 
-    defer_busy(list(arms), suite_of)
-    suite = {name: suite[name] for name in arms}
+    suite = dict(zip(arms, defer_busy(arms, suite_of)))
     stage_done("suite", suite)
 
     # 6. Figure 2 sweep, under the best-matching reading (its units keep their old names) and the pixel one

@@ -12,8 +12,7 @@ jobs of a cluster array on a shared filesystem): a process computing a unit hold
 for it rather than computing it twice, or, inside ``deferring()``, is told so (``UnitBusy``) and
 can do other work first. A claim whose process is gone (not refreshed for ``STALE_S``, or on the
 same host: no process with its pid and start time) is taken over, so a killed process never
-blocks a unit. Under torchrun
-the ranks compute every unit together and take no claims.
+blocks a unit. Under torchrun the ranks compute every unit together and take no claims.
 """
 
 from __future__ import annotations
@@ -90,22 +89,27 @@ def deferring():
         _DEFER.reset(token)
 
 
-def defer_busy(items, step: Callable[[Any], None]) -> None:
-    """``step(item)`` for every item; an item whose units another process is computing is put off, and the rest
-    looked at again after each pass, so processes sharing a store divide independent work instead of queueing.
-    Only when every remaining item is busy elsewhere does this process wait (for the first of them)."""
-    pending = list(items)
+def defer_busy(items, step: Callable[[Any], Any]) -> list:
+    """``[step(item) for item in items]``, in the items' order, but an item whose units another process is
+    computing is put off and looked at again after each pass, so processes sharing a store divide independent
+    work instead of queueing. Only when every remaining item is busy elsewhere does this process wait (for the
+    first of them)."""
+    items = list(items)
+    results: dict[int, Any] = {}
+    pending = list(range(len(items)))
     while pending:
         later = []
-        for item in pending:
+        for i in pending:
             try:
                 with deferring():
-                    step(item)
+                    results[i] = step(items[i])
             except UnitBusy:
-                later.append(item)
+                later.append(i)
         if later and len(later) == len(pending):
-            step(later.pop(0))
+            i = later.pop(0)
+            results[i] = step(items[i])
         pending = later
+    return [results[i] for i in range(len(items))]
 
 
 class _Heartbeat:
@@ -142,6 +146,10 @@ _HEARTBEAT = _Heartbeat()
 
 def _me() -> dict:
     return {"host": socket.gethostname(), "pid": os.getpid()}
+
+
+def _is_mine(owner: dict) -> bool:
+    return {k: owner.get(k) for k in ("host", "pid")} == _me()
 
 
 def _started(pid: int) -> str | None:
@@ -235,7 +243,7 @@ class Unit:
                 owner = {}
                 if claim.is_file() and time.time() - claim.stat().st_mtime < 60:
                     return {"host": "?", "pid": "?"}
-            if {k: owner.get(k) for k in ("host", "pid")} == _me():
+            if _is_mine(owner):
                 return None
             if _alive(owner, claim):
                 return owner
@@ -256,7 +264,7 @@ class Unit:
             owner = json.loads(claim.read_text())
         except (OSError, ValueError):
             return
-        if {k: owner.get(k) for k in ("host", "pid")} == _me():
+        if _is_mine(owner):
             claim.unlink(missing_ok=True)
 
 

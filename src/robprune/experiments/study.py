@@ -347,17 +347,16 @@ def run_scratch(data_spec: str, out_dir: str | Path, config: ScratchConfig, devi
     # 1. the search on the search seed: CP and every candidate, evaluated on held-out training images
     s0 = config.search_seed
     search_units = {"CP": ("CP", cp)} | {c.label: ours(c) for c in config.candidates}
-    held = {}
-
-    def search(label: str) -> None:
+    def search(label: str) -> dict:
         unit, changes = search_units[label]
         model, key, cfg = arm(s0, unit, **changes)
-        held[label] = evaluated(model, key, train_data, search_eval, out, f"holdout-s{s0}-{label}", progress)
-        st.state["search"][label] = {"eval": held[label], "stats": weight_stats(model), "train": asdict(cfg),
+        ev = evaluated(model, key, train_data, search_eval, out, f"holdout-s{s0}-{label}", progress)
+        st.state["search"][label] = {"eval": ev, "stats": weight_stats(model), "train": asdict(cfg),
                                      "history": _history(out, f"s{s0}-{unit}", key)}
+        return ev
 
-    defer_busy(search_units, search)  # processes sharing the store divide the independent units (store.py)
-    held = {label: held[label] for label in search_units}  # the candidates' order, whoever finished first
+    # processes sharing the store divide the independent units (store.py); held is in the candidates' order
+    held = dict(zip(search_units, defer_busy(search_units, search)))
     chosen = choose_candidate(held, config.max_clean_drop)
     cand = next(c for c in config.candidates if c.label == chosen)
     st.state["chosen"] = asdict(cand) | {"label": chosen}
