@@ -201,6 +201,25 @@ def test_bad_input_gives_one_line_and_exit_2(bad_cases, case, capsys):
         assert out in before or not out.exists() or out.is_file()
 
 
+def test_error_line_is_one_write(bad_cases, monkeypatch):
+    """Ranks under torchrun share one stderr pipe; a line written in two pieces (print's text, then its newline,
+    each passed straight through) can be split by another rank's line, as CI once saw."""
+    import io
+    import sys
+
+    writes = []
+
+    class Recorder(io.StringIO):
+        def write(self, text):
+            writes.append(text)
+            return super().write(text)
+
+    monkeypatch.setattr(sys, "stderr", Recorder())
+    assert main(bad_cases["unknown arch"]) == 2
+    errors = [w for w in writes if "robprune: error" in w]
+    assert len(errors) == 1 and errors[0].endswith("\n") and errors[0].count("\n") == 1, writes
+
+
 def _outputs(argv):
     from pathlib import Path
     if "--out" in argv:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 from ..attacks.registry import ATTACKS
@@ -14,7 +13,8 @@ from ..evaluation.run import EvalRequest, run_evaluation
 from ..evaluation.suite import SUITE_HELP
 from ..io import write_json, write_text_atomic
 from ..reporting.markdown import eps_label, table2_markdown
-from .common import Progress, add_device, device, factory_arch, non_negative, parse_eps_list, positive_int, resolved
+from .common import (Progress, add_device, device, factory_arch, non_negative, parse_eps_list, positive_int, resolved,
+                     say_error)
 
 HELP = "Clean accuracy and accuracy under attack (any registered attack, or a suite) for a list of eps."
 EXAMPLE = ("robprune eval runs/base/model.safetensors --data digits --eps 8,16,32 --steps 10 --out runs/eval\n"
@@ -142,7 +142,7 @@ def run(args) -> None:
     print("\n".join(lines))
     for label, result in results.items():
         for warning in result["warnings"]:
-            print(f"robprune: WARNING: {label}: {warning}", file=sys.stderr)
+            say_error(f"robprune: WARNING: {label}: {warning}")
     seconds = sum(r["seconds"] for r in results.values())
     if not request.eps:
         print(f"clean accuracy only, {n} test images of {args.data}; {seconds:.1f} s; wrote {out}/eval.json")

@@ -13,6 +13,14 @@ from tqdm import tqdm
 from .. import __version__
 
 
+def say_error(line: str) -> None:
+    """Write one line to stderr in one write, so the lines of several ranks sharing a pipe never interleave.
+
+    print() writes the text and its newline separately, and Python's stderr passes each write straight through."""
+    sys.stderr.write(line + "\n")
+    sys.stderr.flush()
+
+
 class UsageError(Exception):
     """Bad command-line usage, reported as one line and exit code 2."""
 

@@ -14,7 +14,7 @@ from .. import __version__
 from ..distributed import launched_by_torchrun, rank_from_env, teardown
 from ..io import OutputLock, remove_stale_temporaries
 from . import cmd_demo, cmd_eval, cmd_export, cmd_import, cmd_prune, cmd_reproduce, cmd_stats, cmd_study, cmd_train
-from .common import Parser, Progress, UsageError
+from .common import Parser, Progress, UsageError, say_error
 
 COMMANDS = {"demo": cmd_demo, "train": cmd_train, "prune": cmd_prune, "eval": cmd_eval, "stats": cmd_stats,
             "import": cmd_import, "export": cmd_export, "reproduce": cmd_reproduce,
@@ -115,7 +115,7 @@ def main(argv: list[str] | None = None) -> int:
         return int(exit_.code or 0)
     except KeyboardInterrupt:
         _close_bars()
-        print("robprune: interrupted; finished units and checkpoints are kept", file=sys.stderr)
+        say_error("robprune: interrupted; finished units and checkpoints are kept")
         return 130
     except Exception as err:  # every error, whatever a file's content raised, becomes one line
         _close_bars()
@@ -126,7 +126,7 @@ def main(argv: list[str] | None = None) -> int:
         known = isinstance(err, (UsageError, ValueError, TypeError, OSError, RuntimeError, json.JSONDecodeError))
         prefix = "" if known else f"{type(err).__name__}: "
         rank = f" (rank {rank_from_env()})" if rank_from_env() else ""
-        print(f"robprune: error{rank}: {prefix}{_one_line(err)}", file=sys.stderr)
+        say_error(f"robprune: error{rank}: {prefix}{_one_line(err)}")
         return 2
     finally:
         teardown(completed)
