@@ -353,3 +353,31 @@ def test_study_arguments_are_checked(capsys):
     assert main(["study", "adversarial", "--data", "digits", "--suite", "auto-attack"]) == 2
     assert "choose from" in capsys.readouterr().err
     assert main(["reproduce", "--protocol", "scratch", "--data", "digits", "--suite-images", "0"]) != 0
+
+
+def test_adversarial_extras_come_one_sparsity_at_a_time_highest_first(tmp_path):
+    """The extra sparsities (seed 0 only) are trained and attacked one column at a time, the highest first, so a
+    run stopped part-way leaves whole columns of the benchmark's table rather than half of each."""
+    from dataclasses import replace
+
+    from robprune.experiments.study import ADVERSARIAL_QUICK, run_adversarial
+
+    config = replace(ADVERSARIAL_QUICK, seeds=(0, 1), methods=("CP",), rp_paper=0.0,
+                     extra_sparsities=(0.5, 0.8), suite_images=20, pgd_images=50, export=False)
+    out = tmp_path / "x"
+    state = run_adversarial("digits", out, config, torch.device("cpu"))
+    assert state["done"]
+    assert set(state["seeds"]["0"]) == {"Dense", "CP-0.9", "CP-0.8", "CP-0.5"}
+    assert set(state["seeds"]["1"]) == {"Dense", "CP-0.9"}  # the extras are on the first seed only
+
+    def finished(prefix):  # when a unit's result was written
+        (unit,) = [d for d in (out / "units").iterdir() if re.fullmatch(re.escape(prefix) + r"-[0-9a-f]+", d.name)]
+        return max(f.stat().st_mtime_ns for f in unit.iterdir())
+
+    for name in ("CP-0.8", "CP-0.5"):
+        row = state["seeds"]["0"][name]
+        assert ("suite" in row) != ("suite_skipped" in row)
+        assert abs(row["stats"]["sparsity"] - float(name.split("-")[1])) < 0.01
+    assert "suite" in state["seeds"]["0"]["CP-0.8"]  # so the order below includes its attack
+    assert finished("s0-CP-0.8") < finished("suite-s0-CP-0.8") < finished("s0-CP-0.5")
+    assert max(finished("suite-s0-CP-0.9"), finished("suite-s1-CP-0.9")) < finished("s0-CP-0.8")

@@ -626,7 +626,8 @@ def render_adversarial(state: dict) -> str:
               "magnitude, HYDRA's baseline criterion), RP (largest magnitude), Ours (CP + the Eq. 4 hinge, lam "
               f"{cfg['lam']:g}, tau {cfg['tau']}, fixed before the run) at {', '.join(f'{100 * s:g}%' for s in cfg['sparsities'])} "
               f"for every seed; {', '.join(f'{100 * s:g}%' for s in cfg['extra_sparsities']) or 'no other sparsity'} "
-              f"on seed {cfg['seeds'][0]} only, after the core; RP at the paper's {100 * cfg['rp_paper']:g}%.",
+              f"on seed {cfg['seeds'][0]} only, after the core, one sparsity at a time from the highest (trained, then "
+              f"attacked); RP at the paper's {100 * cfg['rp_paper']:g}%.",
               f"- Evaluation: clean on every test image; PGD-{cfg['pgd_steps']} (random start) at "
               f"{', '.join(eps_label(e) for e in cfg['pgd_eps'])} on {cfg['pgd_images']} test images; `{cfg['suite']}` "
               f"at {eps_label(cfg['suite_eps'])} on {cfg['suite_images']} test images (runs on the core grid once "
