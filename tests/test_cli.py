@@ -130,6 +130,8 @@ def _bad_inputs(tmp, trained):
         "unknown suite": ["eval", ck, "--data", "digits", "--suite", "ultimate", "--out", str(tmp / "o38")],
         "cifar wrong shape": ["eval", ck, "--data", f"cifar10:{bad_cifar}", "--out", str(tmp / "o39")],
         "bad precision": ["eval", ck, "--data", "digits", "--precision", "int4", "--out", str(tmp / "o40")],
+        "bad sparsities": ["study", "adversarial", "--data", "digits", "--sparsities", "0.9,1", "--out",
+                           str(tmp / "o41")],
         "unreadable image": ["eval", ck, "--data", f"imagefolder:{unreadable}", "--out", str(tmp / "o32")],
         "mixed image sizes": ["eval", ck, "--data", f"imagefolder:{mixed}", "--out", str(tmp / "o33")],
         "mask wrong shape": ["stats", str(bad_mask), "--out", str(tmp / "o34")],
@@ -185,7 +187,8 @@ def bad_cases(tmp_path_factory, trained):
     "no classes", "cifar missing", "cifar channel mismatch", "out is a file", "bad tau", "bad schedule", "bad p",
     "no arch no init", "import unknown arch", "import not a pickle", "unknown command", "cuda absent",
     "reproduce missing init", "unreadable image", "mixed image sizes", "mask wrong shape", "other class count",
-    "unknown attack", "unknown loss", "unknown suite", "cifar wrong shape", "bad precision"])
+    "unknown attack", "unknown loss", "unknown suite", "cifar wrong shape", "bad precision",
+    "bad sparsities"])
 def test_bad_input_gives_one_line_and_exit_2(bad_cases, case, capsys):
     import torch
 

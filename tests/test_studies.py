@@ -381,3 +381,9 @@ def test_adversarial_extras_come_one_sparsity_at_a_time_highest_first(tmp_path):
     assert "suite" in state["seeds"]["0"]["CP-0.8"]  # so the order below includes its attack
     assert finished("s0-CP-0.8") < finished("suite-s0-CP-0.8") < finished("s0-CP-0.5")
     assert max(finished("suite-s0-CP-0.9"), finished("suite-s1-CP-0.9")) < finished("s0-CP-0.8")
+    # cutting an extra sparsity afterwards (--extra-sparsities) computes nothing and reports the smaller grid
+    units = {d.name: finished(d.name.rsplit("-", 1)[0]) for d in (out / "units").iterdir()}
+    state = run_adversarial("digits", out, replace(config, extra_sparsities=(0.8,)), torch.device("cpu"))
+    assert state["done"] and set(state["seeds"]["0"]) == {"Dense", "CP-0.9", "CP-0.8"}
+    assert {d.name: finished(d.name.rsplit("-", 1)[0]) for d in (out / "units").iterdir()} == units
+    assert "CP-0.5" not in (out / "report.md").read_text() and "| CP-0.8 |" in (out / "report.md").read_text()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 from dataclasses import replace
 from pathlib import Path
 
@@ -17,6 +18,20 @@ RESUMABLE = True
 STUDIES = ("adversarial",)
 
 
+def sparsity_list(text: str) -> tuple[float, ...]:
+    """Comma-separated sparsities in (0, 1), or 'none' for an empty list."""
+    if text.strip().lower() == "none":
+        return ()
+    try:
+        values = tuple(float(t) for t in text.split(",") if t.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated sparsities in (0, 1) or 'none', got {text!r}") \
+            from None
+    if not values or any(not 0.0 < v < 1.0 for v in values) or len(set(values)) != len(values):
+        raise argparse.ArgumentTypeError(f"sparsities must be distinct numbers in (0, 1), got {text!r}")
+    return values
+
+
 def add_arguments(p) -> None:
     p.add_argument("study", choices=STUDIES, help="which study")
     p.add_argument("--data", required=True, help="imagefolder:PATH, cifar10:DIR or digits")
@@ -25,6 +40,11 @@ def add_arguments(p) -> None:
     p.add_argument("--quick", action="store_true", help="a few hundred images, one epoch each: minutes on CPU")
     p.add_argument("--dense-epochs", type=positive_int, help="epochs of the dense adversarial training")
     p.add_argument("--epochs", type=positive_int, help="adversarial fine-tuning epochs of every pruned arm")
+    p.add_argument("--sparsities", type=sparsity_list,
+                   help="the core grid's sparsities, every seed (default 0.9,0.99)")
+    p.add_argument("--extra-sparsities", type=sparsity_list,
+                   help="sparsities on the first seed only, after the core, the highest first; 'none' cuts them "
+                        "(default 0.5,0.95). Cached units stay valid when the grid changes")
     add_suite_arguments(p, "autoattack")
     add_share_argument(p)
     p.add_argument("--report-only", action="store_true",
@@ -51,6 +71,10 @@ def run(args) -> None:
         changes["dense"] = replace(config.dense, epochs=args.dense_epochs)
     if args.epochs:
         changes["finetune"] = replace(config.finetune, epochs=args.epochs)
+    if args.sparsities is not None:
+        changes["sparsities"] = args.sparsities
+    if args.extra_sparsities is not None:
+        changes["extra_sparsities"] = args.extra_sparsities
     if args.suite:
         changes["suite"] = args.suite
     if args.suite_images:

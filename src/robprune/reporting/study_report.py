@@ -584,6 +584,18 @@ def adversarial_claims(state: dict) -> dict:
     return out
 
 
+def _cut_sentence(cfg: dict) -> str:
+    """Which of the default grid's extra sparsities a full-size run left out (``--extra-sparsities``)."""
+    from ..experiments.study import AdversarialConfig
+
+    default = AdversarialConfig()
+    cut = [s for s in default.extra_sparsities if s not in cfg["extra_sparsities"]]
+    if not cut or tuple(cfg["sparsities"]) != default.sparsities or tuple(cfg["seeds"]) != default.seeds:
+        return ""
+    return (f" Cut from the default grid: {', '.join(f'{100 * s:g}%' for s in cut)} (`--extra-sparsities`; extra "
+            "sparsities are cut first when the grid does not fit its compute budget).")
+
+
 def render_adversarial(state: dict) -> str:
     cfg = state["config"]
     names = _adv_names(state)
@@ -627,7 +639,7 @@ def render_adversarial(state: dict) -> str:
               f"{cfg['lam']:g}, tau {cfg['tau']}, fixed before the run) at {', '.join(f'{100 * s:g}%' for s in cfg['sparsities'])} "
               f"for every seed; {', '.join(f'{100 * s:g}%' for s in cfg['extra_sparsities']) or 'no other sparsity'} "
               f"on seed {cfg['seeds'][0]} only, after the core, one sparsity at a time from the highest (trained, then "
-              f"attacked); RP at the paper's {100 * cfg['rp_paper']:g}%.",
+              f"attacked); RP at the paper's {100 * cfg['rp_paper']:g}%." + _cut_sentence(cfg),
               f"- Evaluation: clean on every test image; PGD-{cfg['pgd_steps']} (random start) at "
               f"{', '.join(eps_label(e) for e in cfg['pgd_eps'])} on {cfg['pgd_images']} test images; `{cfg['suite']}` "
               f"at {eps_label(cfg['suite_eps'])} on {cfg['suite_images']} test images (runs on the core grid once "
