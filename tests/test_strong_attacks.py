@@ -184,11 +184,19 @@ def test_a_stopped_suite_continues_from_its_batch_log_with_the_same_outcome(trai
         worst_case(model, x, y, 16 / 255, attacks, batch_size=40, progress=stop_after_five,
                    log=BatchLog(tmp_path, "eps0"))
     first = len(calls)
+
+    def stop_after_three_more(n):  # a second interruption: the first run's batches must survive it too
+        if len(calls) == first + 3:
+            raise _Stop
+
+    with pytest.raises(_Stop):
+        worst_case(model, x, y, 16 / 255, attacks, batch_size=40, progress=stop_after_three_more,
+                   log=BatchLog(tmp_path, "eps0"))
     resumed = worst_case(model, x, y, 16 / 255, attacks, batch_size=40, log=BatchLog(tmp_path, "eps0"))
     assert resumed["robust_mask"] == whole["robust_mask"]
     assert {k: v["robust_after"] for k, v in resumed["attacks"].items()} == {
         k: v["robust_after"] for k, v in whole["attacks"].items()}
-    assert first == 5 and len(calls) == whole_calls  # the five saved batches were not attacked again
+    assert first == 5 and len(calls) == whole_calls  # no saved batch was attacked again, over two interruptions
 
     # A log made for another configuration (another seed) is not used; a damaged one is only ignored.
     other = worst_case(model, x, y, 16 / 255, attacks, batch_size=40, seed=7)

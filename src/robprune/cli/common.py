@@ -159,6 +159,7 @@ class Progress:
                 self.bar = tqdm(total=event["total"], desc=f"attack {event['name']}", leave=False,
                                 file=sys.stderr, dynamic_ncols=True, unit="img", smoothing=0.05)
             self.bar.update(event["done"] - self.bar.n)  # update, not n =: tqdm then measures the rate
+            self.bar.refresh()  # batches a resumed unit had saved arrive at once: show them, not 0%, until the next
             if event["done"] >= event["total"]:
                 self.close()
         elif kind in ("unit", "note"):

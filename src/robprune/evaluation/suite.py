@@ -92,6 +92,8 @@ class BatchLog:
                 continue
             if saved.get("config") == self.config:
                 self.entries.update(saved.get("batches", {}))
+                if f == self.file:  # this rank's file is rewritten with every put: keep what it already held
+                    self.mine.update(saved.get("batches", {}))
 
     def get(self, attack: int, start: int) -> dict | None:
         """``{"robust": "0110...", "seconds": s}`` for batch ``start`` after attack number ``attack``, if saved."""
