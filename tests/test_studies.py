@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import time
 
 import numpy as np
 import pytest
@@ -355,7 +356,7 @@ def test_study_arguments_are_checked(capsys):
     assert main(["reproduce", "--protocol", "scratch", "--data", "digits", "--suite-images", "0"]) != 0
 
 
-def test_adversarial_extras_come_one_sparsity_at_a_time_highest_first(tmp_path):
+def test_adversarial_extras_come_one_sparsity_at_a_time_highest_first(tmp_path, monkeypatch):
     """The extra sparsities (seed 0 only) are trained and attacked one column at a time, the highest first, so a
     run stopped part-way leaves whole columns of the benchmark's table rather than half of each."""
     from dataclasses import replace
@@ -387,3 +388,35 @@ def test_adversarial_extras_come_one_sparsity_at_a_time_highest_first(tmp_path):
     assert state["done"] and set(state["seeds"]["0"]) == {"Dense", "CP-0.9", "CP-0.8"}
     assert {d.name: finished(d.name.rsplit("-", 1)[0]) for d in (out / "units").iterdir()} == units
     assert "CP-0.5" not in (out / "report.md").read_text() and "| CP-0.8 |" in (out / "report.md").read_text()
+
+    # A unit of an earlier stage held by another live process (here: seed 1's core suite, claimed by a sleeping
+    # process) does not hold up the later steps: the extra sparsity is trained and attacked meanwhile.
+    import socket
+    import subprocess
+    import sys
+    import threading
+
+    from robprune.experiments import store
+
+    monkeypatch.setattr(store, "POLL_S", 0.2)
+    (held,) = (out / "units").glob("suite-s1-CP-0.9-*")
+    for f in held.iterdir():
+        f.unlink()
+    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(300)"])
+    try:
+        (held / ".claim").write_text(json.dumps({"host": socket.gethostname(), "pid": sleeper.pid}))
+        result = {}
+        walk = threading.Thread(target=lambda: result.update(state=run_adversarial(
+            "digits", out, replace(config, extra_sparsities=(0.7, 0.8)), torch.device("cpu"))))
+        walk.start()
+        deadline = time.time() + 120
+        while not list((out / "units").glob("suite-s0-CP-0.7-*/suite.json")) and time.time() < deadline:
+            time.sleep(0.2)
+        assert list((out / "units").glob("suite-s0-CP-0.7-*/suite.json")), "the walk waited for the held unit"
+        assert walk.is_alive() and not (held / "suite.json").exists()  # still waiting for the held one
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+    walk.join(timeout=120)
+    assert not walk.is_alive() and result["state"]["done"]
+    assert finished("suite-s0-CP-0.7") < finished("suite-s1-CP-0.9")  # taken over once its process was gone

@@ -537,11 +537,10 @@ def run_adversarial(data_spec: str, out_dir: str | Path, config: AdversarialConf
     core_plan = [(seed, name, changes) for name, changes in core for seed in config.seeds]
     extra_plan = [(config.seeds[0], name, changes) for name, changes in extra]
 
-    def train_and_evaluate(plan) -> None:
-        """Clean, PGD-10, Table 1 and Eq. 3 of every model of ``plan`` (trained first when not cached)."""
-        defer_busy(plan, lambda item: train_and_evaluate_one(*item))
+    recorded = set()  # (seed, name) whose row this process has recorded
 
     def train_and_evaluate_one(seed, name, changes) -> None:
+        """Clean, PGD-10, Table 1 and Eq. 3 of one model (trained first when not cached), and its export."""
         model, key, cfg, masks = get(seed, name, changes)
         record(seed, name, model, key, cfg)
         if config.export and is_main():
@@ -551,30 +550,31 @@ def run_adversarial(data_spec: str, out_dir: str | Path, config: AdversarialConf
             if not path.is_file():
                 export_model(model, masks, {"arch": config.arch, "unit": f"s{seed}-{name}"}, fmt, path)
             st.state["seeds"][str(seed)][name]["export"] = {"format": fmt, "path": str(path.relative_to(out))}
-
-    def attack(plan) -> None:
-        """The suite at suite_eps on every model of ``plan``."""
-        defer_busy(plan, lambda item: attack_one(*item))
+        recorded.add((seed, name))
 
     def attack_one(seed, name, changes) -> None:
+        """The suite at suite_eps on one model, after its own evaluation (which another process may hold)."""
+        if (seed, name) not in recorded:
+            train_and_evaluate_one(seed, name, changes)
         row = st.state["seeds"][str(seed)][name]
         _suite_or_skip(st, row, row["clean"], lambda: suite_unit(
             *get(seed, name, changes)[:2], data, config.suite, (config.suite_eps,), config.suite_images,
             config.eval_batch, out, f"s{seed}-{name}", progress))
 
-    train_and_evaluate(core_plan)
-    # the suite in the order its verdicts need it: CP and Ours (then RP) at each sparsity on every seed, the dense
-    # reference after them
+    # Every model's evaluation; then the suite in the order its verdicts need it: CP and Ours (then RP) at each
+    # sparsity on every seed, the dense reference after them; then the extras one sparsity at a time, the highest
+    # first (the benchmark's table has 95%, not 50%), each trained then attacked before the next, so a run stopped
+    # part-way leaves whole columns. One walk over all of it: a process sharing the folder that meets a unit
+    # another one holds goes on to the next step rather than waiting at the end of a stage.
     rank = {name: i for i, name in enumerate(
         [f"{m}-{s:g}" for s in config.sparsities for m in ("CP", "Ours", "RP")] + ["Dense"])}
-    attack(sorted(core_plan, key=lambda p: rank.get(p[1], len(rank))))
-    # the extras one sparsity at a time, the highest first (the benchmark's table has 95%, not 50%), each trained
-    # then attacked before the next, so a run stopped part-way leaves whole columns
+    steps = [(train_and_evaluate_one, p) for p in core_plan]
+    steps += [(attack_one, p) for p in sorted(core_plan, key=lambda p: rank.get(p[1], len(rank)))]
     for s in sorted(config.extra_sparsities, reverse=True):
         order = {f"{m}-{s:g}": i for i, m in enumerate(("CP", "Ours", "RP"))}
         plan = sorted((p for p in extra_plan if p[1] in order), key=lambda p: order[p[1]])
-        train_and_evaluate(plan)
-        attack(plan)
+        steps += [(train_and_evaluate_one, p) for p in plan] + [(attack_one, p) for p in plan]
+    defer_busy(steps, lambda step: step[0](*step[1]))
     st.state["done"] = True
     st.save()
     return st.state
