@@ -517,7 +517,6 @@ def run_adversarial(data_spec: str, out_dir: str | Path, config: AdversarialConf
 
     core = [("Dense", None)] + adversarial_arms(config, config.sparsities) + (
         [(f"RP-{config.rp_paper:g}", {"method": "rp", "amount": config.rp_paper})] if config.rp_paper else [])
-    extra = adversarial_arms(config, config.extra_sparsities)
     models = {}
 
     def get(seed, name, changes):
@@ -531,11 +530,13 @@ def run_adversarial(data_spec: str, out_dir: str | Path, config: AdversarialConf
         return models[(seed, name)]
 
     # every seed's dense model, then each arm on every seed before the next arm: a run stopped part-way leaves
-    # comparisons with all their seeds rather than one seed with every arm. The suite (AutoAttack, ~40 min a
-    # ResNet-20 model on one CPU core) runs on the core grid before the extra sparsities are trained: the issue
-    # cuts 50%/95% first, so they come last.
+    # comparisons with all their seeds rather than one seed with every arm
     core_plan = [(seed, name, changes) for name, changes in core for seed in config.seeds]
-    extra_plan = [(config.seeds[0], name, changes) for name, changes in extra]
+
+    def by_verdict(plan, sparsities):
+        """``plan`` in the order the verdicts need it: CP and Ours (then RP) at each sparsity, the rest after."""
+        rank = {f"{m}-{s:g}": i for i, (s, m) in enumerate((s, m) for s in sparsities for m in ("CP", "Ours", "RP"))}
+        return sorted(plan, key=lambda p: rank.get(p[1], len(rank)))
 
     recorded = set()  # (seed, name) whose row this process has recorded
 
@@ -561,18 +562,16 @@ def run_adversarial(data_spec: str, out_dir: str | Path, config: AdversarialConf
             *get(seed, name, changes)[:2], data, config.suite, (config.suite_eps,), config.suite_images,
             config.eval_batch, out, f"s{seed}-{name}", progress))
 
-    # Every model's evaluation; then the suite in the order its verdicts need it: CP and Ours (then RP) at each
-    # sparsity on every seed, the dense reference after them; then the extras one sparsity at a time, the highest
-    # first (the benchmark's table has 95%, not 50%), each trained then attacked before the next, so a run stopped
-    # part-way leaves whole columns. One walk over all of it: a process sharing the folder that meets a unit
-    # another one holds goes on to the next step rather than waiting at the end of a stage.
-    rank = {name: i for i, name in enumerate(
-        [f"{m}-{s:g}" for s in config.sparsities for m in ("CP", "Ours", "RP")] + ["Dense"])}
+    # Every model's evaluation; then the suite (AutoAttack, ~40 min a ResNet-20 model on one CPU core) on the
+    # core grid, the dense reference after the pruned arms; then the extras (cut first when the budget runs out)
+    # on the first seed, one sparsity at a time, the highest first (the benchmark's table has 95%, not 50%), each
+    # trained then attacked before the next, so a run stopped part-way leaves whole columns. One walk over all of
+    # it: a process sharing the folder that meets a unit another one holds goes on to the next step rather than
+    # waiting at the end of a stage.
     steps = [(train_and_evaluate_one, p) for p in core_plan]
-    steps += [(attack_one, p) for p in sorted(core_plan, key=lambda p: rank.get(p[1], len(rank)))]
+    steps += [(attack_one, p) for p in by_verdict(core_plan, config.sparsities)]
     for s in sorted(config.extra_sparsities, reverse=True):
-        order = {f"{m}-{s:g}": i for i, m in enumerate(("CP", "Ours", "RP"))}
-        plan = sorted((p for p in extra_plan if p[1] in order), key=lambda p: order[p[1]])
+        plan = by_verdict([(config.seeds[0], name, changes) for name, changes in adversarial_arms(config, (s,))], (s,))
         steps += [(train_and_evaluate_one, p) for p in plan] + [(attack_one, p) for p in plan]
     defer_busy(steps, lambda step: step[0](*step[1]))
     st.state["done"] = True
