@@ -72,9 +72,11 @@ def test_finetune_claims_refuse_broken_models_and_read_well():
     claims = _claims(table, stats)
     a = next(c for c in claims if c.startswith("(a)"))
     b = next(c for c in claims if c.startswith("(b)"))
-    assert "**UNDECIDED**" in a and "**UNDECIDED**" in b  # RP at 7.5% clean decides nothing
+    assert "**UNDECIDED: a model is broken**" in a and "**UNDECIDED: a model is broken**" in b  # RP at 7.5%
     assert any("within 10 points of chance" in c for c in claims)
-    assert "**HOLDS**" in next(c for c in claims if c.startswith("(d)"))
+    # one seed decides nothing under the one rule: (d) is only observed in the claimed direction
+    assert "**UNDECIDED: observed in the claimed direction**" in next(c for c in claims if c.startswith("(d)"))
+    assert not any("**HOLDS" in c or "**FAILS" in c for c in claims)
     suite = {"CP": _suite_entry([0.40, 0.02], [0.30, 0.00]), "RP": _suite_entry([0.30, 0.01], [0.20, 0.00]),
              "Ours": _suite_entry([0.45, 0.03], [0.33, 0.00])}
     text = " ".join(masking_verdict(suite))

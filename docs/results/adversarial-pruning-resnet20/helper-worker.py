@@ -1,4 +1,4 @@
-"""(Record of a helper process, run from /work/cache as worker2-adv.py; not part of robprune.) A second worker on
+"""(Record of a helper process, run from the study cache as worker2-adv.py; not part of robprune.) A second worker on
 the adversarial study's unit store: walks run_adversarial (core grid only: the extra sparsities are cut from the
 walk, as the issue says to cut them first) with suite_unit recorded instead of run, in a throwaway output folder
 whose units/ is the main run's store, then computes the AutoAttack units the main run reaches last (argv[1], a
@@ -11,7 +11,7 @@ from pathlib import Path
 import robprune.experiments.study as S
 from robprune.cli.main import main
 
-UNITS = Path("/work/cache/adversarial-resnet20/units")
+UNITS = Path("runs/adversarial-resnet20/units")
 real, calls = S.suite_unit, []
 dummy = json.loads(next(UNITS.glob("suite-s0-CP-0.9-*/suite.json")).read_text())
 ORDER = sys.argv[1].split(",") if len(sys.argv) > 1 else ["s0-Dense", "s1-Dense", "s0-RP-0.1", "s1-RP-0.1",
@@ -25,7 +25,7 @@ S.suite_unit = record
 _run = S.run_adversarial
 S.run_adversarial = lambda data, out, config, *a, **k: _run(data, out, replace(config, extra_sparsities=()), *a, **k)
 main(["study", "adversarial", "--data", "imagefolder:../shared/data/cifar10-jpeg.tar.gz",
-      "--out", "/work/cache/adversarial-worker2", "--device", "cpu"])
+      "--out", "runs/adversarial-worker2", "--device", "cpu"])
 S.suite_unit = real
 by_name = {c[0][8]: c for c in calls}
 print("worker2-adv: recorded", list(by_name), flush=True)

@@ -22,8 +22,19 @@ def fixed_subset(x: torch.Tensor, y: torch.Tensor, n: int | None, seed: int = 0)
     """
     if n is None or n >= len(x):
         return x, y
-    idx = torch.randperm(len(x), generator=torch.Generator().manual_seed(seed))[:n].sort().values
+    idx = torch.as_tensor(subset_indices(len(x), n, seed))
     return x[idx], y[idx]
+
+
+def subset_indices(total: int, n: int | None, seed: int = 0) -> np.ndarray:
+    """The positions ``fixed_subset`` takes out of ``total`` images (sorted; all of them when n is None or >= total).
+
+    Whoever lines up per-image outcomes of a subset with those of the whole split indexes with this, never with
+    ``[:n]``: the subset is a seeded random draw, not the first n images.
+    """
+    if n is None or n >= total:
+        return np.arange(total)
+    return torch.randperm(total, generator=torch.Generator().manual_seed(seed))[:n].sort().values.numpy()
 
 
 def wilson_interval(correct: int, n: int, z: float = 1.96) -> tuple[float, float]:

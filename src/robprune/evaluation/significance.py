@@ -1,17 +1,24 @@
-"""Tests that decide claims across seeds: McNemar on the same images, paired t over seeds, and the verdict rule.
+"""Tests that decide claims across seeds, and the one verdict rule every report applies (docs/evaluation.md).
 
-The rule (written before any study ran, applied by every study report):
+The rule:
 
-- An accuracy difference "A beats B" is established when, on every seed, McNemar's exact test on the
-  same test images rejects "A and B are equally accurate" at ``ALPHA`` in the claimed direction
-  (an intersection-union test: its error is at most ``ALPHA``, and no verdict rests on one seed).
-  It is refuted when every seed rejects it in the opposite direction. Otherwise it is UNDECIDED.
-- A difference of a continuous quantity over seeds (an L1 norm, a weight range) is decided by the
-  one-sided paired t-test over seeds at ``ALPHA``.
-- Fewer than ``MIN_SEEDS`` seeds, or a model that is broken on any seed (``broken``), never decide.
+- An accuracy difference "A beats B" is tested on the paired per-image outcomes of every seed pooled together:
+  the exact stratified McNemar test (the Cochran-Mantel-Haenszel test with one stratum per image pair, stratified
+  by seed; under "A and B are equally accurate on every seed" each discordant pair is a fair coin, so the number of
+  A-only pairs over all seeds is Binomial(all discordant pairs, 1/2)). It HOLDS when that two-sided test rejects at
+  ``ALPHA`` in the claimed direction and no single seed's own McNemar test is significant the other way (the guard);
+  it FAILS symmetrically; otherwise it is UNDECIDED. More seeds or more images make a real difference easier to
+  decide, never harder.
+- A difference of a continuous quantity over seeds (an L1 norm, a weight range) is decided by the one-sided
+  paired t-test over seeds at ``ALPHA``.
+- A claim of several parts decides each part at Holm-adjusted p-values (``holm``), then HOLDS when every part
+  holds and FAILS when any part fails.
+- Fewer than ``MIN_SEEDS`` seeds, or a model that is broken on any seed (``broken``), never decide: a one-seed
+  result is reported as observed, not decided.
 
-Every decision carries its effect (mean difference over seeds, the 95% t-interval, the per-seed values)
-and, when undecided, the rough number of seeds a paired t-test would need (``seeds_needed``).
+Every decision carries its effect (mean difference over seeds, the 95% t-interval, the per-seed values) and,
+when undecided, the seeds of the same size that this rule would need to decide the observed difference with
+80% power (``seeds_to_decide``, by simulation of this very rule).
 """
 
 from __future__ import annotations
@@ -72,16 +79,103 @@ def paired_t(diffs: Sequence[float]) -> dict:
             "p_less": p_less, "values": d.tolist()}
 
 
-def seeds_needed(mean: float, sd: float, alpha: float = ALPHA, power: float = 0.8) -> int | None:
-    """Seeds a one-sided paired t-test would need to detect ``mean`` with ``power`` (normal approximation)."""
-    if not (math.isfinite(mean) and math.isfinite(sd)) or mean == 0:
-        return None
-    if sd == 0:
-        return 3
-    from scipy.stats import norm
+def pooled_mcnemar(tests: Sequence[dict]) -> dict:
+    """The exact stratified McNemar test over seeds from per-seed ``mcnemar`` results (same images within a seed).
 
-    n = ((norm.ppf(1 - alpha) + norm.ppf(power)) * sd / abs(mean)) ** 2
-    return max(3, math.ceil(n) + 1)
+    Under "equally accurate on every seed" every discordant pair is a fair coin whatever its seed, so the pooled
+    A-only count is Binomial(pooled discordant pairs, 1/2); this is the exact form of the Cochran-Mantel-Haenszel
+    test with one stratum per image pair. Returns the pooled counts, the chi-square statistic (B - C)^2 / (B + C)
+    (the CMH statistic without continuity correction) and the two-sided p-value.
+    """
+    a_only = sum(t["a_only"] for t in tests)
+    b_only = sum(t["b_only"] for t in tests)
+    n = a_only + b_only
+    if n == 0:
+        return {"a_only": 0, "b_only": 0, "chi2": 0.0, "p": 1.0}
+    return {"a_only": a_only, "b_only": b_only, "chi2": (a_only - b_only) ** 2 / n,
+            "p": float(_two_sided_p(a_only, b_only))}
+
+
+def _verdict(tests: Sequence[dict], pooled: dict, alpha: float, p_text: str | None = None) -> tuple[str, str]:
+    """The rule on per-seed McNemar results and their pooled test (p-value ``pooled["p"]``) at level ``alpha``."""
+    sign = (pooled["a_only"] > pooled["b_only"]) - (pooled["a_only"] < pooled["b_only"])
+    against = [i for i, t in enumerate(tests) if t["p"] < alpha and sign * (t["a_only"] - t["b_only"]) < 0]
+    dirs = "".join("+" if t["a_only"] > t["b_only"] else "-" if t["a_only"] < t["b_only"] else "0" for t in tests)
+    p_text = p_text or f"pooled McNemar p = {pooled['p']:.2g}"
+    text = f"{p_text} over {len(tests)} seeds ({dirs})"
+    if pooled["p"] >= alpha or sign == 0:
+        return UNDECIDED, text
+    if against:
+        return UNDECIDED, text + f", but seed #{against[0] + 1} is significant the other way"
+    return (HOLDS if sign > 0 else FAILS), text + (" in favour" if sign > 0 else " against")
+
+
+def decide_accuracy(pairs: Sequence[tuple[np.ndarray, np.ndarray]], alpha: float = ALPHA,
+                    broken_reasons: Sequence[str] = (), power_sims: int = 400) -> dict:
+    """Verdict on "A beats B" from one (a_correct, b_correct) pair per seed (same images within a seed).
+
+    ``p`` (the pooled test's two-sided p-value) and ``sign`` are kept so that ``holm`` can re-decide the part
+    inside a claim of several parts.
+    """
+    tests = [mcnemar(a, b) for a, b in pairs]
+    effect = paired_t([t["diff"] for t in tests])
+    pooled = pooled_mcnemar(tests)
+    sign = (pooled["a_only"] > pooled["b_only"]) - (pooled["a_only"] < pooled["b_only"])
+    out = {"tests": tests, "effect": effect, "pooled": pooled, "alpha": alpha, "p": pooled["p"], "sign": sign,
+           "kind": "accuracy"}
+    if broken_reasons:
+        return out | {"verdict": UNDECIDED, "why": "a model is broken: " + "; ".join(broken_reasons),
+                      "decidable": False}
+    if len(tests) < MIN_SEEDS:
+        out["decidable"] = False
+        observed = f"observed {100 * effect['mean']:+.2f} points, McNemar p = {pooled['p']:.2g}" if tests else ""
+        return out | {"verdict": UNDECIDED, "why": f"{len(tests)} seed(s) done; the rule needs {MIN_SEEDS}"
+                                                   + (f" ({observed})" if observed else "")}
+    verdict, why = _verdict(tests, pooled, alpha)
+    if sign != 0 and power_sims:
+        out["seeds_to_decide"] = seeds_to_decide(tests, [len(a) for a, _ in pairs], alpha, sims=power_sims)
+    return out | {"verdict": verdict, "why": why + _power_text(out, verdict)}
+
+
+def _power_text(d: dict, verdict: str) -> str:
+    if verdict != UNDECIDED or "seeds_to_decide" not in d:
+        return ""
+    need = d["seeds_to_decide"]
+    return (f"; about {need} seeds of this size would decide a difference this size (80% power, simulated)"
+            if need else "; more than 50 seeds of this size would be needed")
+
+
+def _two_sided_p(a_only, b_only) -> np.ndarray:
+    """McNemar's exact two-sided p-value, vectorised: 2 P(X <= min) for X ~ Binomial(a + b, 1/2), at most 1."""
+    from scipy.stats import binom
+
+    a_only, b_only = np.asarray(a_only), np.asarray(b_only)
+    return np.minimum(1.0, 2 * binom.cdf(np.minimum(a_only, b_only), a_only + b_only, 0.5))
+
+
+def seeds_to_decide(tests: Sequence[dict], sizes: Sequence[int], alpha: float = ALPHA, power: float = 0.8,
+                    sims: int = 400, limit: int = 50, seed: int = 0) -> int | None:
+    """The fewest seeds (each with the mean number of images of ``sizes``) at which this module's accuracy rule
+    reaches a verdict in the observed direction with probability ``power``; simulated, each seed's discordant
+    pairs drawn at the observed pooled rates, the pooled test and the guard applied as in ``decide_accuracy``.
+    None past ``limit`` seeds."""
+    n = int(round(float(np.mean(sizes))))
+    total = float(sum(sizes))
+    rate_a = sum(t["a_only"] for t in tests) / total
+    rate_b = sum(t["b_only"] for t in tests) / total
+    if rate_a == rate_b:
+        return None
+    rng = np.random.default_rng(seed)
+    sign = 1 if rate_a > rate_b else -1
+    for k in range(MIN_SEEDS, limit + 1):
+        draws = rng.multinomial(n, [rate_a, rate_b, 1 - rate_a - rate_b], size=(sims, k))
+        a, b = draws[..., 0], draws[..., 1]
+        pooled_p = _two_sided_p(a.sum(1), b.sum(1))
+        in_direction = sign * (a.sum(1) - b.sum(1)) > 0
+        against = ((_two_sided_p(a, b) < alpha) & (sign * (a - b) < 0)).any(1)
+        if (in_direction & (pooled_p < alpha) & ~against).mean() >= power:
+            return k
+    return None
 
 
 def broken(ev: dict, classes: int = 10) -> str | None:
@@ -95,34 +189,41 @@ def broken(ev: dict, classes: int = 10) -> str | None:
     return None
 
 
-def decide_accuracy(pairs: Sequence[tuple[np.ndarray, np.ndarray]], alpha: float = ALPHA,
-                    broken_reasons: Sequence[str] = ()) -> dict:
-    """Verdict on "A beats B" from one (a_correct, b_correct) pair per seed (same images within a seed)."""
-    tests = [mcnemar(a, b) for a, b in pairs]
-    effect = paired_t([t["diff"] for t in tests])
-    out = {"tests": tests, "effect": effect, "alpha": alpha}
-    if broken_reasons:
-        return out | {"verdict": UNDECIDED, "why": "a model is broken: " + "; ".join(broken_reasons)}
-    if len(tests) < MIN_SEEDS:
-        return out | {"verdict": UNDECIDED, "why": f"{len(tests)} seed(s) done; the rule needs {MIN_SEEDS}"}
-    if all(t["p"] < alpha and t["diff"] > 0 for t in tests):
-        return out | {"verdict": HOLDS, "why": f"every seed's McNemar p < {alpha:g} in favour"}
-    if all(t["p"] < alpha and t["diff"] < 0 for t in tests):
-        return out | {"verdict": FAILS, "why": f"every seed's McNemar p < {alpha:g} against"}
-    significant = sum(t["p"] < alpha for t in tests)
-    need = seeds_needed(effect["mean"], effect["sd"])
-    more = f"; a paired t-test over about {need} seeds would resolve a difference this size" if need else ""
-    return out | {"verdict": UNDECIDED,
-                  "why": f"{significant} of {len(tests)} seeds significant, directions "
-                         f"{''.join('+' if t['diff'] > 0 else '-' if t['diff'] < 0 else '0' for t in tests)}{more}"}
+def holm(parts: dict[str, dict], alpha: float = ALPHA) -> dict[str, dict]:
+    """Holm's step-down correction within one claim: every part that carries a p-value (``p``) and a direction
+    (``sign``) is decided again at its Holm-adjusted p-value; parts without one (broken, too few seeds) keep
+    their verdict. Returns new part dicts with ``p_holm`` added."""
+    tested = [k for k, d in parts.items() if "p" in d and d.get("decidable", True) and not d.get("evidence_only")]
+    order = sorted(tested, key=lambda k: parts[k]["p"])
+    m, running, adjusted = len(order), 0.0, {}
+    for i, k in enumerate(order):
+        running = max(running, min(1.0, (m - i) * parts[k]["p"]))
+        adjusted[k] = running
+    out = {}
+    for k, d in parts.items():
+        if k not in adjusted or m == 1:
+            out[k] = d | ({"p_holm": adjusted[k]} if k in adjusted else {})
+            continue
+        if d.get("kind") == "accuracy":
+            verdict, why = _verdict(d["tests"], d["pooled"] | {"p": adjusted[k]}, alpha,
+                                    p_text=f"pooled McNemar p = {d['p']:.2g}, Holm-adjusted (of {m}) {adjusted[k]:.2g}")
+            why += _power_text(d, verdict)
+        else:
+            verdict = UNDECIDED if adjusted[k] >= alpha else (HOLDS if d["sign"] > 0 else FAILS)
+            why = d["why"] + f" (Holm-adjusted p of {m} = {adjusted[k]:.2g})"
+        out[k] = d | {"verdict": verdict, "why": why, "p_holm": adjusted[k]}
+    return out
 
 
 def decide_quantity(diffs: Sequence[float], alpha: float = ALPHA) -> dict:
     """Verdict on "the quantity is larger for A" from per-seed differences A - B (one-sided paired t-test)."""
     effect = paired_t(diffs)
-    out = {"effect": effect, "alpha": alpha}
+    out = {"effect": effect, "alpha": alpha, "kind": "quantity"}
     if effect["k"] < MIN_SEEDS:
         return out | {"verdict": UNDECIDED, "why": f"{effect['k']} seed(s) done; the rule needs {MIN_SEEDS}"}
+    # the smaller one-sided p and its direction, so that ``holm`` can adjust it like any other part
+    greater = effect["p_greater"] <= effect["p_less"]
+    out |= {"p": min(1.0, effect["p_greater"] if greater else effect["p_less"]), "sign": 1 if greater else -1}
     if effect["p_greater"] < alpha:
         return out | {"verdict": HOLDS, "why": f"paired t-test p = {effect['p_greater']:.2g} < {alpha:g}"}
     if effect["p_less"] < alpha:
@@ -137,6 +238,13 @@ def combine(verdicts: Sequence[str]) -> str:
     if any(v == FAILS for v in verdicts):
         return FAILS
     return UNDECIDED
+
+
+def decide_claim(parts: dict[str, dict], alpha: float = ALPHA) -> tuple[str, dict[str, dict]]:
+    """Holm within the claim's parts, then ``combine``: the verdict of a claim of several parts and its parts
+    (a part marked ``evidence_only`` is shown with the claim but neither adjusted nor combined)."""
+    adjusted = holm(parts, alpha)
+    return combine([d["verdict"] for d in adjusted.values() if not d.get("evidence_only")]), adjusted
 
 
 def spearman(x: Sequence[float], y: Sequence[float]) -> dict:

@@ -36,6 +36,7 @@ from ..reporting.study_report import ARMS, REGIME
 from ..training import TrainConfig
 from .grid import EvalConfig, evaluated, finetuned
 from .reproduce import split_holdout
+from .store import machine_line
 from .store import UnitStore, config_key, defer_busy, unit_dir
 
 PAPER_EPS = (1 / 255, 2 / 255, 4 / 255, 8 / 255)
@@ -139,7 +140,7 @@ def described(model, key, out: Path, name: str, x_bound, y_bound, progress) -> d
 
 def suite_unit(model, key, data: ImageData, suite: str, eps_list, n: int, batch: int, out: Path, name: str,
                progress, checks: bool = True) -> dict:
-    """Worst case over ``suite`` at each eps on the first ``n`` test images (fixed subset), per-image outcomes kept,
+    """Worst case over ``suite`` at each eps on ``n`` test images (``fixed_subset``), per-image outcomes kept,
     plus the sanity checks (a cached unit)."""
     from ..evaluation.accuracy import pack_bits
     from ..evaluation.checks import check_images, sanity_checks
@@ -298,7 +299,8 @@ def run_scratch(data_spec: str, out_dir: str | Path, config: ScratchConfig, devi
     train_data = split_holdout(data, config.holdout, config.train_images)
     x_bound, y_bound = fixed_subset(data.x_test, data.y_test, config.bound_images)
     st = _State(out, {"protocol": "scratch", "config": asdict(config), "data": data_spec, "device": str(device),
-                      "torch_threads": torch.get_num_threads(), "seeds": {}, "search": {}, "sweep": []},
+                      "torch_threads": torch.get_num_threads(), "machine": machine_line(), "seeds": {}, "search": {},
+                      "sweep": []},
                 render or render_scratch)
     pixel = EvalConfig(eps=PAPER_EPS, steps=4, step_scale=2.5, n_images=config.eval_images,
                        batch_size=config.eval_batch, per_image=True)
@@ -485,7 +487,8 @@ def run_adversarial(data_spec: str, out_dir: str | Path, config: AdversarialConf
         data = replace(data, x_train=data.x_train[:config.train_images], y_train=data.y_train[:config.train_images])
     x_bound, y_bound = fixed_subset(data.x_test, data.y_test, config.bound_images)
     st = _State(out, {"study": "adversarial", "config": asdict(config), "data": data_spec, "device": str(device),
-                      "torch_threads": torch.get_num_threads(), "seeds": {}}, render_adversarial)
+                      "torch_threads": torch.get_num_threads(), "machine": machine_line(), "seeds": {}},
+                     render_adversarial)
     clean_eval = EvalConfig(eps=(), n_images=None, batch_size=config.eval_batch, per_image=True)
     pgd_eval = EvalConfig(eps=config.pgd_eps, steps=config.pgd_steps, step_scale=2.5, random_start=True,
                           n_images=config.pgd_images, batch_size=config.eval_batch, per_image=True)

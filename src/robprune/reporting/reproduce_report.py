@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from ..evaluation.significance import MIN_SEEDS, UNDECIDED, broken
 from .markdown import eps_label, pct, sweep_markdown, with_ci
 
 PAPER_TABLE2 = {  # clean, PGD eps = 1, 2, 4, 8 (/255); ResNet-56 on the original CIFAR-10
@@ -146,6 +147,8 @@ def masking_verdict(suite: dict) -> list[str]:
 
 
 def _claims(table: dict, stats: dict) -> list[str]:
+    """The paper's claims (a)-(d) on the one seed of the fine-tuning protocol: observations under the one rule of
+    ``evaluation.significance``, which decides nothing on fewer than ``MIN_SEEDS`` seeds."""
     rows = {n: _acc_row(r["eval"]) for n, r in table.items()}
     ci = {n: [r["eval"]["clean"]["ci95"]] + [x["ci95"] for x in r["eval"]["robust"]] for n, r in table.items()}
     if not all(k in rows for k in ("CP", "RP", "Ours", "Baseline")):
@@ -156,17 +159,19 @@ def _claims(table: dict, stats: dict) -> list[str]:
         lo_b, hi_b = ci[b][i]
         return "intervals do not overlap" if lo_a > hi_b or lo_b > hi_a else "95% intervals overlap"
 
-    out = []
+    out = [f"One seed: the decision rule (docs/evaluation.md) needs {MIN_SEEDS}, so every claim here is "
+           "**UNDECIDED**; what follows is what was observed on this seed, not a verdict."]
     cp, rp, ours = rows["CP"], rows["RP"], rows["Ours"]
-    from ..evaluation.significance import broken
 
     bad = {n: why for n, r in table.items() if (why := broken(r["eval"]))}
     if bad:
-        out.append("One seed, and " + "; ".join(f"{n}: {why}" for n, why in bad.items()) + ": a broken model can "
-                   "neither win nor lose a claim, so every claim involving it is **UNDECIDED**.")
+        out.append("Broken: " + "; ".join(f"{n}: {why}" for n, why in bad.items()) + ": a broken model can "
+                   "neither win nor lose a claim.")
 
     def verdict_of(holds: bool, models) -> str:
-        return "UNDECIDED" if any(m in bad for m in models) else "HOLDS" if holds else "FAILS"
+        if any(m in bad for m in models):
+            return f"{UNDECIDED}: a model is broken"
+        return f"{UNDECIDED}: observed {'in the claimed direction' if holds else 'against the claim'}"
 
     verdict = verdict_of(rp[0] < cp[0], ("RP", "CP"))
     out.append(f"(a) RP loses clean accuracy against CP: **{verdict}** (RP {rp[0]:.2f}% vs CP {cp[0]:.2f}%, "
@@ -204,8 +209,8 @@ def render_report(state: dict, runs_log: str = "") -> str:
         f"{cfg['finetune']['epochs']} epochs from the Baseline (SGD momentum {cfg['finetune']['momentum']}, "
         f"lr {cfg['finetune']['lr']} cosine, weight decay {cfg['finetune']['weight_decay']}, batch "
         f"{cfg['finetune']['batch_size']}), one-shot pruning at the start; {cfg['holdout']} train images held "
-        f"out for the lam search, never trained on. The paper trains for far longer; our short budget is a "
-        f"limitation of 2 CPU cores.",
+        f"out for the lam search, never trained on. The paper trains for far longer: "
+        f"these verdicts are about a short fine-tuning budget.",
         "## Which reading of the paper's eps matches its baseline?",
         readings_markdown(st["readings"]) if "readings" in st else PENDING,
     ]

@@ -9,14 +9,14 @@ from __future__ import annotations
 
 import json
 import math
-import platform
+import os
 from pathlib import Path
 
 import numpy as np
 
-from ..evaluation.accuracy import unpack_bits
+from ..evaluation.accuracy import subset_indices, unpack_bits
 from ..evaluation.significance import (ALPHA, FAILS, HOLDS, UNDECIDED, broken, combine, decide_accuracy,
-                                       decide_quantity, spearman, spearman_models_needed)
+                                       decide_claim, decide_quantity, spearman, spearman_models_needed)
 from .markdown import eps_label
 
 PAPER_TABLE2 = {"Baseline": (94.21, 44.16, 36.08, 23.75, 15.73), "CP": (94.17, 44.33, 36.21, 24.00, 15.85),
@@ -33,6 +33,14 @@ READING_TEXT = {"pixel": "PGD-4 in pixel units (eps/255 on [0, 1] images, 4 step
 # as quoted in issue 15. Another architecture and another data encoding than this study.
 APB_ROWS = {"HARP (published, ResNet-18)": {0.99: (83.1, 45.5)},
             "HYDRA (published, ResNet-18)": {0.99: (72.2, 38.8)}}
+
+
+RULE_TEXT = (f"Verdicts follow the one rule of docs/evaluation.md (src/robprune/evaluation/significance.py): an "
+             f"accuracy comparison HOLDS when the exact McNemar test pooled over seeds (stratified by seed, on the "
+             f"same test images) is significant at {ALPHA:g} in its favour and no seed is significant against it, "
+             "FAILS symmetrically, and is UNDECIDED otherwise; weight statistics use a one-sided paired t-test over "
+             "seeds; the parts of one claim are Holm-adjusted; fewer than 2 seeds, or a model within 10 points of "
+             "chance or predicting one class for most images, decide nothing.")
 
 
 def _mean_sd(values) -> str:
@@ -78,8 +86,9 @@ def _done_seeds(state: dict, arms) -> list[str]:
 
 
 def _machine(state: dict) -> str:
-    return (f"{platform.machine()} CPU ({state.get('torch_threads', '?')} torch thread(s) for this run), "
-            f"device {state.get('device', '?')}")
+    """The machine as recorded at run time (results written before that was recorded name the device only)."""
+    where = f"{state['machine']}; " if state.get("machine") else ""
+    return f"{where}{state.get('torch_threads', '?')} torch thread(s), device {state.get('device', '?')}"
 
 
 def _invocations(state: dict) -> list[str]:
@@ -132,20 +141,19 @@ def scratch_claims(state: dict, reading: str = "pixel", suite: bool = False, our
     claims = {}
     a = compare("CP", "RP", None)
     claims["a"] = {"text": "RP loses clean accuracy against CP", "verdict": a["verdict"], "parts": {"clean": a}}
-    parts = {eps_label(eps[i]): compare("RP", "CP", i) for i in (2, 3)}
-    claims["b"] = {"text": "RP beats CP at large eps (4/255 and 8/255)",
-                   "verdict": combine([p["verdict"] for p in parts.values()]), "parts": parts}
+    verdict, parts = decide_claim({eps_label(eps[i]): compare("RP", "CP", i) for i in (2, 3)})
+    claims["b"] = {"text": "RP beats CP at large eps (4/255 and 8/255)", "verdict": verdict, "parts": parts}
     parts = {eps_label(e): compare(ours, "CP", i) for i, e in enumerate(eps)}
-    cost = compare("CP", ours, None)
+    cost = compare("CP", ours, None) | {"evidence_only": True}  # shown beside the quantity part, not a part itself
     costs = [100 * t["diff"] for t in cost["tests"]]
     # "a small clean cost": the cost per seed (points) is below 1 point, by a one-sided paired t-test over seeds
     small = decide_quantity([1.0 - c for c in costs])
     if cost["verdict"] == UNDECIDED and "broken" in cost["why"]:
-        small = small | {"verdict": UNDECIDED, "why": cost["why"]}
-    verdict = combine([p["verdict"] for p in parts.values()] + [small["verdict"]])
+        small = small | {"verdict": UNDECIDED, "why": cost["why"], "decidable": False}
+    verdict, parts = decide_claim(parts | {"clean cost (CP - Ours, McNemar)": cost,
+                                           "clean cost below 1 point (1 - cost, t-test)": small})
     claims["c"] = {"text": "Ours beats CP at every eps, at a clean cost of at most 1 point",
-                   "verdict": verdict, "parts": parts | {"clean cost (CP - Ours, McNemar)": cost,
-                                                         "clean cost below 1 point (1 - cost, t-test)": small},
+                   "verdict": verdict, "parts": parts,
                    "note": "clean cost per seed " + ", ".join(f"{c:+.2f}" for c in costs) + " points"}
     if not suite:
         widths = {arm: [rows[s][arm]["stats"]["max"] - rows[s][arm]["stats"]["min"] for s in seeds]
@@ -154,8 +162,9 @@ def scratch_claims(state: dict, reading: str = "pixel", suite: bool = False, our
                  for arm in ("Baseline", "CP", "RP")}
         parts["L1 below Baseline"] = decide_quantity([rows[s]["Baseline"]["stats"]["l1"] - rows[s][ours]["stats"]["l1"]
                                                       for s in seeds])
+        verdict, parts = decide_claim(parts)
         claims["d"] = {"text": "Ours has the narrowest weight range and an L1 norm below the Baseline",
-                       "verdict": combine([p["verdict"] for p in parts.values()]), "parts": parts}
+                       "verdict": verdict, "parts": parts}
     if not suite and ours == "Ours":
         bound, measured = [], []
         for s in seeds:
@@ -280,7 +289,8 @@ def _suite_lines(state: dict, seeds: list[str]) -> list[str]:
         ref = []
         for s in have[arm]:
             ev = rows[s][arm]["pixel"]
-            ref.append([100 * unpack_bits(r["correct_bits"], ev["n"])[:first["n"]].mean() for r in ev["robust"]])
+            same = subset_indices(ev["n"], first["n"])  # the suite attacked fixed_subset's images, not the first n
+            ref.append([100 * unpack_bits(r["correct_bits"], ev["n"])[same].mean() for r in ev["robust"]])
         ref_cells = " / ".join(f"{np.mean([r[i] for r in ref]):.2f}" for i in range(len(eps)))
         failed = sorted({c["name"] for su in suites for c in su.get("sanity_checks", []) if not c["passed"]})
         lines.append(f"| {arm} | {', '.join(have[arm])} | " + " | ".join(cells) + f" | {ref_cells} | "
@@ -348,6 +358,9 @@ def gains_survive(state: dict, pgd: dict, regime: dict) -> dict:
     if not gains:
         return {"gains": [], "verdict": UNDECIDED, "why": "no robustness gain holds under PGD-4, so none can survive"}
     attacked = [g for g in gains if g["suite"]]
+    _, adjusted = decide_claim({g["label"]: g["suite"] for g in gains if g["suite"]})  # Holm over the gains
+    for g in gains:
+        g["suite"] = adjusted.get(g["label"])
     verdict = combine([g["suite"]["verdict"] if g["suite"] else UNDECIDED for g in gains])  # pending: undecided
     count = {v: sum(g["suite"]["verdict"] == v for g in attacked) for v in (HOLDS, FAILS, UNDECIDED)}
     why = (f"of {len(gains)} gains under PGD-4, under the suite {count[HOLDS]} still hold, {count[FAILS]} reversed, "
@@ -402,9 +415,9 @@ def _plain_words(pgd: dict, regime: dict, survival: dict, suite_images: int) -> 
         parts = res["claims"]["c"]["parts"]
         won, unsure = eps_where(parts, HOLDS), eps_where(parts, UNDECIDED)
         cost = next(d for k, d in parts.items() if k.startswith("clean cost (CP"))
-        out.append(f"{label} beats CP on every seed at {', '.join(won) or 'no eps'}"
+        out.append(f"{label} significantly beats CP at {', '.join(won) or 'no eps'}"
                    + (f" ({', '.join(f'{pts(parts[k]):+.2f}' for k in won)} points)" if won else "")
-                   + (f", not on every seed at {', '.join(unsure)}" if unsure else "")
+                   + (f", undecided at {', '.join(unsure)}" if unsure else "")
                    + f", at a cost of {pts(cost):.2f} clean points (claim c {res['claims']['c']['verdict']})"
                    + (f"; claim d (narrowest weights, L1 below the Baseline) {res['claims']['d']['verdict']}"
                       if "d" in res["claims"] else "") + ".")
@@ -416,7 +429,7 @@ def _plain_words(pgd: dict, regime: dict, survival: dict, suite_images: int) -> 
         best = max(attacked, key=lambda g: g["suite"]["effect"]["mean"])
         shrink = all(pts(g["suite"]) < pts(g["pgd"]) for g in attacked)
         out.append(f"Under the stronger suite (its worst case on {suite_images} test images), {len(held)} of the "
-                   f"{len(gains)} gains stay significant on every seed and {len(rev)} reverse"
+                   f"{len(gains)} gains stay significant and {len(rev)} reverse"
                    f"{'s' if len(rev) == 1 else ''}; the largest under the suite is {best['label']} "
                    f"({pts(best['pgd']):+.2f} points under PGD-4, {pts(best['suite']):+.2f} under the suite)"
                    + (", so the gains shrink under a stronger attack without being shown to be gradient masking"
@@ -455,11 +468,7 @@ def render_scratch(state: dict) -> str:
         lines += [f"(e) every robustness gain that holds under PGD-4 survives the `{cfg['suite']}` suite (no gradient "
                   f"masking): **{survival['verdict']}** ({survival['why']}).", ""]
         lines += ["**In plain words.** " + _plain_words(claims["pixel"], regime, survival, cfg["suite_images"]), ""]
-        lines += ["A claim HOLDS only when every seed's McNemar test on the same test images is significant at "
-                  f"{ALPHA:g} in its favour (weight statistics: a one-sided paired t-test over seeds), FAILS when "
-                  "every seed is significant against it, and is UNDECIDED otherwise; a model within 10 points of "
-                  "chance or predicting one class for most images decides nothing "
-                  "(src/robprune/evaluation/significance.py).", ""]
+        lines += [RULE_TEXT, ""]
     lines += ["## Protocol", "",
               f"- Baseline: {cfg['arch']} from random initialisation (seed = init, data order, augmentation and random "
               f"starts), {cfg['baseline']['epochs']} epochs, SGD lr {cfg['baseline']['lr']:g} cosine, batch "
@@ -470,7 +479,10 @@ def render_scratch(state: dict) -> str:
               f"{cfg['finetune']['lr']:g} cosine. Fine-tuning (not training each arm from scratch) because the paper "
               "prunes a trained network; the per-epoch curves below show whether each arm has settled.",
               f"- lam and tau: candidates {', '.join(c_label(c) for c in cfg['candidates'])}, each fine-tuned from seed "
-              f"{cfg['search_seed']}'s Baseline, judged on {cfg['search_images']} held-out training images. The rule, "
+              f"{cfg['search_seed']}'s Baseline, judged on {cfg['search_images']} of the {cfg['holdout']} held-out "
+              "training images"
+              + (f" (tau is {cfg['candidates'][0]['tau']} in every candidate: it was not searched)"
+                 if len({c['tau'] for c in cfg['candidates']}) == 1 else "") + ". The rule, "
               "fixed before the run: among candidates whose held-out clean accuracy is at most "
               f"{100 * cfg['max_clean_drop']:g} point(s) below CP's, the highest mean PGD-4 accuracy over the four eps; "
               "if none qualifies, the smallest clean drop. The chosen setting is used for every seed."
@@ -479,14 +491,15 @@ def render_scratch(state: dict) -> str:
                  "(c) and (d) are decided for it as well." if cfg.get("regime") else ""),
               f"- Evaluation: clean and PGD-4 / FGSM (pixel units) on {'all' if cfg['eval_images'] is None else cfg['eval_images']} "
               f"test images per seed with per-image outcomes; the `{cfg['suite']}` suite on {cfg['suite_images']} test "
-              "images" + (" (not `autoattack`: on a naturally trained ResNet-20 it found the same robust points at "
-                          "several times the cost, docs/performance.md)" if cfg["suite"] == "standard" else "")
+              "images" + (" (not `autoattack`: on 100 images of one naturally trained ResNet-20 it found the same "
+                          "robust points at several times the cost, docs/performance.md)"
+                          if cfg["suite"] == "standard" else "")
               + f"; Table 1; Eq. 3 on {cfg['bound_images']} images; Figure 2 over ratios "
               f"{', '.join(f'{r:g}' for r in cfg['sweep_ratios'])} on seeds {', '.join(map(str, cfg['sweep_seeds']))}.",
               ""]
     if seeds:
         base = np.mean([_acc(state["seeds"][k]["Baseline"]["pixel"], None) for k in seeds])
-        lines += [f"**Budget caveat.** These budgets fit 2 CPU cores: the Baseline reaches {base:.1f}% clean accuracy "
+        lines += [f"**Budget caveat.** These budgets are short: the Baseline reaches {base:.1f}% clean accuracy "
                   "(paper: 94.21% for a fully trained ResNet-56), so every verdict below is about this shorter "
                   "training regime; `bench/gpu_studies.sh` runs the same protocol longer on a GPU.", ""]
     if state.get("chosen"):
@@ -516,7 +529,8 @@ def render_scratch(state: dict) -> str:
     lines += ["## Table 1: weight statistics (prunable weights, mean ± std over seeds)", ""] + \
         _table1([state["seeds"][s] for s in seeds], _arms(state, seeds), PAPER_TABLE1) + [""]
     lines += ["## Eq. 3: bound vs measured distortion", ""] + _bounds_lines(state, seeds) + [""]
-    lines += ["## Training curves (test accuracy after each epoch, seed " + seeds[0] + ")", ""]
+    lines += ["## Training curves (accuracy after each epoch on the held-out training images, not the test split; "
+              "seed " + seeds[0] + ")", ""]
     for arm in _arms(state, seeds[:1]):
         h = state["seeds"][seeds[0]][arm].get("history", [])
         lines.append(f"- {arm}: " + ", ".join(f"{100 * e['test_acc']:.1f}" for e in h)
@@ -614,9 +628,7 @@ def render_adversarial(state: dict) -> str:
     claims = adversarial_claims(state)
     if claims:
         lines += ["## Verdicts", "",
-                  "Each comparison is decided by the rule of src/robprune/evaluation/significance.py: HOLDS (the first "
-                  "beats CP) when every seed's McNemar test on the same test images is significant at "
-                  f"{ALPHA:g} in its favour, FAILS when every seed is significant against it, else UNDECIDED.", "",
+                  RULE_TEXT + " Each row below is its own question (no claim combines them).", "",
                   "| question | seeds | metric | verdict | evidence (points, first minus second) |", "|---|---|---|---|---|"]
         for q, c in claims.items():
             for metric, d in c["parts"].items():
@@ -736,13 +748,15 @@ FIGURE_CAPTIONS = {
 
 def _figure_lines(state: dict) -> list[str]:
     lines = []
+    where = state.get("figure_prefix", "")  # the figures' folder as seen from the report
     for fig in state.get("figures", []):
-        lines += [f"![{fig}]({fig})", ""] + ([f"*{FIGURE_CAPTIONS[fig]}*", ""] if fig in FIGURE_CAPTIONS else [])
+        lines += [f"![{fig}]({where}{fig})", ""] + ([f"*{FIGURE_CAPTIONS[fig]}*", ""] if fig in FIGURE_CAPTIONS else [])
     return lines
 
 
-def rewrite_study_report(out) -> str:
-    """Re-render report.md (and the figures) of a study from OUT/results.json; computes nothing."""
+def rewrite_study_report(out, report=None) -> str:
+    """Re-render the report (OUT/report.md, or ``report``) and the figures of a study from OUT/results.json;
+    computes nothing."""
     from ..io import write_text_atomic
     from .study_figures import write_study_figures
 
@@ -759,6 +773,9 @@ def rewrite_study_report(out) -> str:
     if (out / "runs.log").is_file():
         state["runs_log"] = (out / "runs.log").read_text()
     state["figures"] = write_study_figures(state, out)
+    report = out / "report.md" if report is None else Path(report)
+    if report.parent.resolve() != out.resolve():
+        state["figure_prefix"] = Path(os.path.relpath(out.resolve(), report.parent.resolve())).as_posix() + "/"
     text = render_adversarial(state) if state.get("study") == "adversarial" else render_scratch(state)
-    write_text_atomic(out / "report.md", text)
+    write_text_atomic(report, text)
     return text
