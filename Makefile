@@ -15,8 +15,9 @@ $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
 	$(PY) -m pip install --quiet "$(TORCH_SPEC)"
 	$(PY) -m pip install --quiet -e ".[dev]"
-	# torchattacks is only the reference for a cross-check test; --no-deps keeps torchvision out.
-	$(PY) -m pip install --quiet --no-deps "torchattacks==3.5.1"
+	# torchattacks and the original AutoAttack (pyautoattack) are only references for cross-check tests;
+	# --no-deps keeps torchvision out.
+	$(PY) -m pip install --quiet --no-deps "torchattacks==3.5.1" "pyautoattack==0.2.0"
 	touch $@
 
 demo: install

@@ -1,9 +1,11 @@
-"""Our --suite autoattack against torchattacks' AutoAttack (standard) on the same model and images; and the
-default robprune.pgd path against a textbook PGD loop.
+"""Our --suite autoattack against the original AutoAttack (pyautoattack 0.2.0, the authors' code, version
+'standard') and torchattacks' AutoAttack on the same model and images; and the default robprune.pgd path
+against a textbook PGD loop.
 
     python bench/bench_autoattack.py [--arch resnet20 --images 64 --eps 2]
     python bench/bench_autoattack.py --checkpoint UNIT/model.safetensors --images 64 --eps 8   # a robprune model
-Prints robust counts side by side, the speed ratio (target >= 3x), and PGD default / textbook (target >= 1.5x).
+Prints robust counts and per-image agreement side by side, the speed ratios (against the original: target
+>= 1.5x), and PGD default / textbook (target >= 1.5x). --skip-torchattacks leaves torchattacks out.
 Each path runs once (AutoAttack is long); the PGD comparison uses interleaved medians.
 Note: torchattacks' AutoAttack runs APGD and FAB with their default 10 steps, AutoAttack's reference 100.
 """
@@ -33,6 +35,28 @@ def textbook_pgd(model, x, y, eps, steps):
     return x_adv
 
 
+def original(model, x, y, eps, ours, t_ours) -> None:
+    """The authors' AutoAttack on the same images: robust count, per-image agreement, time and the ratio."""
+    try:
+        import pyautoattack
+    except ImportError:
+        print("  pyautoattack absent (pip install --no-deps pyautoattack==0.2.0): no comparison with the original")
+        return
+    attack = pyautoattack.AutoAttack(model, norm="Linf", eps=eps, version="standard", seed=0)
+    attack.logger.setLevel("ERROR")
+    t0 = time.perf_counter()
+    x_adv, _ = attack.run_standard_evaluation(x, y, batch_size=len(x))
+    t_orig = time.perf_counter() - t0
+    with torch.no_grad():
+        theirs = model(x_adv).argmax(1) == y
+    robust = torch.tensor(ours["robust_mask"])
+    print(f"  original AutoAttack (pyautoattack {pyautoattack.__version__}): robust {int(theirs.sum())}, "
+          f"{t_orig:.1f} s ({len(x) / t_orig:.2f} images/s); per-image robust sets differ on "
+          f"{int((robust ^ theirs).sum())} of {len(x)} (ours only {int((robust & ~theirs).sum())}, "
+          f"theirs only {int((~robust & theirs).sum())})")
+    print(f"ratio: ours images/s / original images/s = {t_orig / t_ours:.2f}   (target >= 1.5)")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--arch", default="resnet56")
@@ -40,6 +64,8 @@ def main() -> None:
     ap.add_argument("--eps", type=float, default=1.0, help="in units of 1/255")
     ap.add_argument("--pgd-images", type=int, default=256)
     ap.add_argument("--digits", action="store_true", help="a small_cnn trained here on digits (6 epochs) instead")
+    ap.add_argument("--skip-torchattacks", action="store_true")
+    ap.add_argument("--skip-pgd", action="store_true")
     ap.add_argument("--checkpoint", help="a robprune checkpoint (e.g. an adversarially trained model, where points "
                                          "survive into APGD-T, FAB-T and Square) on CIFAR-10 (JPEG) test images")
     args = ap.parse_args()
@@ -69,10 +95,12 @@ def main() -> None:
     except ImportError:
         print("torchattacks absent: only our numbers")
         torchattacks = None
+    torchattacks = None if args.skip_torchattacks else torchattacks
     print(f"AutoAttack standard at {args.eps:g}/255 on {args.images} images:")
     print(f"  robprune --suite autoattack: clean {ours['clean']['correct']}, robust {ours['worst_case']['correct']}, "
           f"{t_ours:.1f} s ({args.images / t_ours:.2f} images/s); per attack: "
           + ", ".join(f"{k} {v['robust_after']['correct']} ({v['seconds']:.1f} s)" for k, v in ours["attacks"].items()))
+    original(model, xa, ya, eps, ours, t_ours)
     if torchattacks is not None:
         t0 = time.perf_counter()
         adv = torchattacks.AutoAttack(model, norm="Linf", eps=eps, version="standard", n_classes=10, seed=0)(xa, ya)
@@ -98,6 +126,8 @@ def main() -> None:
         square = ours["attacks"]["square"]["seconds"]
         print(f"  our Square alone (5,000 forward passes per surviving point): {square:.1f} s, so even if every other "
               f"attack cost nothing the ratio could not exceed {t_same / max(square, 1e-9):.2f}")
+    if args.skip_pgd:
+        return
     xp, yp = x[: args.pgd_images], y[: args.pgd_images]
     fast = attack_model(model)  # the default path of evaluate and every suite: folded, frozen, channels_last
     xc = xp.contiguous(memory_format=torch.channels_last)
