@@ -55,6 +55,24 @@ def runs(tmp_path_factory):
     return tmp
 
 
+def test_nproc_starts_the_ranks_and_trains_like_torchrun(runs):
+    """`robprune train --nproc 2` (the launcher must not hold the folder its rank 0 locks) ends like the same
+    command under torchrun, bit for bit; a failing rank is one line, not torch's ChildFailedError blob."""
+    out = runs / "nproc"
+    proc = _one([*TRAIN, "--epochs", "3", "--nproc", "2", "--out", str(out)], timeout=240)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    mine, _, _ = _load(out / "model.safetensors")
+    reference, _, _ = _load(runs / "two" / "model.safetensors")
+    for (k, a), (_, b) in zip(mine.state_dict().items(), reference.state_dict().items()):
+        assert torch.equal(a, b), k
+    bad_train = [a if a != "digits" else "imagefolder:" + str(runs / "missing.tar") for a in TRAIN]
+    bad = _one([*bad_train, "--epochs", "1", "--nproc=2", "--out", str(runs / "nproc-bad")], timeout=240)
+    assert bad.returncode == 2
+    assert "ChildFailedError" not in bad.stderr and "Traceback" not in bad.stderr, bad.stderr[-2000:]
+    assert bad.stderr.count("robprune: error") == 3  # each rank's own line, then the launcher's
+    assert "2 of 2 training processes failed" in bad.stderr
+
+
 def test_two_processes_train_like_one(runs):
     """Equal exactly: masks, sparsity, the data order (same metrics per epoch up to float sums).
     Equal within float reduction tolerance: the weights (gloo averages the two half-batch gradients)."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import glob
 import os
 import tempfile
 from pathlib import Path
@@ -104,16 +105,19 @@ class OutputLock:
                 (self.folder / self.NAME).unlink(missing_ok=True)
 
 
-def remove_stale_temporaries(folder: str | os.PathLike, older_than_s: float = 0.0) -> int:
+def remove_stale_temporaries(folder: str | os.PathLike, older_than_s: float = 0.0, name: str | None = None) -> int:
     """Delete the hidden ``.NAME.*.tmp`` files an interrupted atomic write left behind; returns how many.
 
-    ``older_than_s`` spares younger ones: in a folder other processes share, a young one is a write in flight."""
+    ``older_than_s`` spares younger ones: in a folder other processes share, a young one is a write in flight.
+    With ``name``, only the temporaries of that one file in ``folder`` itself (a command that writes one file
+    into a folder it does not own leaves everyone else's alone)."""
     import time
 
     count = 0
     folder = Path(folder)
     if folder.is_dir():
-        for tmp in folder.rglob(".*.tmp"):
+        found = folder.glob(f".{glob.escape(name)}.*.tmp") if name else folder.rglob(".*.tmp")
+        for tmp in found:
             if tmp.is_file() and time.time() - tmp.stat().st_mtime >= older_than_s:
                 tmp.unlink(missing_ok=True)
                 count += 1

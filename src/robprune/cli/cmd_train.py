@@ -81,22 +81,47 @@ def config_from_args(args, fine_tuning: bool) -> TrainConfig:
 
 
 def launch(args) -> None:
-    """``--nproc N``: rerun this command under torch's elastic launcher (torchrun) with N processes."""
+    """``--nproc N``: rerun this command under torch's elastic launcher (torchrun) with N processes.
+
+    Called by the CLI before it takes the output folder's lock: the ranks it starts take it themselves (rank 0),
+    so the launcher must not hold it."""
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.run import main as torchrun
 
-    argv = list(args.argv)
-    i = argv.index("--nproc")
-    del argv[i : i + 2]
-    torchrun(["--standalone", "--nproc_per_node", str(args.nproc), "-m", "robprune", *argv])
+    argv = []
+    skip = False
+    for arg in args.argv:  # drop "--nproc N" and "--nproc=N"
+        if skip:
+            skip = False
+        elif arg == "--nproc":
+            skip = True
+        elif not arg.startswith("--nproc="):
+            argv.append(arg)
+    try:
+        torchrun(["--standalone", "--nproc_per_node", str(args.nproc), "-m", "robprune", *argv])
+    except ChildFailedError as err:
+        codes = sorted({f.exitcode for f in err.failures.values()})
+        raise RuntimeError(f"{len(err.failures)} of {args.nproc} training processes failed (exit code "
+                           f"{', '.join(map(str, codes))}); their own error lines are above") from None
+
+
+def launch_if_asked(args) -> bool:
+    """Start torchrun for ``--nproc N`` > 1 (True), or do nothing (False) when this process is the run."""
+    from .. import distributed
+
+    if args.nproc <= 1:
+        return False
+    if distributed.launched_by_torchrun():
+        raise ValueError("--nproc starts torchrun itself; under torchrun leave it out")
+    launch(args)
+    return True
 
 
 def run(args) -> None:
     from .. import distributed
 
-    if args.nproc > 1:
-        if distributed.launched_by_torchrun():
-            raise ValueError("--nproc starts torchrun itself; under torchrun leave it out")
-        return launch(args)
+    if launch_if_asked(args):  # the CLI launches before locking; this is for a caller of run() itself
+        return None
     dev = device(args.device)
     config = config_from_args(args, fine_tuning=args.init is not None)
     group = distributed.setup(dev, args.dist_backend, args.dist_timeout)

@@ -92,7 +92,7 @@ def parse_eps_list(text: str, unit: str = "255") -> list[float]:
     """
     if text.strip().lower() == "none":
         return []
-    values = []
+    values, plain = [], []
     for item in text.split(","):
         item = item.strip()
         try:
@@ -107,6 +107,12 @@ def parse_eps_list(text: str, unit: str = "255") -> list[float]:
                 " (eps is in units of 1/255: at most 255)"
             raise ValueError(f"eps {item} is larger than the whole pixel range{hint}")
         values.append(value)
+        plain.append(not den)
+    # the unit check costs nothing, so it runs whatever --no-checks says: "0.03" in units of 1/255 is almost
+    # always a fraction meant as 8/255; written as 0.03/255 it is taken as meant
+    if unit == "255" and values and all(plain) and 0 < max(values) < 0.5 / 255:
+        raise ValueError(f"eps {text} is in units of 1/255, so every value is below half a grey level: for 8/255 "
+                         "write 8, or pass --eps-unit fraction; write e.g. 0.03/255 if you mean it")
     return values
 
 
@@ -125,17 +131,22 @@ def device(name: str) -> torch.device:
 class Progress:
     """Turns library progress events into tqdm bars (images/s, smoothed ETA) and log lines on stderr."""
 
-    def __init__(self) -> None:
+    def __init__(self, live: bool | None = None) -> None:
         self.bar: tqdm | None = None
         self.run_start: float | None = None
         self.images_done = 0
+        # bars only on a terminal: redirected to a file (nohup, make demo > log) a bar writes a frame per refresh,
+        # megabytes of carriage returns; there each epoch and each finished attack is one line instead
+        self.live = sys.stderr.isatty() if live is None else live
+        self.eval_start: float | None = None
 
     def __call__(self, event: dict) -> None:
         kind = event["kind"]
         if kind == "step":
             if self.bar is None:
                 self.bar = tqdm(total=event["steps"], desc=f"epoch {event['epoch']}/{event.get('epochs', '?')}",
-                                leave=False, file=sys.stderr, dynamic_ncols=True, unit="step", smoothing=0.05)
+                                leave=False, file=sys.stderr, dynamic_ncols=True, unit="step", smoothing=0.05,
+                                disable=not self.live)
             self.bar.update(1)
             if self.run_start is None:  # the rate counts from the end of the first step, never from ~0 s
                 self.run_start = time.perf_counter()
@@ -156,12 +167,17 @@ class Progress:
                        f"  {event['images_per_s']:.0f} img/s", file=sys.stderr)
         elif kind == "eval":
             if self.bar is None:
+                self.eval_start = time.perf_counter()
                 self.bar = tqdm(total=event["total"], desc=f"attack {event['name']}", leave=False,
-                                file=sys.stderr, dynamic_ncols=True, unit="img", smoothing=0.05)
+                                file=sys.stderr, dynamic_ncols=True, unit="img", smoothing=0.05,
+                                disable=not self.live)
             self.bar.update(event["done"] - self.bar.n)  # update, not n =: tqdm then measures the rate
             self.bar.refresh()  # batches a resumed unit had saved arrive at once: show them, not 0%, until the next
             if event["done"] >= event["total"]:
                 self.close()
+                if not self.live:
+                    tqdm.write(f"  attack {event['name']}: {event['total']} done in "
+                               f"{time.perf_counter() - self.eval_start:.1f} s", file=sys.stderr)
         elif kind in ("unit", "note"):
             self.close()
             text = f"[{event['status']}] {event['name']}" if kind == "unit" else event["text"]

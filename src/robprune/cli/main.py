@@ -20,6 +20,9 @@ COMMANDS = {"demo": cmd_demo, "train": cmd_train, "prune": cmd_prune, "eval": cm
             "import": cmd_import, "export": cmd_export, "reproduce": cmd_reproduce,
             "study": cmd_study}
 RESULT_MARKER = "config.json"  # every command writes it beside its results
+# what a folder holds once some command has produced something there (a folder with none of these is free)
+RESULT_FILES = (RESULT_MARKER, "model.safetensors", "last.safetensors", "eval.json", "stats.json",
+                "results.json", "report.md")
 
 
 def build_parser() -> Parser:
@@ -31,9 +34,9 @@ def build_parser() -> Parser:
         p = sub.add_parser(name, help=module.HELP, description=module.HELP,
                            epilog="example:\n  " + module.EXAMPLE)
         module.add_arguments(p)
-        if not getattr(module, "SINGLE_FILE", False):
-            p.add_argument("--overwrite", action="store_true",
-                           help="replace the results of an earlier run in --out (refused otherwise)")
+        p.add_argument("--overwrite", action="store_true",
+                       help="replace the output file (export, import) or the results of an earlier run in --out "
+                            "(refused otherwise)")
     return parser
 
 
@@ -55,17 +58,27 @@ def _check_out(args) -> Path:
 
 def _check_previous_results(args, folder: Path) -> None:
     """One rule for every command: a folder holding another run's results is refused unless --overwrite;
-    resumable commands (demo, reproduce, train --resume) continue their own."""
+    resumable commands (demo, reproduce, train --resume) continue their own. A single-file command (export,
+    import) refuses an existing output file unless --overwrite, and never writes over one of its inputs."""
+    if getattr(COMMANDS[args.command], "SINGLE_FILE", False):
+        out = Path(args.out)
+        for given in getattr(args, "checkpoint", None), getattr(args, "file", None):
+            if given and Path(given).exists() and out.exists() and out.resolve() == Path(given).resolve():
+                raise ValueError(f"--out {out} is the input file itself; choose another --out")
+        if out.exists() and not args.overwrite:
+            raise ValueError(f"{out} already exists; pass --overwrite to replace it or choose another --out")
+        return
     marker = folder / RESULT_MARKER
-    if getattr(COMMANDS[args.command], "SINGLE_FILE", False) or not marker.is_file() or args.overwrite:
+    held = [name for name in RESULT_FILES if (folder / name).is_file()]
+    if not held or args.overwrite:
         return
     try:
-        previous = json.loads(marker.read_text()).get("command")
+        previous = json.loads(marker.read_text()).get("command") if marker.is_file() else None
     except (OSError, ValueError, AttributeError):
         previous = None
     resumable = getattr(COMMANDS[args.command], "RESUMABLE", False) or getattr(args, "resume", False)
-    if previous == args.command and resumable:
-        return
+    if previous == args.command and (resumable or held == [RESULT_MARKER]):
+        return  # its own run to continue, or one that stopped before it saved anything: run it again
     what = f"a '{previous}' run" if previous else "another run"
     raise ValueError(f"{folder} already holds the results of {what}; pass --overwrite to replace them or choose "
                      "another --out")
@@ -102,13 +115,19 @@ def main(argv: list[str] | None = None) -> int:
             COMMANDS[args.command].run(args)
             return 0
         args.out_dir = folder
+        launcher = getattr(COMMANDS[args.command], "launch_if_asked", None)
+        if launcher is not None and launcher(args):  # --nproc: the ranks it starts lock the folder, not the launcher
+            completed = True
+            return 0
         if rank_from_env() > 0:  # under torchrun only rank 0 writes, so only rank 0 holds the folder
             COMMANDS[args.command].run(args)
         else:
             shared = bool(getattr(args, "share", False))
             with OutputLock(folder, shared=shared):
                 _check_previous_results(args, folder)
-                remove_stale_temporaries(folder, older_than_s=3600.0 if shared else 0.0)
+                single = getattr(COMMANDS[args.command], "SINGLE_FILE", False)
+                remove_stale_temporaries(folder, older_than_s=3600.0 if shared else 0.0,
+                                         name=Path(args.out).name if single else None)
                 COMMANDS[args.command].run(args)
         completed = True
     except SystemExit as exit_:  # --help and --version

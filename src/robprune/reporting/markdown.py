@@ -12,9 +12,9 @@ from ..evaluation.stats import stats_markdown
 
 
 def eps_label(eps: float) -> str:
-    """8/255 for a multiple of 1/255, else the decimal value."""
+    """Every eps in the same unit, whichever unit it was given in: 8/255, 0.5/255, 7.905/255 (for 0.031)."""
     levels = eps * 255
-    return f"{levels:g}/255" if abs(levels - round(levels)) < 1e-6 else f"{eps:.4g}"
+    return f"{round(levels):d}/255" if abs(levels - round(levels)) < 1e-6 else f"{levels:.4g}/255"
 
 
 def pct(x: float) -> str:

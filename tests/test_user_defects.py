@@ -1,0 +1,103 @@
+"""Regression tests for what a new user and a probe tripped over: each failed on the code before its fix."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+import robprune as rp
+from robprune.cli import main
+from robprune.cli.common import Progress
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    out = tmp_path_factory.mktemp("defects") / "m"
+    assert main(["train", "--data", "digits", "--arch", "small_cnn", "--epochs", "1", "--out", str(out)]) == 0
+    return out / "model.safetensors"
+
+
+def _run(argv, capsys):
+    code = main([str(a) for a in argv])
+    return code, capsys.readouterr().err
+
+
+def test_export_never_writes_over_its_input_or_an_existing_file(trained, tmp_path, capsys):
+    before = trained.read_bytes()
+    code, err = _run(["export", trained, "--format", "torch", "--out", trained], capsys)
+    assert code == 2 and "is the input file itself" in err
+    assert trained.read_bytes() == before  # the checkpoint is intact and still loads
+    rp.load_checkpoint(trained)
+    out = tmp_path / "plain.pt"
+    assert _run(["export", trained, "--format", "torch", "--out", out], capsys)[0] == 0
+    first = out.read_bytes()
+    code, err = _run(["export", trained, "--format", "torch", "--out", out], capsys)
+    assert code == 2 and "--overwrite" in err and out.read_bytes() == first
+    assert _run(["export", trained, "--format", "torch", "--out", out, "--overwrite"], capsys)[0] == 0
+
+
+def test_export_leaves_other_folders_temporaries_alone(trained, tmp_path, capsys):
+    other = tmp_path / "study" / "units"
+    other.mkdir(parents=True)
+    theirs = other / ".results.json.abc.tmp"  # another process's write in flight
+    theirs.write_text("{}")
+    mine = tmp_path / ".plain.pt.xyz.tmp"  # this file's own leftover from a killed export
+    mine.write_text("x")
+    assert _run(["export", trained, "--format", "torch", "--out", tmp_path / "plain.pt"], capsys)[0] == 0
+    assert theirs.exists() and not mine.exists()
+
+
+@pytest.mark.parametrize("command", ["eval", "stats"])
+def test_eval_and_stats_keep_an_earlier_result_without_overwrite(trained, tmp_path, capsys, command):
+    out = tmp_path / "e"
+    extra = ["--data", "digits", "--eps", "8", "--n-images", "20", "--no-checks"] if command == "eval" else []
+    assert _run([command, trained, *extra, "--out", out], capsys)[0] == 0
+    written = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()}
+    for again in ("eval", "stats"):
+        more = ["--data", "digits", "--eps", "8", "--n-images", "20", "--no-checks"] if again == "eval" else []
+        code, err = _run([again, trained, *more, "--out", out], capsys)
+        assert code == 2 and "--overwrite" in err
+    assert {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()} == written
+    assert _run([command, trained, *extra, "--out", out, "--overwrite"], capsys)[0] == 0
+
+
+def test_a_train_run_that_stopped_before_saving_anything_is_run_again(tmp_path, capsys):
+    out = tmp_path / "t"
+    out.mkdir()
+    (out / "config.json").write_text(json.dumps({"command": "train"}))  # what a run killed in epoch 1 leaves
+    code, err = _run(["train", "--data", "digits", "--arch", "small_cnn", "--epochs", "1", "--out", out], capsys)
+    assert code == 0, err
+    assert (out / "model.safetensors").is_file()
+    # a folder with a checkpoint is a result: the same command is refused (or continued with --resume)
+    code, err = _run(["train", "--data", "digits", "--arch", "small_cnn", "--epochs", "1", "--out", out], capsys)
+    assert code == 2 and ("--resume" in err or "--overwrite" in err)
+
+
+def test_eps_unit_check_runs_even_without_sanity_checks(trained, tmp_path, capsys):
+    code, err = _run(["eval", trained, "--data", "digits", "--eps", "0.03", "--no-checks", "--out", tmp_path / "a"],
+                     capsys)
+    assert code == 2 and "--eps-unit fraction" in err and not (tmp_path / "a").exists()
+    # written with its unit it is taken as meant; a fraction is labelled in the same unit as every other table
+    assert _run(["eval", trained, "--data", "digits", "--eps", "0.03/255", "--n-images", "20", "--no-checks",
+                 "--out", tmp_path / "b"], capsys)[0] == 0
+    assert _run(["eval", trained, "--data", "digits", "--eps", "0.031", "--eps-unit", "fraction", "--n-images", "20",
+                 "--no-checks", "--out", tmp_path / "c"], capsys)[0] == 0
+    table = (tmp_path / "c" / "eval.md").read_text()
+    assert "7.905/255" in table and "eps=0.031" not in table
+
+
+def test_progress_without_a_terminal_writes_lines_not_frames(capsys):
+    progress = Progress(live=False)
+    for epoch in (1, 2):
+        for step in range(1, 51):
+            progress({"kind": "step", "epoch": epoch, "epochs": 2, "step": step, "steps": 50, "loss": 1.0,
+                      "images": 64})
+        progress({"kind": "epoch", "epoch": epoch, "train_loss": 1.0, "train_acc": 0.5, "test_acc": 0.5,
+                  "sparsity": 0.0, "images_per_s": 1000.0})
+    for done in range(0, 101, 10):
+        progress({"kind": "eval", "name": "m", "done": done, "total": 100})
+    err = capsys.readouterr().err
+    assert "\r" not in err
+    assert err.count("\n") == 3 and "epoch 2:" in err and "attack m: 100 done" in err
+
