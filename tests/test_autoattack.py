@@ -244,8 +244,13 @@ def test_eps_as_a_fraction_and_unit_mistakes(model_and_data, tmp_path, capsys):
         err = capsys.readouterr().err
         assert message in err and len(err.strip().splitlines()) == 1
         assert not (tmp_path / "bad" / "eval.json").exists()
-    # eps written as 0.03 in units of 1/255 changes nothing: a loud warning, not silence
-    assert main(["eval", str(ck), "--data", "digits", "--eps", "0.03", "--n-images", "60", "--check-images", "60",
+    # eps written as 0.03 in units of 1/255 (below half a grey level): refused before any work, checks or not
+    for checks in ([], ["--no-checks"]):
+        assert main(["eval", str(ck), "--data", "digits", "--eps", "0.03", "--n-images", "60", *checks,
+                     "--out", str(tmp_path / "tiny")]) == 2
+        assert "--eps-unit fraction" in capsys.readouterr().err and not (tmp_path / "tiny").exists()
+    # the check inside the sanity checks still catches an attack that changes nothing at an eps written as meant
+    assert main(["eval", str(ck), "--data", "digits", "--eps", "0.03/255", "--n-images", "60", "--check-images", "60",
                  "--out", str(tmp_path / "tiny")]) == 0
     assert "eps_units_plausible FAILED" in capsys.readouterr().err
 

@@ -58,7 +58,9 @@ def test_two_processes_divide_a_walk_and_compute_every_unit_once(tmp_path):
 
 def _claim(unit_path, pid, host=None):
     unit_path.mkdir(parents=True, exist_ok=True)
-    (unit_path / ".claim").write_text(json.dumps({"host": host or socket.gethostname(), "pid": pid}))
+    # as Unit.claim writes it: the holder's host, pid and start time
+    (unit_path / ".claim").write_text(json.dumps({"host": host or socket.gethostname(), "pid": pid,
+                                                  "started": store._started(pid)}))
 
 
 def test_a_live_claim_is_deferred_or_waited_for_and_a_dead_one_taken_over(tmp_path, monkeypatch):
@@ -106,7 +108,7 @@ def test_a_claim_from_another_host_counts_until_it_is_stale(tmp_path, monkeypatc
     s = UnitStore(tmp_path)
     path = s.unit("x", {}).path
     _claim(path, 1, host="elsewhere")
-    assert s.unit("x", {}).claim() == {"host": "elsewhere", "pid": 1}
+    assert {k: v for k, v in s.unit("x", {}).claim().items() if k != "started"} == {"host": "elsewhere", "pid": 1}
     old = time.time() - store.STALE_S - 5
     os.utime(path / ".claim", (old, old))
     assert s.unit("x", {}).claim() is None  # taken over: now this process's
@@ -134,3 +136,27 @@ def test_a_pid_reused_by_another_process_does_not_hold_a_claim(tmp_path):
     finally:
         other.kill()
         other.wait()
+
+
+@pytest.mark.parametrize("content", ["", "{not json", "[1, 2]", "null", '{"host": "x"}', '{"pid": "7"}'])
+def test_a_claim_that_names_no_holder_is_no_claim(tmp_path, content):
+    """Garbage, an empty file (a process died while writing it) or a claim without host and pid: taken over
+    once it is older than a write takes, not honoured for STALE_S."""
+    s = UnitStore(tmp_path)
+    path = s.unit("g", {}).path
+    path.mkdir(parents=True)
+    (path / ".claim").write_text(content)
+    old = time.time() - store.CLAIM_WRITE_S - 1
+    os.utime(path / ".claim", (old, old))
+    assert s.unit("g", {}).claim() is None
+    assert json.loads((path / ".claim").read_text())["pid"] == os.getpid()
+
+
+def test_a_live_pid_without_a_start_time_does_not_hold_a_claim(tmp_path):
+    if store._started(os.getpid()) is None:
+        pytest.skip("no /proc here: the claim falls back to the pid alone")
+    s = UnitStore(tmp_path)
+    path = s.unit("n", {}).path
+    path.mkdir(parents=True)
+    (path / ".claim").write_text(json.dumps({"host": socket.gethostname(), "pid": 1}))  # pid 1 is alive
+    assert s.unit("n", {}).claim() is None

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+import torch
 
 import robprune as rp
 from robprune.cli import main
@@ -101,3 +102,70 @@ def test_progress_without_a_terminal_writes_lines_not_frames(capsys):
     assert "\r" not in err
     assert err.count("\n") == 3 and "epoch 2:" in err and "attack m: 100 done" in err
 
+
+
+def test_pruning_a_pruned_checkpoint_keeps_its_zeros_and_refuses_a_smaller_total(trained, tmp_path, capsys):
+    cp = tmp_path / "cp90"
+    assert _run(["prune", trained, "--method", "cp", "--amount", "0.9", "--out", cp], capsys)[0] == 0
+    code, err = _run(["prune", cp / "model.safetensors", "--method", "rp", "--amount", "0.1", "--out",
+                      tmp_path / "rp"], capsys)
+    assert code == 2 and "at least 0.9000" in err and not (tmp_path / "rp").exists()
+    assert _run(["prune", cp / "model.safetensors", "--method", "rp", "--amount", "0.91", "--out",
+                 tmp_path / "rp2"], capsys)[0] == 0
+    _, old, _ = rp.load_checkpoint(cp / "model.safetensors")
+    _, new, _ = rp.load_checkpoint(tmp_path / "rp2" / "model.safetensors")
+    for name, mask in old.items():
+        assert not (new[name] & ~mask).any(), name  # nothing pruned before is unmasked
+    n = sum(m.numel() for m in new.values())
+    assert sum(int((~m).sum()) for m in new.values()) == round(0.91 * n)
+
+
+def test_a_layer_pruned_entirely_is_warned_about(caplog):
+    from torch import nn
+
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.Flatten(), nn.Linear(4 * 30 * 30, 10))
+    with torch.no_grad():
+        model[0].weight.mul_(1e-4)  # a layer of small weights: global CP takes all of it
+    with caplog.at_level("WARNING"):
+        masks = rp.compute_masks(model, "cp", 0.9)
+    assert not masks["0.weight"].any()
+    assert "removes every weight of 0.weight (108 of 108)" in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING"):
+        rp.compute_masks(model, "cp", 0.9, scope="layer")
+    assert "every weight" not in caplog.text
+
+
+def test_train_says_when_its_final_model_is_at_chance(tmp_path, capsys):
+    code, err = _run(["train", "--data", "digits", "--arch", "small_cnn", "--epochs", "1", "--lr", "0.0001",
+                      "--out", tmp_path / "t"], capsys)
+    assert code == 0 and "WARNING: the final model is at chance" in err
+
+
+class _SomeNaN(torch.nn.Module):
+    """A model whose logits are NaN for every third image, with the NaN where argmax finds it."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x):
+        logits = self.model(x)
+        rows = torch.arange(len(x), device=x.device) % 3 == 0
+        return torch.where(rows[:, None], torch.full_like(logits, float("nan")), logits)
+
+
+def test_nan_logits_count_as_wrong_and_are_named(trained, caplog):
+    model, _, _ = rp.load_checkpoint(trained)
+    data = rp.load_dataset("digits")
+    x, y = data.x_test[:60], data.y_test[:60]
+    broken = _SomeNaN(model.eval()).eval()
+    with caplog.at_level("WARNING"):
+        result = rp.evaluate(broken, x, y, [8 / 255], 2, batch_size=60, fast=False)
+    assert result["nonfinite_logits"] == 20 and "non-finite" in caplog.text
+    good = rp.evaluation.predict(model, x) == y
+    assert result["clean"]["correct"] == int(good[torch.arange(60) % 3 != 0].sum())
+    from robprune.evaluation import SUITES, worst_case
+
+    suite = worst_case(broken, x, y, 8 / 255, SUITES["fast"][:1], batch_size=60)
+    assert suite["clean"]["correct"] == result["clean"]["correct"]

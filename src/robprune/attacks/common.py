@@ -138,7 +138,8 @@ def any_in_group(gid: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
 @torch.no_grad()
 def misclassified(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     with frozen(model):
-        return model(x).argmax(1) != y
+        logits = model(x)
+        return (logits.argmax(1) != y) | ~torch.isfinite(logits).all(1)  # a NaN output is no correct answer
 
 
 def with_restarts(attack, model: nn.Module, x: torch.Tensor, y: torch.Tensor, restarts: int) -> torch.Tensor:

@@ -14,7 +14,9 @@ EXAMPLE = "robprune prune runs/base/model.safetensors --method rp --amount 0.1 -
 def add_arguments(p) -> None:
     p.add_argument("checkpoint")
     p.add_argument("--method", required=True, help=f"pruning criterion: {CRITERIA.describe()}")
-    p.add_argument("--amount", type=amount, required=True, help="fraction of prunable weights to prune, [0, 1)")
+    p.add_argument("--amount", type=amount, required=True,
+                   help="fraction of prunable weights pruned in the result, [0, 1); on a pruned checkpoint this is "
+                        "the total, its old zeros included (they stay pruned), so it must be at least its sparsity")
     p.add_argument("--scope", default="global", help=f"one of {', '.join(SCOPES)}")
     p.add_argument("--keep-ends", action="store_true", help="leave the first conv and last linear layer dense")
     p.add_argument("--seed", type=int, default=0, help="seed of the random criterion")

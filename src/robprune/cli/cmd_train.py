@@ -10,11 +10,13 @@ import torch
 
 from ..checkpoint import load_checkpoint, save_checkpoint
 from ..data import load_dataset
+from ..evaluation.checks import CHANCE_MARGIN
 from ..io import write_json
 from ..models import MODELS, create_model
 from ..pruning import sparsity_report
 from ..training import TrainConfig, train
-from .common import Progress, add_device, amount, device, non_negative, pixel_levels, positive_int, resolved
+from .common import (Progress, add_device, amount, device, non_negative, pixel_levels, positive_int, resolved,
+                     say_error)
 
 HELP = "Train or fine-tune, with pruning, the high-magnitude regulariser and adversarial objectives."
 EXAMPLE = ("robprune train --data digits --arch small_cnn --epochs 20 --out runs/base\n"
@@ -42,7 +44,7 @@ def add_arguments(p) -> None:
         if f.type in ("bool", bool):
             if f.default:
                 p.add_argument("--no-" + f.name.replace("_", "-"), dest=f.name, action="store_false",
-                               help=f"turn off: {help_text}")
+                               help=f"turn off what is on by default: {help_text}")
             else:
                 p.add_argument(flag, action="store_true", help=help_text)
             continue
@@ -173,5 +175,10 @@ def run(args) -> None:
     adv = f", adversarial train {100 * final['train_adv_acc']:.2f}%" if "train_adv_acc" in final else ""
     print(f"test accuracy {100 * final.get('test_acc', float('nan')):.2f}%{adv}, "
           f"sparsity {100 * sparsity_report(model)['sparsity']:.1f}%; wrote {out}/model.safetensors")
+    chance = 1 / len(data.classes)
+    if final.get("test_acc", 1.0) < chance + CHANCE_MARGIN:  # the run "succeeded", the model did not
+        say_error(f"robprune: WARNING: the final model is at chance ({100 * final['test_acc']:.1f}% test accuracy "
+                  f"with {len(data.classes)} classes): it learned nothing usable; look for a layer pruned "
+                  "entirely (warned above), a too-high --lr or --amount")
 
 

@@ -31,7 +31,7 @@ class HelpFormatter(argparse.RawDescriptionHelpFormatter):
     def _get_help_string(self, action: argparse.Action) -> str:
         text = action.help or ""
         if action.default is not argparse.SUPPRESS and action.option_strings and "default:" not in text \
-                and not isinstance(action, (argparse._StoreTrueAction, argparse._HelpAction,
+                and not isinstance(action, (argparse._StoreTrueAction, argparse._StoreFalseAction, argparse._HelpAction,
                                             argparse._VersionAction)):
             text += " (default: %(default)s)"
         return text

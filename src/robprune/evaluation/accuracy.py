@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Callable, Sequence
 
@@ -12,6 +13,8 @@ from torch import nn
 from ..attacks.common import Eps, check_eps, frozen
 from ..attacks.pgd import pgd
 from ..data.batches import as_float_images
+
+log = logging.getLogger(__name__)
 
 
 def fixed_subset(x: torch.Tensor, y: torch.Tensor, n: int | None, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
@@ -67,9 +70,19 @@ def predict(model: nn.Module, x: torch.Tensor, batch_size: int = 512) -> torch.T
     """Predicted labels for images in [0, 1] (or uint8), in eval mode."""
     device = next(model.parameters()).device
     with frozen(model):
-        preds = [model(as_float_images(x[i : i + batch_size].to(device))).argmax(1).cpu()
+        preds = [labels(model(as_float_images(x[i : i + batch_size].to(device)))).cpu()
                  for i in range(0, len(x), batch_size)]
     return torch.cat(preds) if preds else torch.empty(0, dtype=torch.long)
+
+
+NO_LABEL = -1  # the prediction of an image whose logits are not all finite: never a class, never correct
+
+
+def labels(logits: torch.Tensor) -> torch.Tensor:
+    """argmax over classes, and ``NO_LABEL`` for a row with a NaN or an infinite logit (argmax would pick the NaN's
+    position, which can equal the label and count a broken output as correct)."""
+    out = logits.argmax(1)
+    return torch.where(torch.isfinite(logits).all(1), out, torch.full_like(out, NO_LABEL))
 
 
 def evaluate(
@@ -140,7 +153,7 @@ def evaluate(
                     x_adv = pgd(attacker, xb, yb, eps, steps, step_size=step,
                                 random_start=random_start, seed=seed + 7919 * i + start)
                 with torch.no_grad(), frozen(model):
-                    hit = (model(x_adv).argmax(1) == yb).cpu()
+                    hit = (labels(model(x_adv)) == yb).cpu()
                 correct += int(hit.sum())
                 idx = ok.nonzero().squeeze(1) + start
                 still[idx[~hit]] = False
@@ -151,12 +164,17 @@ def evaluate(
         if per_image:
             row["correct_bits"] = pack_bits(all_reduce_and(still, torch.device(device)))
         robust.append(row)
-    counts = torch.bincount(predicted, minlength=1)
+    broken = int((predicted == NO_LABEL).sum())
+    if broken:
+        log.warning("%d of %d images give non-finite (NaN or infinite) logits; they count as misclassified",
+                    broken, len(x))
+    counts = torch.bincount(predicted[predicted != NO_LABEL], minlength=1)
     extra = {"clean_correct_bits": pack_bits(clean_ok)} if per_image else {}
     return {
         "n": len(x),
         "clean": summary(int(clean_ok.sum()), len(x)),
         "prediction_max_share": float(counts.max()) / max(len(x), 1),
+        "nonfinite_logits": broken,
         **extra,
         "robust": robust,
         "attack": {"name": "pgd-linf", "steps": steps, "step_scale": step_scale,

@@ -22,7 +22,7 @@ from torch import nn
 from ..attacks.common import Eps, check_eps, frozen
 from ..attacks.registry import ATTACKS, attack_label, run_attack
 from ..data.batches import as_float_images
-from .accuracy import predict, summary
+from .accuracy import labels, predict, summary
 
 
 @dataclass(frozen=True)
@@ -161,7 +161,7 @@ def worst_case(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: Eps, att
                     x_adv = run_attack(spec.name, attacker, xb, yb, eps, seed=seed + start, budget=spec.steps,
                                        **spec.kwargs())
                 with torch.no_grad(), frozen(model):
-                    fooled = (model(x_adv.float()).argmax(1) != yb).cpu()
+                    fooled = (labels(model(x_adv.float())) != yb).cpu()
                 robust[idx[fooled]] = False
             if log is not None:
                 log.put(a, start, robust[start : start + batch_size], time.perf_counter() - t_batch)

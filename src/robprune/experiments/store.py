@@ -64,6 +64,7 @@ def unit_dir(out_dir: Path, name: str, key) -> Path:
     return Path(out_dir) / "units" / f"{safe}-{config_hash(key)}"
 
 
+CLAIM_WRITE_S = 5.0  # an unreadable claim younger than this may be a claim being written; older, it is garbage
 STALE_S = 600.0  # a claim not refreshed for this long (the holder refreshes it every minute) is a dead process's
 POLL_S = 10.0  # the longest a process waiting for another's unit sleeps before looking again
 
@@ -178,9 +179,11 @@ def _alive(owner: dict, claim: Path) -> bool:
             return False
         except PermissionError:  # another user's live process
             return True
-        started = owner.get("started")
-        return started is None or _started(owner["pid"]) in (None, started)
-    return True
+        now = _started(owner["pid"])
+        if now is None:  # no /proc here: a live pid is all there is to go on
+            return True
+        return owner.get("started") == now  # a claim without a start time cannot show its process is this one
+    return isinstance(owner.get("host"), str) and isinstance(owner.get("pid"), int)  # a claim names its holder
 
 
 class Unit:
@@ -239,10 +242,12 @@ class Unit:
         except FileExistsError:
             try:
                 owner = json.loads(claim.read_text())
-            except (OSError, ValueError):  # being written this instant, or damaged: judge by its age
+            except (OSError, ValueError, RecursionError):  # being written this instant, or damaged
                 owner = {}
-                if claim.is_file() and time.time() - claim.stat().st_mtime < 60:
+                if claim.is_file() and time.time() - claim.stat().st_mtime < CLAIM_WRITE_S:
                     return {"host": "?", "pid": "?"}
+            if not isinstance(owner, dict):
+                owner = {}  # a claim that cannot be read is no claim: its unit is taken over
             if _is_mine(owner):
                 return None
             if _alive(owner, claim):

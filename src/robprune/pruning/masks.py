@@ -10,6 +10,7 @@ with the *lowest* scores are pruned.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 
 import torch
@@ -17,6 +18,7 @@ from torch import nn
 
 from .criteria import CRITERIA
 
+log = logging.getLogger(__name__)
 Masks = dict[str, torch.Tensor]
 SCOPES = ("global", "layer")
 
@@ -72,7 +74,8 @@ def compute_masks(
     ``scope="global"`` ranks all prunable weights together (one threshold);
     ``scope="layer"`` prunes ``round(amount * n_layer)`` in every layer.
     Weights already pruned in ``previous`` are pruned first, so a gradual
-    schedule only ever grows the pruned set.
+    schedule only ever grows the pruned set: ``amount`` is the total, old zeros included, and an amount below the
+    fraction ``previous`` already prunes raises ValueError. A layer pruned entirely is logged as a warning.
     """
     scorer = CRITERIA.get(method)
     if scope not in SCOPES:
@@ -87,15 +90,38 @@ def compute_masks(
             s = torch.where(previous[name].to(s.device), s, torch.full_like(s, -torch.inf))
         scores[name] = s
 
+    if previous is not None:
+        _check_keeps_previous(scores, amount, scope)
     if scope == "layer":
-        return {n: ~_lowest_k(s, round(amount * s.numel())) for n, s in scores.items()}
-    flat = torch.cat([s.flatten() for s in scores.values()])
-    pruned = _lowest_k(flat, round(amount * flat.numel()))
-    masks, start = {}, 0
-    for name, s in scores.items():
-        masks[name] = ~pruned[start : start + s.numel()].view(s.shape)
-        start += s.numel()
+        masks = {n: ~_lowest_k(s, round(amount * s.numel())) for n, s in scores.items()}
+    else:
+        flat = torch.cat([s.flatten() for s in scores.values()])
+        pruned = _lowest_k(flat, round(amount * flat.numel()))
+        masks, start = {}, 0
+        for name, s in scores.items():
+            masks[name] = ~pruned[start : start + s.numel()].view(s.shape)
+            start += s.numel()
+    for name, mask in masks.items():
+        if mask.numel() and not mask.any():
+            log.warning("pruning removes every weight of %s (%d of %d): no signal passes through that layer and "
+                        "the network becomes a constant; prune less, use scope 'layer', or keep the ends dense",
+                        name, mask.numel(), mask.numel())
     return masks
+
+
+def _check_keeps_previous(scores: Mapping[str, torch.Tensor], amount: float, scope: str) -> None:
+    """An amount is the total pruned fraction, old zeros included; one below what ``previous`` already prunes would
+    unmask old zeros (so training could grow them back): refused, naming the smallest amount that keeps them."""
+    if scope == "layer":
+        groups = {n: [s] for n, s in scores.items()}
+    else:
+        groups = {"the prunable weights": list(scores.values())}
+    for name, group in groups.items():
+        n = sum(s.numel() for s in group)
+        old = sum(int(torch.isneginf(s).sum()) for s in group)
+        if round(amount * n) < old:
+            raise ValueError(f"amount {amount:g} is the total pruned fraction, but {name} already have {old} of {n} "
+                             f"weights pruned ({old / n:.4f}); an amount of at least {old / n:.4f} keeps them pruned")
 
 
 def check_masks(model: nn.Module, masks: Mapping[str, torch.Tensor]) -> None:
