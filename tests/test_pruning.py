@@ -155,3 +155,29 @@ def test_models_parameter_counts():
                 "resnet110": 1_727_962}
     for name, n in expected.items():
         assert count_parameters(create_model(name)) == n
+
+
+def test_lamp_scores_follow_the_definition_on_a_hand_made_tensor():
+    """Lee et al. 2021, Eq. 2 by hand: w = [1, -2, 3, 0.5] -> squares 1, 4, 9, 0.25; in ascending order
+    0.25, 1, 4, 9 with suffix sums 14.25, 14, 13, 9."""
+    from robprune.pruning.criteria import lamp_scores
+
+    w = torch.tensor([1.0, -2.0, 3.0, 0.5])
+    expected = torch.tensor([1 / 14, 4 / 13, 9 / 9, 0.25 / 14.25])
+    assert torch.allclose(lamp_scores(w, torch.Generator()), expected)
+    w2 = torch.tensor([[0.0, 0.0], [0.0, 0.0]])  # an all-zero layer: scores 0, never NaN
+    assert torch.equal(lamp_scores(w2, torch.Generator()), torch.zeros(2, 2))
+
+
+def test_lamp_global_pruning_never_empties_a_layer_where_magnitude_does():
+    from torch import nn
+
+    model = nn.Sequential(nn.Linear(20, 30), nn.ReLU(), nn.Linear(30, 10))
+    with torch.no_grad():
+        model[0].weight.mul_(1e-3)  # a layer of small weights: global magnitude pruning takes all of it
+    cp = compute_masks(model, "cp", 0.9)
+    lamp = compute_masks(model, "lamp", 0.9)
+    assert not cp["0.weight"].any()
+    assert lamp["0.weight"].any() and lamp["2.weight"].any()
+    n = sum(m.numel() for m in lamp.values())
+    assert sum(int((~m).sum()) for m in lamp.values()) == round(0.9 * n)

@@ -35,7 +35,25 @@ def add_arguments(p) -> None:
     p.add_argument("--data", required=True, help="digits | cifar10:DIR | imagefolder:PATH")
     p.add_argument("--arch", help=f"one of {MODELS.describe()}, or package.module:factory (default: from --init)")
     p.add_argument("--init", help="robprune checkpoint to start from (its masks are kept)")
+    add_config_arguments(p)
+    p.add_argument("--resume", action="store_true", help="continue from OUT/last.safetensors")
+    p.add_argument("--nproc", type=positive_int, default=1, help="start N data-parallel processes on this machine "
+                                                                  "through torch's elastic launcher (torchrun)")
+    p.add_argument("--sync-bn", action="store_true", help="distributed runs: BatchNorm statistics over the global "
+                                                          "batch (SyncBatchNorm; GPUs only)")
+    p.add_argument("--dist-backend", default="auto", help="torch.distributed backend under torchrun: auto (NCCL on "
+                                                          "GPUs, gloo on CPUs), gloo or nccl")
+    p.add_argument("--dist-timeout", type=non_negative, default=300.0, help="seconds to wait for the other ranks")
+    add_device(p)
+    p.add_argument("--out", default="runs/train", help="output folder")
+
+
+def add_config_arguments(p, skip: tuple[str, ...] = ()) -> None:
+    """One option per ``TrainConfig`` field (but those in ``skip``): train's options, and prune's for the methods
+    that learn their mask by training."""
     for f in dataclasses.fields(TrainConfig):
+        if f.name in skip:
+            continue
         flag = "--" + f.name.replace("_", "-")
         help_text = f.metadata.get("help", "")
         choices = f.metadata.get("choices")
@@ -63,23 +81,14 @@ def add_arguments(p) -> None:
             if f.name in ("momentum", "weight_decay", "lam", "trades_beta"):
                 kind = non_negative
         p.add_argument(flag, type=kind, default=f.default, help=help_text)
-    p.add_argument("--resume", action="store_true", help="continue from OUT/last.safetensors")
-    p.add_argument("--nproc", type=positive_int, default=1, help="start N data-parallel processes on this machine "
-                                                                  "through torch's elastic launcher (torchrun)")
-    p.add_argument("--sync-bn", action="store_true", help="distributed runs: BatchNorm statistics over the global "
-                                                          "batch (SyncBatchNorm; GPUs only)")
-    p.add_argument("--dist-backend", default="auto", help="torch.distributed backend under torchrun: auto (NCCL on "
-                                                          "GPUs, gloo on CPUs), gloo or nccl")
-    p.add_argument("--dist-timeout", type=non_negative, default=300.0, help="seconds to wait for the other ranks")
-    add_device(p)
-    p.add_argument("--out", default="runs/train", help="output folder")
 
 
-def config_from_args(args, fine_tuning: bool) -> TrainConfig:
-    values = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)}
+def config_from_args(args, fine_tuning: bool, **fixed) -> TrainConfig:
+    """The ``TrainConfig`` of the command line; ``fixed`` values replace fields the command does not take."""
+    values = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig) if f.name not in fixed}
     if values["lr"] is None:
         values["lr"] = FINETUNE_LR if fine_tuning else TrainConfig.lr
-    return TrainConfig(**values).validate()
+    return TrainConfig(**values, **fixed).validate()
 
 
 def launch(args) -> None:

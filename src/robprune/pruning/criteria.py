@@ -23,7 +23,23 @@ def register_criterion(name: str | None = None, **info):
 
 
 def list_criteria() -> list[str]:
+    """The weight-only criteria (``compute_masks``); ``list_methods`` adds those that learn from data."""
     return CRITERIA.names()
+
+
+LEARNED: Registry[Callable] = Registry("learned pruning method")
+
+
+def register_learned(name: str | None = None, **info):
+    """Register ``learn(model, data, config, amount, scope, keep_ends, previous, out_dir, resume, progress)
+    -> (masks, history)``: a method that learns its mask from data under a training objective."""
+    return LEARNED.register(name, needs_data=True, **info)
+
+
+def list_methods() -> dict[str, dict]:
+    """Every pruning method by name, with whether it needs data (a learned method) or only the weights."""
+    return {**{n: {"needs_data": False} for n in CRITERIA.names()},
+            **{n: {"needs_data": True} for n in LEARNED.names()}}
 
 
 @register_criterion("cp", label="CP")
@@ -42,6 +58,21 @@ def reverse_magnitude_scores(w: torch.Tensor, generator: torch.Generator) -> tor
 def random_scores(w: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     """Random pruning, a control: scores drawn uniformly under ``generator``."""
     return torch.rand(w.shape, generator=generator).to(w.device)
+
+
+@register_criterion("lamp", label="LAMP")
+def lamp_scores(w: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """LAMP (Lee et al., ICLR 2021, "Layer-adaptive sparsity for the magnitude-based pruning", Eq. 2): with the
+    layer's weights sorted by magnitude, ``score(u) = w_u^2 / sum_{v >= u} w_v^2`` (the sum over u and every
+    weight at least as large). One global threshold over these scores gives each layer its own sparsity, and a
+    layer's largest weight scores 1, so no layer is pruned entirely. Ties are ordered by position."""
+    sq = w.detach().float().flatten() ** 2
+    order = torch.sort(sq, stable=True).indices
+    sorted_sq = sq[order]
+    suffix = torch.flip(torch.cumsum(torch.flip(sorted_sq, [0]), 0), [0])  # sum over v >= u in sorted order
+    scores = torch.empty_like(sq)
+    scores[order] = sorted_sq / suffix.clamp_min(torch.finfo(sq.dtype).tiny)
+    return scores.view(w.shape).to(w.device)
 
 
 SCORERS = CRITERIA  # the old name

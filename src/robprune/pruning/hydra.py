@@ -1,0 +1,247 @@
+"""HYDRA: masks learned from data under a (robust) training objective, with the weights frozen.
+
+Sehwag, Wang, Mittal & Jana 2020, "HYDRA: Pruning Adversarially Robust Neural Networks" (NeurIPS). Every
+prunable weight w gets a real-valued importance score s, initialised as ``sqrt(6 / fan_in) * w / max|w|`` (their
+scaled initialisation). The forward pass uses ``w * m`` where m keeps the weights of the largest |s| (exactly
+``n - round(amount * n)`` per layer, HYDRA's default, or over all layers with ``scope="global"``); m is a step
+function of s, so its gradient is passed straight through (d m / d|s| := 1). Only s is trained, by SGD on the
+objective (any of robprune's training objectives: ce, pgd, trades, fgsm, plus the paper's Eq. 4 hinge on the
+masked weights when lam > 0). The result is an ordinary ``{param: bool}`` mask mapping; the weights come back
+unchanged and are fine-tuned under the mask afterwards (``robprune train --init``).
+
+As in HYDRA's code the model is in train mode while scores are learned (BatchNorm normalises the masked
+network's batches and its running statistics follow them, which the per-epoch test accuracy uses); at the end
+every buffer is put back, so this stage changes nothing of the checkpoint but its masks, and the fine-tuning
+stage adapts BatchNorm to the mask.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import asdict
+from pathlib import Path
+
+import torch
+from torch import nn
+from torch.nn.utils import parametrize
+
+from .criteria import register_learned
+from .masks import SCOPES, Masks, _check_keeps_previous, _lowest_k, check_amount, prunable_parameters
+
+STATE_FILE = "scores.safetensors"
+
+
+class _ScoredWeight(nn.Module):
+    """Parametrisation ``w -> w * m(s)``: m is the current top-k mask of |s| in the forward pass and the identity
+    in the backward pass (straight-through), so the objective's gradient reaches the scores."""
+
+    def __init__(self, scores: torch.Tensor) -> None:
+        super().__init__()
+        self.scores = nn.Parameter(scores)
+        self.register_buffer("mask", torch.ones_like(scores, dtype=torch.bool), persistent=False)
+
+    def forward(self, w: torch.Tensor) -> torch.Tensor:
+        magnitude = self.scores.abs()
+        return w * (self.mask.to(w.dtype) + magnitude - magnitude.detach())
+
+
+def initial_scores(w: torch.Tensor) -> torch.Tensor:
+    """HYDRA's scaled initialisation: ``sqrt(6 / fan_in) * w / max|w|``."""
+    fan_in = w[0].numel()
+    return math.sqrt(6.0 / fan_in) * w.detach().float() / w.detach().abs().max().clamp_min(1e-12)
+
+
+def masks_from_scores(scores: dict[str, torch.Tensor], amount: float, scope: str = "layer") -> Masks:
+    """Keep the largest |score|: exactly ``round(amount * n)`` pruned per layer (``layer``) or over all layers."""
+    return _lowest_ranks_pruned({n: s.detach().abs() for n, s in scores.items()}, amount, scope)
+
+
+def _lowest_ranks_pruned(ranks: dict[str, torch.Tensor], amount: float, scope: str) -> Masks:
+    amount = check_amount(amount)
+    if scope not in SCOPES:
+        raise ValueError(f"unknown pruning scope {scope!r}; choose one of {', '.join(SCOPES)}")
+    if scope == "layer":
+        return {n: ~_lowest_k(r, round(amount * r.numel())) for n, r in ranks.items()}
+    flat = torch.cat([r.flatten() for r in ranks.values()])
+    pruned = _lowest_k(flat, round(amount * flat.numel()))
+    masks, start = {}, 0
+    for name, r in ranks.items():
+        masks[name] = ~pruned[start : start + r.numel()].view(r.shape)
+        start += r.numel()
+    return masks
+
+
+@register_learned("hydra", label="HYDRA", default_scope="layer", default_lr=0.1)
+def learn_masks(model: nn.Module, data, config, amount: float, scope: str = "layer", keep_ends: bool = False,
+                previous: Masks | None = None, out_dir: str | Path | None = None, resume: bool = False,
+                progress: Callable[[dict], None] | None = None) -> tuple[Masks, list[dict]]:
+    """HYDRA's score learning on ``model`` (weights, buffers and mode are restored; only masks are learned).
+
+    ``config`` is a ``TrainConfig``: its objective (``adv`` and options), epochs, lr (cosine schedule), momentum,
+    weight decay, batch size, augmentation, seed, precision and hinge (lam, tau, p) apply to the scores.
+    ``previous`` masks (a pruned checkpoint) stay pruned: their weights score -inf. With ``out_dir`` the scores,
+    momentum and generators are saved after every epoch and ``resume`` continues from them bit-exactly.
+    Returns the masks and one metrics dict per epoch."""
+    from ..data import iterate_batches
+    from ..evaluation.accuracy import predict
+    from ..training.loop import autocast_factory, learning_rate, subset_data
+    from ..training.objectives import OBJECTIVES
+    from .regularizer import high_magnitude_penalty, resolve_tau
+
+    amount = check_amount(amount)
+    config.validate()
+    weights = prunable_parameters(model, keep_ends)
+    if not weights:
+        raise ValueError("the model has no conv or linear weight to prune")
+    device = next(model.parameters()).device
+    data = subset_data(data, config)
+    flags = {n: p.requires_grad for n, p in model.named_parameters()}
+    buffers = {n: b.detach().clone() for n, b in model.named_buffers()}
+    was_training = model.training
+    tau = resolve_tau(model, config.tau, keep_ends) if config.lam > 0 else None
+    owners = {name: model.get_submodule(name.rsplit(".", 1)[0]) if "." in name else model for name in weights}
+    parts = {}
+    for name, w in weights.items():
+        init = initial_scores(w)
+        if previous is not None and name in previous:
+            init = torch.where(previous[name].to(init.device), init, torch.zeros_like(init))
+        parts[name] = _ScoredWeight(init.to(device))
+    if previous is not None:  # an amount below the old sparsity would unmask old zeros
+        _check_keeps_previous({n: torch.where(previous[n].to(w.device), w.detach().abs(), torch.full_like(w, -torch.inf))
+                               if n in previous else w.detach().abs() for n, w in weights.items()}, amount, scope)
+    try:
+        for p in model.parameters():
+            p.requires_grad_(False)
+        for name, part in parts.items():
+            parametrize.register_parametrization(owners[name], name.rsplit(".", 1)[-1], part)
+        scores = {name: part.scores for name, part in parts.items()}
+        history = _learn(model, data, config, amount, scope, previous, scores, parts, tau, out_dir, resume,
+                         progress, iterate_batches, predict, autocast_factory, learning_rate,
+                         OBJECTIVES.get(config.adv), high_magnitude_penalty, device)
+        masks = _current_masks(scores, amount, scope, previous)
+    finally:
+        for name in parts:
+            if parametrize.is_parametrized(owners[name], name.rsplit(".", 1)[-1]):
+                parametrize.remove_parametrizations(owners[name], name.rsplit(".", 1)[-1], leave_parametrized=False)
+        for n, p in model.named_parameters():
+            p.requires_grad_(flags.get(n, True))
+        with torch.no_grad():
+            for n, b in model.named_buffers():
+                if n in buffers:
+                    b.copy_(buffers[n])
+        model.train(was_training)
+    return masks, history
+
+
+def _current_masks(scores, amount, scope, previous) -> Masks:
+    """The mask of the current scores; weights ``previous`` pruned rank below all others (pruned first)."""
+    ranks = {n: s.detach().abs() if previous is None or n not in previous else
+             torch.where(previous[n].to(s.device), s.detach().abs(), torch.full_like(s, -torch.inf))
+             for n, s in scores.items()}
+    return _lowest_ranks_pruned(ranks, amount, scope)
+
+
+def _learn(model, data, config, amount, scope, previous, scores, parts, tau, out_dir, resume, progress,
+           iterate_batches, predict, autocast_factory, learning_rate, objective, penalty_of, device) -> list[dict]:
+    optimizer = torch.optim.SGD(list(scores.values()), lr=config.lr, momentum=config.momentum,
+                                weight_decay=config.weight_decay)
+    generator = torch.Generator(device=device).manual_seed(config.seed)
+    attack_generator = torch.Generator(device=device).manual_seed(config.seed + 1)
+    autocast = autocast_factory(device, config.precision)
+    augment = data.augment if config.augment == "auto" else config.augment
+    state_path = Path(out_dir) / STATE_FILE if out_dir is not None else None
+    history, start = [], 0
+    if resume and state_path is not None and state_path.is_file():
+        start, history = _restore(state_path, model, scores, optimizer, (generator, attack_generator), config,
+                                  amount)
+    x_train, y_train = data.x_train.to(device), data.y_train.to(device)
+    steps_per_epoch = max(1, len(x_train) // config.batch_size)
+    total = steps_per_epoch * config.epochs
+    for epoch in range(start, config.epochs):
+        model.train()  # as HYDRA: BatchNorm normalises by the masked network's batches (buffers restored after)
+        before = {n: m.clone() for n, m in _current_masks(scores, amount, scope, previous).items()}
+        loss_sum, seen = 0.0, 0
+        for i, (x, y) in enumerate(iterate_batches(x_train, y_train, config.batch_size, generator, augment,
+                                                   data.crop_padding)):
+            for group in optimizer.param_groups:
+                group["lr"] = learning_rate(config, epoch * steps_per_epoch + i, total)
+            for name, mask in _current_masks(scores, amount, scope, previous).items():
+                parts[name].mask = mask
+            outcome = objective(model, x, y, config, attack_generator, autocast)
+            loss = outcome.loss if tau is None else outcome.loss + config.lam * penalty_of(model, tau, config.p)
+            if not math.isfinite(loss.item()):
+                raise RuntimeError(f"the score-learning loss became {loss.item()} at epoch {epoch + 1}; lower --lr")
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            loss_sum += loss.item() * len(y)
+            seen += len(y)
+            if progress is not None:
+                progress({"kind": "step", "epoch": epoch + 1, "epochs": config.epochs, "step": i + 1,
+                          "steps": steps_per_epoch, "loss": loss.item(), "images": len(y)})
+        after = _current_masks(scores, amount, scope, previous)
+        for name, mask in after.items():
+            parts[name].mask = mask
+        changed = sum(int((before[n] != after[n]).sum()) for n in after)
+        metrics = {"epoch": epoch + 1, "train_loss": loss_sum / max(seen, 1),
+                   "test_acc": float((predict(model, data.x_test) == data.y_test).float().mean()),
+                   "mask_changes": changed, "lr_end": optimizer.param_groups[0]["lr"]}
+        history.append(metrics)
+        if state_path is not None:
+            _save(state_path, model, scores, optimizer, (generator, attack_generator), config, amount, history)
+        if progress is not None:
+            progress({"kind": "note", "text": f"  scores epoch {epoch + 1}: loss {metrics['train_loss']:.4f}  "
+                                              f"test (masked, frozen weights) {100 * metrics['test_acc']:.2f}%  "
+                                              f"mask entries changed {changed}"})
+    return history
+
+
+def _save(path: Path, model, scores, optimizer, generators, config, amount, history) -> None:
+    """Scores, momentum, BatchNorm buffers and generators after an epoch, as safetensors (nothing executes on
+    load)."""
+    import json
+
+    import safetensors.torch
+
+    from ..io import write_bytes_atomic
+
+    tensors = {f"score.{n}": s.detach().cpu().contiguous() for n, s in scores.items()}
+    names = {id(s): n for n, s in scores.items()}
+    for p, st in optimizer.state.items():
+        if st.get("momentum_buffer") is not None:
+            tensors[f"momentum.{names[id(p)]}"] = st["momentum_buffer"].detach().cpu().contiguous()
+    tensors |= {f"buffer.{n}": b.detach().cpu().contiguous() for n, b in model.named_buffers()
+                if not n.endswith(".mask")}
+    tensors["state.rng"], tensors["state.rng_attack"] = (g.get_state() for g in generators)
+    info = {"config": asdict(config), "amount": amount, "history": history}
+    write_bytes_atomic(path, safetensors.torch.save(tensors, metadata={"robprune-hydra": json.dumps(info)}))
+
+
+def _restore(path: Path, model, scores, optimizer, generators, config, amount) -> tuple[int, list[dict]]:
+    import json
+
+    import safetensors
+
+    try:
+        with safetensors.safe_open(str(path), framework="pt") as f:
+            info = json.loads((f.metadata() or {})["robprune-hydra"])
+            tensors = {k: f.get_tensor(k) for k in f.keys()}
+    except Exception as err:  # a damaged state file: say so, never start over silently
+        raise ValueError(f"{path} is not a readable score-learning state ({type(err).__name__}: {err}); remove it "
+                         "to start over") from None
+    if info.get("config") != asdict(config) or info.get("amount") != amount:
+        raise ValueError(f"{path} holds score learning with another configuration or amount; use another --out "
+                         "or the same options")
+    for n, s in scores.items():
+        with torch.no_grad():
+            s.copy_(tensors[f"score.{n}"])
+        if f"momentum.{n}" in tensors:
+            optimizer.state[s]["momentum_buffer"] = tensors[f"momentum.{n}"].to(s.device).clone()
+    with torch.no_grad():
+        for n, b in model.named_buffers():
+            if f"buffer.{n}" in tensors:
+                b.copy_(tensors[f"buffer.{n}"])
+    generators[0].set_state(tensors["state.rng"])
+    generators[1].set_state(tensors["state.rng_attack"])
+    return len(info["history"]), list(info["history"])
