@@ -169,3 +169,60 @@ def test_nan_logits_count_as_wrong_and_are_named(trained, caplog):
 
     suite = worst_case(broken, x, y, 8 / 255, SUITES["fast"][:1], batch_size=60)
     assert suite["clean"]["correct"] == result["clean"]["correct"]
+
+
+def _user_env(monkeypatch):
+    import sys
+    from pathlib import Path
+
+    monkeypatch.syspath_prepend(str(Path(__file__).parent))
+    sys.modules.pop("user_models.argv_parser", None)
+
+
+def test_user_factories_get_the_datas_channels_or_a_clear_line(tmp_path, capsys, monkeypatch):
+    _user_env(monkeypatch)
+    code, err = _run(["train", "--data", "digits", "--arch", "user_models.nets:channels_cnn", "--epochs", "1",
+                      "--out", tmp_path / "ok"], capsys)
+    assert code == 0, err
+    model, _, meta = rp.load_checkpoint(tmp_path / "ok" / "model.safetensors",
+                                        expect_arch="user_models.nets:channels_cnn")
+    assert meta["in_channels"] == 1
+    code, err = _run(["train", "--data", "digits", "--arch", "user_models.nets:rgb_only", "--epochs", "1",
+                      "--out", tmp_path / "rgb"], capsys)
+    assert code == 2 and "builds 3-channel inputs; the data has 1" in err
+
+
+@pytest.mark.parametrize("factory", ["user_models.nets:exits", "user_models.argv_parser:net"])
+def test_a_factory_that_exits_or_parses_argv_is_an_error_not_success(tmp_path, capsys, monkeypatch, factory):
+    _user_env(monkeypatch)
+    code, err = _run(["train", "--data", "digits", "--arch", factory, "--epochs", "1", "--out", tmp_path / "x"],
+                     capsys)
+    assert code == 2 and "SystemExit" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "x" / "model.safetensors").exists()
+
+
+def test_garbage_torchrun_environment_is_one_line(capsys, monkeypatch):
+    monkeypatch.setenv("RANK", "abc")
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    code, err = _run(["stats", "nothing.safetensors"], capsys)
+    assert code == 2 and "RANK='abc'" in err and "Traceback" not in err
+
+
+def test_export_then_import_keeps_the_models_own_normalisation_and_refuses_nan(tmp_path, capsys):
+    model = rp.create_model("resnet20", mean=(0.1, 0.2, 0.3), std=(0.5, 0.6, 0.7)).eval()
+    ckpt = rp.save_checkpoint(tmp_path / "m.safetensors", model)
+    assert _run(["export", ckpt, "--format", "torch", "--out", tmp_path / "m.pt"], capsys)[0] == 0
+    x = torch.rand(4, 3, 32, 32)
+    for fmt in ("torch", "community"):  # community is the default a user may leave in place
+        assert _run(["import", tmp_path / "m.pt", "--arch", "resnet20", "--format", fmt, "--out",
+                     tmp_path / f"back-{fmt}.safetensors"], capsys)[0] == 0
+        back, _, _ = rp.load_checkpoint(tmp_path / f"back-{fmt}.safetensors")
+        with torch.no_grad():
+            assert torch.allclose(back.eval()(x), model(x), atol=1e-6), fmt
+    payload = torch.load(tmp_path / "m.pt", weights_only=True)
+    first = next(k for k in payload["state_dict"] if k.endswith("conv1.weight"))
+    payload["state_dict"][first][0, 0, 0, 0] = float("nan")
+    torch.save(payload, tmp_path / "nan.pt")
+    code, err = _run(["import", tmp_path / "nan.pt", "--arch", "resnet20", "--format", "torch", "--out",
+                      tmp_path / "nan.safetensors"], capsys)
+    assert code == 2 and "NaN" in err and not (tmp_path / "nan.safetensors").exists()

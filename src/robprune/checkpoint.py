@@ -199,6 +199,13 @@ def read_torch_state_dict(path: str | os.PathLike) -> tuple[dict[str, torch.Tens
     return {str(k).removeprefix("module."): v for k, v in state.items()}, obj if isinstance(obj, dict) else {}
 
 
+def refuse_nonfinite(path, state_dict: Mapping[str, torch.Tensor]) -> None:
+    """A foreign file with NaN or infinite weights is refused on import (robprune would refuse it on load)."""
+    for name, value in state_dict.items():
+        if torch.is_tensor(value) and value.is_floating_point() and not torch.isfinite(value).all():
+            raise ValueError(f"{path}: tensor {name} holds NaN or infinite values; refusing to import it")
+
+
 def import_checkpoint(
     path: str | os.PathLike,
     arch: str,
@@ -208,16 +215,18 @@ def import_checkpoint(
 ) -> nn.Module:
     """Read a pytorch_resnet_cifar10 checkpoint (``torch.load(weights_only=True)``) into our model.
 
-    ``module.`` prefixes are stripped; the model normalises with the
-    checkpoint's own mean/std so it still takes inputs in [0, 1].
+    ``module.`` prefixes are stripped; the model normalises with the file's own ``normalize.*`` buffers when it
+    has them (a robprune export) and with ``mean``/``std`` otherwise, so it still takes inputs in [0, 1].
+    Non-finite weights are refused.
     """
     state_dict, _ = read_torch_state_dict(path)
     model = create_model(arch, num_classes=num_classes, mean=mean, std=std)
     for name, buf in model.state_dict().items():
         if name.endswith("num_batches_tracked") and name not in state_dict:
             state_dict[name] = torch.zeros_like(buf)
-        if name.startswith("normalize."):
-            state_dict[name] = buf
+        if name.startswith("normalize.") and name not in state_dict:
+            state_dict[name] = buf  # a file without its own normalisation (the community's) gets the given one
+    refuse_nonfinite(path, state_dict)
     try:
         model.load_state_dict(state_dict, strict=True)
     except RuntimeError as err:

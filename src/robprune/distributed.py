@@ -84,8 +84,27 @@ def _attempt_store(timeout: datetime.timedelta):
 
 
 def rank_from_env() -> int:
-    """This process's rank under torchrun (0 otherwise), known before the group is joined."""
-    return int(os.environ.get("RANK", "0")) if launched_by_torchrun() else 0
+    """This process's rank under torchrun (0 otherwise), known before the group is joined; 0 for an unreadable
+    RANK, which ``check_env`` refuses (so that reporting that error never fails itself)."""
+    try:
+        return int(os.environ.get("RANK", "0")) if launched_by_torchrun() else 0
+    except ValueError:
+        return 0
+
+
+def check_env() -> None:
+    """Refuse a torchrun environment that cannot be one: RANK and WORLD_SIZE must be integers, 0 <= RANK <
+    WORLD_SIZE."""
+    if not launched_by_torchrun():
+        return
+    rank, world = os.environ["RANK"], os.environ["WORLD_SIZE"]
+    try:
+        ok = 0 <= int(rank) < int(world)
+    except ValueError:
+        ok = False
+    if not ok:
+        raise ValueError(f"RANK={rank!r} and WORLD_SIZE={world!r} are not a torchrun process's rank and size; "
+                         "unset them to run one process, or start the command with torchrun")
 
 
 def teardown(completed: bool = False) -> None:

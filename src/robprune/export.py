@@ -19,7 +19,7 @@ from collections.abc import Mapping
 import torch
 from torch import nn
 
-from .checkpoint import (COMMUNITY_MEAN, COMMUNITY_STD, import_checkpoint, read_torch_state_dict,
+from .checkpoint import (COMMUNITY_MEAN, COMMUNITY_STD, import_checkpoint, read_torch_state_dict, refuse_nonfinite,
                          summarise_key_mismatch)
 from .io import write_bytes_atomic
 from .models import create_model
@@ -69,6 +69,7 @@ def import_model(path: str | os.PathLike, arch: str, fmt: str = "community",
     if fmt == "apb" and arch not in APB_ARCHS:
         raise ValueError(f"the apb format knows {', '.join(APB_ARCHS)}, not {arch}")
     state, obj = read_torch_state_dict(path)
+    refuse_nonfinite(path, state)
     norm = obj.get("normalization")
     mean, std = (norm["mean"], norm["std"]) if isinstance(norm, dict) and "mean" in norm else \
         ((None, None) if fmt == "torch" else (COMMUNITY_MEAN, COMMUNITY_STD))

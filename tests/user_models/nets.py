@@ -44,3 +44,21 @@ class DownsampleBlock(nn.Module):
 def downsample_net(num_classes: int = 10) -> nn.Module:
     return nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), DownsampleBlock(8, 16), nn.AdaptiveAvgPool2d(1),
                          nn.Flatten(), nn.Linear(16, num_classes))
+
+
+def channels_cnn(num_classes: int = 10, in_channels: int = 3) -> nn.Module:
+    """A factory that builds for the channels it is given (robprune passes the data's)."""
+    return nn.Sequential(nn.Conv2d(in_channels, 8, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                         nn.Linear(8, num_classes))
+
+
+def rgb_only(num_classes: int = 10) -> nn.Module:
+    """A factory that always builds 3-channel inputs."""
+    return nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                         nn.Linear(8, num_classes))
+
+
+def exits(num_classes: int = 10):
+    import sys
+
+    sys.exit(0)

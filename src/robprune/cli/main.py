@@ -11,7 +11,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from .. import __version__
-from ..distributed import launched_by_torchrun, rank_from_env, teardown
+from ..distributed import check_env, launched_by_torchrun, rank_from_env, teardown
 from ..io import OutputLock, remove_stale_temporaries
 from . import cmd_demo, cmd_eval, cmd_export, cmd_import, cmd_prune, cmd_reproduce, cmd_stats, cmd_study, cmd_train
 from .common import Parser, Progress, UsageError, say_error
@@ -107,6 +107,7 @@ def main(argv: list[str] | None = None) -> int:
     created: Path | None = None
     completed = False
     try:
+        check_env()
         args = build_parser().parse_args(argv)
         args.argv = list(sys.argv[1:] if argv is None else argv)  # recorded with the results
         folder = _check_out(args)

@@ -8,7 +8,11 @@ network enters through ``create_model("package.module:factory")`` or
 
 from __future__ import annotations
 
+import contextlib
 import importlib
+import inspect
+import io
+import sys
 import math
 from collections.abc import Sequence
 
@@ -33,11 +37,18 @@ def import_factory(spec: str):
     module_name, _, attr = spec.partition(":")
     if not module_name or not attr:
         raise ValueError(f"model factory must look like package.module:function, got {spec!r}")
-    try:
-        module = importlib.import_module(module_name)
-    except Exception as err:  # an import can fail in any way the user's code likes
-        raise ValueError(f"cannot import {module_name!r} for model factory {spec!r}: "
-                         f"{type(err).__name__}: {err}") from None
+    said = io.StringIO()
+    argv = sys.argv
+    try:  # a module that parses the command line at import sees none, and what it prints is kept for the error
+        sys.argv = [module_name]
+        with contextlib.redirect_stdout(said), contextlib.redirect_stderr(said):
+            module = importlib.import_module(module_name)
+    except (Exception, SystemExit) as err:  # an import can fail in any way the user's code likes, sys.exit too
+        last = said.getvalue().strip().splitlines()[-1:] or [""]
+        raise ValueError(f"cannot import {module_name!r} for model factory {spec!r}: {type(err).__name__}: {err}"
+                         + (f" (it printed: {last[0][:200]})" if last[0] else "")) from None
+    finally:
+        sys.argv = argv
     factory = module
     for part in attr.split("."):
         factory = getattr(factory, part, None)
@@ -46,6 +57,15 @@ def import_factory(spec: str):
     if not callable(factory):
         raise ValueError(f"model factory {spec!r} is not callable")
     return factory
+
+
+def _accepts(factory, name: str) -> bool:
+    """Whether ``factory`` takes a keyword ``name`` (or any keyword)."""
+    try:
+        params = inspect.signature(factory).parameters.values()
+    except (TypeError, ValueError):
+        return False
+    return any(p.name == name or p.kind is inspect.Parameter.VAR_KEYWORD for p in params)
 
 
 def _check_shape_args(num_classes, in_channels) -> None:
@@ -83,13 +103,20 @@ def create_model(
     _check_shape_args(num_classes, in_channels)
     if is_factory_spec(name):
         factory = import_factory(name)
+        call = dict(kwargs)
+        if in_channels is not None and "in_channels" not in call and _accepts(factory, "in_channels"):
+            call["in_channels"] = in_channels  # the data's channels, as registry models get them
         try:
-            model = factory(num_classes=num_classes, **kwargs)
-        except Exception as err:
+            model = factory(num_classes=num_classes, **call)
+        except (Exception, SystemExit) as err:  # a factory that calls sys.exit must not end the command with 0
             raise ValueError(f"model factory {name!r} raised {type(err).__name__}: {err}") from None
         if not isinstance(model, nn.Module):
             raise ValueError(f"model factory {name!r} returned {type(model).__name__}, not a torch.nn.Module")
-        channels = in_channels or _first_conv_channels(model) or 3
+        built = _first_conv_channels(model)
+        if in_channels is not None and built is not None and built != in_channels:
+            raise ValueError(f"model factory {name!r} builds {built}-channel inputs; the data has {in_channels} "
+                             "(give the factory an in_channels argument, or build it for the data's channels)")
+        channels = in_channels or built or 3
         if mean is not None or std is not None:
             model = wrap_model(model, mean if mean is not None else (0.0,) * channels,
                                std if std is not None else (1.0,) * channels)
