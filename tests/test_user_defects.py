@@ -226,3 +226,28 @@ def test_export_then_import_keeps_the_models_own_normalisation_and_refuses_nan(t
     code, err = _run(["import", tmp_path / "nan.pt", "--arch", "resnet20", "--format", "torch", "--out",
                       tmp_path / "nan.safetensors"], capsys)
     assert code == 2 and "NaN" in err and not (tmp_path / "nan.safetensors").exists()
+
+
+def test_checkpoint_metadata_cannot_ask_for_a_model_larger_than_the_file(tmp_path):
+    """A small file whose metadata asks an architecture for absurd sizes is refused before anything is allocated
+    (it drove memory past 3 GB in seconds): the model is first built on the meta device and counted."""
+    import json
+    import resource
+
+    import safetensors
+    import safetensors.torch
+
+    path = rp.save_checkpoint(tmp_path / "m.safetensors", rp.create_model("small_cnn"))
+    with safetensors.safe_open(str(path), framework="pt") as f:
+        meta = json.loads(f.metadata()["robprune"])
+        tensors = {k: f.get_tensor(k) for k in f.keys()}
+    meta["num_classes"] = 100_000  # a linear head of 100,000 x 64 weights the file does not carry
+    (tmp_path / "big.safetensors").write_bytes(safetensors.torch.save(tensors, metadata={"robprune": json.dumps(meta)}))
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    with pytest.raises(ValueError, match="file carries"):
+        rp.load_checkpoint(tmp_path / "big.safetensors")
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before < 200_000  # KiB: nothing large allocated
+    meta["num_classes"], meta["kwargs"] = 10, {"no_such_option": 3}
+    (tmp_path / "kw.safetensors").write_bytes(safetensors.torch.save(tensors, metadata={"robprune": json.dumps(meta)}))
+    with pytest.raises(ValueError, match="cannot be built"):
+        rp.load_checkpoint(tmp_path / "kw.safetensors")

@@ -135,8 +135,9 @@ def load_checkpoint(
         # The recorded statistics rebuild the normalisation with its channel count (a 1-channel model's buffers
         # differ in shape from the 3-channel defaults); the weights then overwrite the values anyway.
         stats = {"mean": norm.get("mean"), "std": norm.get("std")} if norm and norm.get("mean") is not None else {}
-        model = create_model(arch, num_classes=meta["num_classes"], in_channels=meta["in_channels"], **stats,
-                             **kwargs)
+        build = dict(name=arch, num_classes=meta["num_classes"], in_channels=meta["in_channels"], **stats, **kwargs)
+        _check_size_before_building(path, build, tensors)
+        model = create_model(**build)
     _check_tensor_shapes(path, model, tensors)
     state_dict = _prefixed(tensors, "model.")
     try:
@@ -147,6 +148,26 @@ def load_checkpoint(
     masks = _prefixed(tensors, "mask.")
     check_masks(model, masks)
     return model, masks, meta
+
+
+def _check_size_before_building(path, build: dict, tensors: Mapping[str, torch.Tensor]) -> None:
+    """Metadata can ask an architecture for any width: build it on the meta device first (no memory) and refuse
+    a model whose state holds more values than the file carries, before anything is allocated."""
+    try:
+        with torch.device("meta"):
+            probe = create_model(**build)
+    except ValueError:
+        raise
+    except Exception as err:  # kwargs the architecture does not take, or cannot build with
+        if is_factory_spec(build["name"]):
+            return  # a user's factory (imported because the caller named it) may not build on the meta device
+        raise ValueError(f"{path} metadata asks for a {build['name']} that cannot be built: "
+                         f"{type(err).__name__}: {err}") from None
+    wanted = sum(t.numel() for t in probe.state_dict().values())
+    carried = sum(t.numel() for name, t in tensors.items() if name.startswith("model."))
+    if wanted > carried:
+        raise ValueError(f"{path} metadata describes a {build['name']} of {wanted:,} values but the file carries "
+                         f"{carried:,}: its metadata and weights disagree")
 
 
 def _check_tensor_shapes(path, model: nn.Module, tensors: Mapping[str, torch.Tensor]) -> None:

@@ -130,7 +130,7 @@ def create_model(
         model = factory(**kw)
     norm = getattr(model, "normalize", None)
     normalization = None
-    if isinstance(norm, Normalize):
+    if isinstance(norm, Normalize) and not norm.mean.is_meta:  # a model built on the meta device has no values
         normalization = {"mean": norm.mean.flatten().tolist(), "std": norm.std.flatten().tolist()}
     # Read back by save_checkpoint so a checkpoint knows how to rebuild its model.
     model.robprune_spec = {"arch": name, "num_classes": num_classes, "in_channels": channels,
