@@ -132,3 +132,20 @@ def test_hydra_from_the_cli_then_fine_tuning(base, tmp_path, capsys):
                  "--out", str(tmp_path / "ft")]) == 0
     _, kept, _ = rp.load_checkpoint(tmp_path / "ft" / "model.safetensors")
     assert all(torch.equal(kept[k], masks[k]) for k in masks)
+
+
+def test_the_hinge_acts_on_score_learning(base):
+    """HYDRA + the paper's hinge (Eq. 4 on the masked weights): the penalty reaches the scores, so the learned
+    mask keeps smaller weights than without it."""
+    model, data = base
+    plain = rp.TrainConfig(epochs=2, batch_size=64, lr=0.1, augment="none", n_train=512)
+    hinge = rp.TrainConfig(epochs=2, batch_size=64, lr=0.1, augment="none", n_train=512, lam=1.0, tau="q0.5")
+    weights = rp.pruning.prunable_parameters(model)
+
+    def kept_magnitude(masks):
+        return float(sum(w.detach().abs()[masks[n]].sum() for n, w in weights.items()))
+
+    without, _ = learn_masks(model, data, plain, 0.5)
+    with_hinge, _ = learn_masks(model, data, hinge, 0.5)
+    assert any(not torch.equal(without[n], with_hinge[n]) for n in without)
+    assert kept_magnitude(with_hinge) < kept_magnitude(without)

@@ -87,7 +87,7 @@ def learn_masks(model: nn.Module, data, config, amount: float, scope: str = "lay
     from ..evaluation.accuracy import predict
     from ..training.loop import autocast_factory, learning_rate, subset_data
     from ..training.objectives import OBJECTIVES
-    from .regularizer import high_magnitude_penalty, resolve_tau
+    from .regularizer import resolve_tau, weights_penalty
 
     amount = check_amount(amount)
     config.validate()
@@ -118,7 +118,8 @@ def learn_masks(model: nn.Module, data, config, amount: float, scope: str = "lay
         scores = {name: part.scores for name, part in parts.items()}
         history = _learn(model, data, config, amount, scope, previous, scores, parts, tau, out_dir, resume,
                          progress, iterate_batches, predict, autocast_factory, learning_rate,
-                         OBJECTIVES.get(config.adv), high_magnitude_penalty, device)
+                         OBJECTIVES.get(config.adv), lambda: weights_penalty(
+                             [getattr(owners[n], n.rsplit(".", 1)[-1]) for n in parts], tau, config.p), device)
         masks = _current_masks(scores, amount, scope, previous)
     finally:
         for name in parts:
@@ -169,7 +170,7 @@ def _learn(model, data, config, amount, scope, previous, scores, parts, tau, out
             for name, mask in _current_masks(scores, amount, scope, previous).items():
                 parts[name].mask = mask
             outcome = objective(model, x, y, config, attack_generator, autocast)
-            loss = outcome.loss if tau is None else outcome.loss + config.lam * penalty_of(model, tau, config.p)
+            loss = outcome.loss if tau is None else outcome.loss + config.lam * penalty_of()  # on the masked weights
             if not math.isfinite(loss.item()):
                 raise RuntimeError(f"the score-learning loss became {loss.item()} at epoch {epoch + 1}; lower --lr")
             optimizer.zero_grad(set_to_none=True)

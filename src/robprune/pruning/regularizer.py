@@ -60,11 +60,15 @@ def high_magnitude_penalty(
     model: nn.Module, tau: float | str, p: int = 1, keep_ends: bool = False
 ) -> torch.Tensor:
     """R(W) of Eq. 4 (without ``lam``): sum over layers of ||ReLU(|W_l| - tau)||_p, p in {1, 2}."""
+    return weights_penalty(prunable_parameters(model, keep_ends).values(), resolve_tau(model, tau, keep_ends), p)
+
+
+def weights_penalty(weights, tau: float, p: int = 1) -> torch.Tensor:
+    """R(W) of Eq. 4 over the given weight tensors, ``tau`` an absolute magnitude."""
     if p not in (1, 2):
         raise ValueError(f"p must be 1 or 2, got {p!r}")
-    tau = resolve_tau(model, tau, keep_ends)
     terms = []
-    for w in prunable_parameters(model, keep_ends).values():
+    for w in weights:
         excess = torch.relu(w.abs() - tau)
         if p == 1:
             terms.append(excess.sum())
