@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # HYDRA against CP and LAMP at equal budget on digits (small_cnn, PGD-AT at 16/255): a dense PGD-AT model,
 # each method's mask at 90% and 99% (HYDRA: 5 epochs of score learning under PGD), 5 epochs of PGD-AT
-# fine-tuning under every mask, then clean and the `fast` suite at 16/255 on the 359 test images.
-#   bash bench/hydra_digits.sh runs/hydra-digits      (about 10 minutes on 2 CPU cores)
+# fine-tuning under every mask, then clean and the `fast` suite at 16/255 on the 359 test images; then HYDRA
+# with a global ranking.
+#   bash bench/hydra_digits.sh runs/hydra-digits      (about 20 minutes on 2 CPU cores)
 set -euo pipefail
 OUT=${1:-runs/hydra-digits}
 R="python -m robprune"
@@ -22,3 +23,12 @@ for s in 0.9 0.99; do
 done
 $R eval $OUT/dense/model.safetensors $OUT/*-0.9/ft/model.safetensors $OUT/*-0.99/ft/model.safetensors \
     --data digits --eps 16 --suite fast --out $OUT/eval
+# HYDRA with one global ranking instead of its per-layer default (CP and LAMP above rank globally)
+for s in 0.9 0.99; do
+  $R prune $OUT/dense/model.safetensors --method hydra --scope global --amount $s --data digits $ADV --epochs 5 \
+      --batch-size 64 --out $OUT/hydraG-$s/mask
+  $R train --data digits --init $OUT/hydraG-$s/mask/model.safetensors --epochs 5 --lr 0.01 --batch-size 64 $ADV \
+      --out $OUT/hydraG-$s/ft
+done
+$R eval $OUT/hydraG-0.9/ft/model.safetensors $OUT/hydraG-0.99/ft/model.safetensors --data digits --eps 16 \
+    --suite fast --out $OUT/evalG

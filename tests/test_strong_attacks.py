@@ -68,17 +68,19 @@ def test_square_uses_no_gradients(trained_digits):
 
 
 def test_restarts_break_more_and_never_fewer_points(trained_digits):
-    """A weak PGD (2 steps at 24/255) leaves points that new random starts break: every point the first start
-    breaks stays broken, and at least one more falls (measured: 39 robust with one start, 33 with three)."""
+    """A one-step PGD from a random start at 16/255 on 600 images leaves many points that new random starts break
+    (measured: 183 broken by one start, 198 by three): every point the first start breaks stays broken, and
+    clearly more fall. Ignoring the restarts fails this."""
     model, data = trained_digits
-    x, y = data.x_test[:100].float() / 255, data.y_test[:100]
-    x_one, x_three = pgd(model, x, y, 24 / 255, 2, seed=0), pgd(model, x, y, 24 / 255, 2, seed=0, restarts=3)
+    x = torch.cat([data.x_test, data.x_train])[:600].float() / 255
+    y = torch.cat([data.y_test, data.y_train])[:600]
+    x_one, x_three = pgd(model, x, y, 16 / 255, 1, seed=0), pgd(model, x, y, 16 / 255, 1, seed=0, restarts=3)
     with torch.no_grad():
         one, three = model(x_one).argmax(1) == y, model(x_three).argmax(1) == y
-    # every point the first start breaks stays broken (up to one image whose logits tie within float noise:
-    # the attack judged it on a batch of another size than this check)
-    assert int((three & ~one).sum()) <= 1
-    assert three.sum() < one.sum()
+    # every point the first start breaks stays broken (up to a few whose logits tie within float noise: the
+    # attack judged them on a batch of another size than this check)
+    assert int((three & ~one).sum()) <= 3
+    assert int(three.sum()) <= int(one.sum()) - 5
 
 
 @pytest.mark.parametrize("loss", ["ce", "cw", "dlr"])

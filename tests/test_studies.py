@@ -485,7 +485,8 @@ def test_adversarial_extras_come_one_sparsity_at_a_time_highest_first(tmp_path, 
         f.unlink()
     sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(300)"])
     try:
-        (held / ".claim").write_text(json.dumps({"host": socket.gethostname(), "pid": sleeper.pid}))
+        (held / ".claim").write_text(json.dumps({"host": socket.gethostname(), "pid": sleeper.pid,
+                                                 "started": store._started(sleeper.pid)}))
         result = {}
         walk = threading.Thread(target=lambda: result.update(state=run_adversarial(
             "digits", out, replace(config, extra_sparsities=(0.7, 0.8)), torch.device("cpu"))))

@@ -27,7 +27,8 @@ from torch import nn
 from torch.nn.utils import parametrize
 
 from .criteria import register_learned
-from .masks import SCOPES, Masks, _check_keeps_previous, _lowest_k, check_amount, prunable_parameters
+from .masks import (SCOPES, Masks, _check_keeps_previous, _lowest_k, check_amount, prunable_parameters,
+                    warn_collapsed)
 
 STATE_FILE = "scores.safetensors"
 
@@ -121,6 +122,7 @@ def learn_masks(model: nn.Module, data, config, amount: float, scope: str = "lay
                          OBJECTIVES.get(config.adv), lambda: weights_penalty(
                              [getattr(owners[n], n.rsplit(".", 1)[-1]) for n in parts], tau, config.p), device)
         masks = _current_masks(scores, amount, scope, previous)
+        warn_collapsed(masks)
     finally:
         for name in parts:
             if parametrize.is_parametrized(owners[name], name.rsplit(".", 1)[-1]):

@@ -101,12 +101,17 @@ def compute_masks(
         for name, s in scores.items():
             masks[name] = ~pruned[start : start + s.numel()].view(s.shape)
             start += s.numel()
+    warn_collapsed(masks)
+    return masks
+
+
+def warn_collapsed(masks: Mapping[str, torch.Tensor]) -> None:
+    """Log a warning for every layer a mask prunes entirely (no signal passes: the network is a constant)."""
     for name, mask in masks.items():
         if mask.numel() and not mask.any():
             log.warning("pruning removes every weight of %s (%d of %d): no signal passes through that layer and "
                         "the network becomes a constant; prune less, use scope 'layer', or keep the ends dense",
                         name, mask.numel(), mask.numel())
-    return masks
 
 
 def _check_keeps_previous(scores: Mapping[str, torch.Tensor], amount: float, scope: str) -> None:
