@@ -38,23 +38,24 @@ def interleaved_medians(fns: dict, repeats: int = 3, sync=None) -> dict[str, flo
 
 
 def model_and_images(arch: str, n: int, device: torch.device, checkpoint: str | None = None):
-    """The community ResNet-56 (or the robprune ``checkpoint``) and CIFAR-10 (JPEG) test images when ../shared has
-    them, else a random-init ``arch`` on random images."""
+    """The community ``arch`` (resnet20 or resnet56; or the robprune ``checkpoint``) and CIFAR-10 (JPEG) test
+    images when ../shared has them, else a random-init ``arch`` on random images."""
     from robprune import create_model, import_checkpoint, load_checkpoint, load_dataset
     from robprune.evaluation import fixed_subset
 
-    weights = SHARED / "pretrained" / "resnet56-4bfd9763.th"
+    found = sorted((SHARED / "pretrained").glob(f"{arch}-*.th")) if (SHARED / "pretrained").is_dir() else []
+    weights = found[0] if found else SHARED / "pretrained" / "none.th"  # the community resnet20 or resnet56
     archive = SHARED / "data" / "cifar10-jpeg.tar.gz"
     if checkpoint:
         data = load_dataset(f"imagefolder:{archive}")
         x, y = fixed_subset(data.x_test, data.y_test, n)
         model = load_checkpoint(checkpoint)[0]
         source = f"{checkpoint} on CIFAR-10 (JPEG) test images"
-    elif arch == "resnet56" and weights.is_file() and archive.is_file():
+    elif weights.is_file() and archive.is_file():
         data = load_dataset(f"imagefolder:{archive}")
         x, y = fixed_subset(data.x_test, data.y_test, n)
-        model = import_checkpoint(weights, "resnet56")
-        source = "pretrained ResNet-56 on CIFAR-10 (JPEG) test images"
+        model = import_checkpoint(weights, arch)
+        source = f"the community pretrained {arch} on CIFAR-10 (JPEG) test images"
     else:
         torch.manual_seed(0)
         model = create_model(arch)

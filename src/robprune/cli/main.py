@@ -56,6 +56,14 @@ def _check_out(args) -> Path:
     return folder
 
 
+def _check_inputs(args) -> None:
+    """A missing input is the first thing to say (before anything about the output folder)."""
+    given = getattr(args, "checkpoints", None) or [getattr(args, "checkpoint", None) or getattr(args, "file", None)]
+    for path in given:
+        if path and not Path(path).exists():
+            raise FileNotFoundError(f"checkpoint {path} does not exist")
+
+
 def _check_previous_results(args, folder: Path) -> None:
     """One rule for every command: a folder holding another run's results is refused unless --overwrite;
     resumable commands (demo, reproduce, train --resume) continue their own. A single-file command (export,
@@ -110,6 +118,7 @@ def main(argv: list[str] | None = None) -> int:
         check_env()
         args = build_parser().parse_args(argv)
         args.argv = list(sys.argv[1:] if argv is None else argv)  # recorded with the results
+        _check_inputs(args)
         folder = _check_out(args)
         created = folder if not folder.exists() else None
         if args.command == "reproduce" and getattr(args, "report_only", False):
