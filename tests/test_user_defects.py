@@ -251,3 +251,15 @@ def test_checkpoint_metadata_cannot_ask_for_a_model_larger_than_the_file(tmp_pat
     (tmp_path / "kw.safetensors").write_bytes(safetensors.torch.save(tensors, metadata={"robprune": json.dumps(meta)}))
     with pytest.raises(ValueError, match="cannot be built"):
         rp.load_checkpoint(tmp_path / "kw.safetensors")
+
+
+def test_eval_refuses_a_model_whose_logits_do_not_match_the_classes(tmp_path, capsys, monkeypatch):
+    _user_env(monkeypatch)
+    from user_models.nets import three_logits
+
+    model = rp.create_model("user_models.nets:three_logits", in_channels=1)
+    assert model(torch.rand(2, 1, 8, 8)).shape == (2, 3) and three_logits is not None
+    ckpt = rp.save_checkpoint(tmp_path / "m.safetensors", model)
+    code, err = _run(["eval", ckpt, "--arch", "user_models.nets:three_logits", "--data", "digits", "--no-checks",
+                      "--eps", "none", "--out", tmp_path / "e"], capsys)
+    assert code == 2 and "gives 3 logits per image; digits has 10 classes" in err

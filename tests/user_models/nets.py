@@ -62,3 +62,8 @@ def exits(num_classes: int = 10):
     import sys
 
     sys.exit(0)
+
+
+def three_logits(num_classes: int = 10) -> nn.Module:
+    """A factory that ignores num_classes and always gives 3 logits."""
+    return nn.Sequential(nn.Flatten(), nn.Linear(64, 3))

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import torch
+
 from ..attacks.registry import ATTACKS
 from ..checkpoint import load_checkpoint
 from ..data import load_dataset
+from ..data.batches import as_float_images
 from ..evaluation.accuracy import fixed_subset
 from ..evaluation.fast import PRECISIONS
 from ..evaluation.run import EvalRequest, run_evaluation
@@ -110,6 +113,13 @@ def run(args) -> None:
     if n == 0:
         raise ValueError(f"{args.data} has no test images to evaluate")
     x, y = fixed_subset(data.x_test, data.y_test, n)
+    for path, (model, _, _) in zip(args.checkpoints, models):  # what the model computes, not what its file says
+        was = model.training
+        with torch.no_grad():
+            width = model.eval()(as_float_images(x[:1])).shape[-1]
+        model.train(was)
+        if width != len(data.classes):
+            raise ValueError(f"{path} gives {width} logits per image; {args.data} has {len(data.classes)} classes")
     progress = Progress() if group.is_main else None
     results = {}
     for label, path, (model, _, _) in zip(labels, args.checkpoints, models):
