@@ -263,3 +263,12 @@ def test_eval_refuses_a_model_whose_logits_do_not_match_the_classes(tmp_path, ca
     code, err = _run(["eval", ckpt, "--arch", "user_models.nets:three_logits", "--data", "digits", "--no-checks",
                       "--eps", "none", "--out", tmp_path / "e"], capsys)
     assert code == 2 and "gives 3 logits per image; digits has 10 classes" in err
+
+
+def test_eval_with_several_eps_draws_accuracy_against_eps(trained, tmp_path, capsys):
+    assert _run(["eval", trained, "--data", "digits", "--eps", "8,16", "--n-images", "20", "--no-checks",
+                 "--out", tmp_path / "e"], capsys)[0] == 0
+    assert (tmp_path / "e" / "eval.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert _run(["eval", trained, "--data", "digits", "--eps", "8", "--n-images", "20", "--no-checks",
+                 "--out", tmp_path / "one"], capsys)[0] == 0
+    assert not (tmp_path / "one" / "eval.png").exists()  # one eps: a table says it all

@@ -15,7 +15,7 @@ from ..evaluation.fast import PRECISIONS
 from ..evaluation.run import EvalRequest, run_evaluation
 from ..evaluation.suite import SUITE_HELP
 from ..io import write_json, write_text_atomic
-from ..reporting.markdown import eps_label, table2_markdown
+from ..reporting.markdown import eps_label, plot_accuracy_vs_eps, table2_markdown
 from .common import (Progress, add_device, device, factory_arch, non_negative, parse_eps_list, positive_int, resolved,
                      say_error)
 
@@ -131,9 +131,10 @@ def run(args) -> None:
         progress.close()
     if not group.is_main:
         return
+    attack = f"worst case of {request.suite}" if request.suite else \
+        ("PGD" if request.plain_pgd() else request.attacks()[0].name)
     lines = [table2_markdown({label: {"eval": r} for label, r in results.items()},
-                             attack="worst case" if request.suite else
-                             ("PGD" if request.plain_pgd() else request.attacks()[0].name))]
+                             attack="worst case" if request.suite else attack)]
     for label, result in results.items():
         if request.seeds > 1:
             sd = result["seeds"]
@@ -149,6 +150,8 @@ def run(args) -> None:
     payload = {**results[labels[0]], "config": config} if len(results) == 1 else {"models": results, "config": config}
     write_json(out / "eval.json", payload)
     write_text_atomic(out / "eval.md", "\n".join(lines) + "\n")
+    if len(request.eps) > 1 and all(isinstance(e, float) for e in request.eps):  # one line per checkpoint
+        plot_accuracy_vs_eps(results, out / "eval.png", attack)
     print("\n".join(lines))
     for label, result in results.items():
         for warning in result["warnings"]:

@@ -110,6 +110,22 @@ def plot_grid(result: dict, path: str | Path, title: str, attack: str = "PGD") -
     return save_figure(fig, path)
 
 
+def plot_accuracy_vs_eps(results: dict[str, dict], path: str | Path, attack: str) -> Path:
+    """Accuracy (%) against eps (/255), one line per model, clean accuracy at eps 0, with the 95% intervals."""
+    fig = Figure(figsize=(6, 4))
+    ax = fig.add_subplot(1, 1, 1)
+    for label, r in results.items():
+        points = [(0.0, r["clean"])] + [(255 * row["eps"], row) for row in r["robust"]]
+        xs = [e for e, _ in points]
+        ax.plot(xs, [100 * p["accuracy"] for _, p in points], "o-", label=label)
+        ax.fill_between(xs, [100 * p["ci95"][0] for _, p in points], [100 * p["ci95"][1] for _, p in points],
+                        alpha=0.15)
+    ax.set(xlabel="eps (/255)", ylabel="accuracy (%)", title=f"{attack}, {next(iter(results.values()))['n']} images")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    return save_figure(fig, path)
+
+
 def save_figure(fig: Figure, path: str | Path) -> Path:
     import io
 
