@@ -1,4 +1,5 @@
-"""A hand-made mutation check of the attacks and the decision rule: does some test fail when a mechanism breaks?
+"""A hand-made mutation check of the attacks, the decision rule and the learned pruning methods: does some test
+fail when a mechanism breaks?
 
     python bench/mutation_check.py [--only NAME] > docs/results/mutation-check.txt
 
@@ -67,6 +68,14 @@ MUTANTS = [
     ("power at the wrong rate", "evaluation/significance.py",
      "    rate_a = sum(t[\"a_only\"] for t in tests) / total", "    rate_a = 2 * sum(t[\"a_only\"] for t in tests) / total",
      ["tests/test_studies.py::test_seeds_to_decide_matches_the_rule_it_sizes"]),
+    ("hydra scores never update", "pruning/hydra.py", "            optimizer.step()\n", "",
+     ["tests/test_hydra.py::test_hydra_learns_masks_that_beat_its_own_starting_point"]),
+    ("hydra forward ignores the mask", "pruning/hydra.py",
+     "        return w * (self.mask.to(w.dtype) + magnitude - magnitude.detach())", "        return w",
+     ["tests/test_hydra.py::test_hydra_learns_masks_that_beat_its_own_starting_point"]),
+    ("lamp scores are plain magnitudes", "pruning/criteria.py",
+     "    scores[order] = sorted_sq / suffix.clamp_min(torch.finfo(sq.dtype).tiny)", "    scores[order] = sorted_sq",
+     ["tests/test_pruning.py -k lamp"]),
     ("suite reference on the first n images", "reporting/study_report.py",
      "same = subset_indices(ev[\"n\"], first[\"n\"])", "same = np.arange(first[\"n\"])",
      ["tests/test_golden_reports.py"]),

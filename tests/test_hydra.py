@@ -10,7 +10,6 @@ import torch
 
 import robprune as rp
 from robprune.cli import main
-from robprune.evaluation import predict
 from robprune.pruning.hydra import initial_scores, learn_masks, masks_from_scores
 
 
@@ -25,13 +24,6 @@ def base():
 
 
 SCORE = rp.TrainConfig(epochs=3, batch_size=64, lr=0.1, adv="ce", augment="none")
-
-
-def _finetuned_accuracy(model, data, masks) -> float:
-    net = copy.deepcopy(model)
-    rp.apply_masks(net, masks)
-    rp.train(net, data, rp.TrainConfig(epochs=1, batch_size=64, lr=0.01, augment="none"), masks=masks)
-    return float((predict(net.eval(), data.x_test) == data.y_test).float().mean())
 
 
 def test_initial_scores_are_hydras_scaled_weights():
@@ -50,24 +42,34 @@ def test_masks_from_scores_prune_exactly_round_amount_n():
         masks_from_scores(scores, 1.0)
 
 
+def _objective_under(model, data, masks) -> float:
+    """What score learning minimises, measured: the CE loss of the masked network (weights frozen, BatchNorm on
+    batch statistics as during learning) on 512 fixed training images."""
+    net = copy.deepcopy(model)
+    rp.apply_masks(net, masks)
+    x, y = data.x_train[:512].float() / 255, data.y_train[:512]
+    with torch.no_grad():
+        return float(torch.nn.functional.cross_entropy(net.train()(x), y))
+
+
 def test_hydra_learns_masks_that_beat_its_own_starting_point(base):
-    """Scores start proportional to the weights (the magnitude mask); after learning, the mask must be a better
-    starting point for fine-tuning than that. A HYDRA whose scores never update, or whose top-k mask is not
-    applied in the forward pass (no gradient reaches the scores), ends at the magnitude mask and fails."""
+    """Scores start proportional to the weights (the magnitude mask); learning must lower the objective of the
+    masked network well below that start. A HYDRA whose scores never update, or whose top-k mask is not applied
+    in the forward pass (no gradient reaches the scores), ends at the magnitude mask and fails."""
     model, data = base
     before = {k: v.clone() for k, v in model.state_dict().items()}
     masks, history = learn_masks(model, data, SCORE, 0.9)
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())  # weights and buffers untouched
-    assert not any(p.requires_grad is False for p in model.parameters())  # flags restored
+    assert all(p.requires_grad for p in model.parameters())  # flags restored
     n = [m.numel() for m in masks.values()]
     assert [int((~m).sum()) for m in masks.values()] == [round(0.9 * k) for k in n]
-    assert history[0]["mask_changes"] > 0 and history[-1]["test_acc"] > history[0]["test_acc"]
+    assert history[0]["mask_changes"] > 0
     start = rp.compute_masks(model, "cp", 0.9, scope="layer")
     initial = masks_from_scores({k: initial_scores(p) for k, p in rp.pruning.prunable_parameters(model).items()},
                                 0.9)
     assert all(torch.equal(initial[k], start[k]) for k in start)  # the initial scores give the magnitude mask
-    learned, magnitude = _finetuned_accuracy(model, data, masks), _finetuned_accuracy(model, data, start)
-    assert learned > magnitude + 0.1, (learned, magnitude)
+    learned, magnitude = _objective_under(model, data, masks), _objective_under(model, data, start)
+    assert learned < 0.8 * magnitude, (learned, magnitude)
 
 
 def test_hydra_keeps_a_pruned_checkpoints_zeros(base):

@@ -68,15 +68,22 @@ def test_square_uses_no_gradients(trained_digits):
 
 
 def test_restarts_break_more_and_never_fewer_points(trained_digits):
-    """A one-step PGD from a random start at 16/255 on 600 images leaves many points that new random starts break
-    (measured: 183 broken by one start, 198 by three): every point the first start breaks stays broken, and
-    clearly more fall. Ignoring the restarts fails this."""
+    """A one-step PGD from a random start, at the eps where about half of 600 images survive one start, leaves many
+    points that new random starts break (measured: 183 broken by one start, 198 by three): every point the first
+    start breaks stays broken, and clearly more fall. Ignoring the restarts fails this."""
     model, data = trained_digits
     x = torch.cat([data.x_test, data.x_train])[:600].float() / 255
     y = torch.cat([data.y_test, data.y_train])[:600]
-    x_one, x_three = pgd(model, x, y, 16 / 255, 1, seed=0), pgd(model, x, y, 16 / 255, 1, seed=0, restarts=3)
+    for levels in range(8, 64, 4):  # the model's robustness depends on the run's float reductions: find the eps
+        x_one = pgd(model, x, y, levels / 255, 1, seed=0)
+        with torch.no_grad():
+            one = model(x_one).argmax(1) == y
+        if one.float().mean() <= 0.6:
+            break
+    assert 0.2 <= one.float().mean() <= 0.6
+    x_three = pgd(model, x, y, levels / 255, 1, seed=0, restarts=3)
     with torch.no_grad():
-        one, three = model(x_one).argmax(1) == y, model(x_three).argmax(1) == y
+        three = model(x_three).argmax(1) == y
     # every point the first start breaks stays broken (up to a few whose logits tie within float noise: the
     # attack judged them on a batch of another size than this check)
     assert int((three & ~one).sum()) <= 3
