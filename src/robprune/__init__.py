@@ -25,7 +25,8 @@ from .training import TrainConfig, list_objectives, register_objective, train  #
 __all__ = [
     "EvalRequest", "ImageData", "TrainConfig", "apply_masks", "compute_masks", "create_model", "evaluate", "fgsm",
     "fold_batchnorm", "from_torch_prune", "high_magnitude_penalty", "import_checkpoint", "learn_masks",
-    "lipschitz_bound", "list_attacks", "list_criteria", "list_methods", "list_models", "list_objectives", "load_checkpoint", "load_dataset", "pgd",
+    "lipschitz_bound", "list_attacks", "list_criteria", "list_methods", "list_models", "list_objectives",
+    "load_checkpoint", "load_dataset", "pgd",
     "register_attack", "register_criterion", "register_model", "register_objective", "run_attack", "run_evaluation",
     "save_checkpoint", "sparsity_report", "to_torch_prune", "train", "weight_stats", "worst_case", "wrap_model",
 ]

@@ -84,10 +84,7 @@ def learn_masks(model: nn.Module, data, config, amount: float, scope: str = "lay
     ``previous`` masks (a pruned checkpoint) stay pruned: their weights score -inf. With ``out_dir`` the scores,
     momentum and generators are saved after every epoch and ``resume`` continues from them bit-exactly.
     Returns the masks and one metrics dict per epoch."""
-    from ..data import iterate_batches
-    from ..evaluation.accuracy import predict
-    from ..training.loop import autocast_factory, learning_rate, subset_data
-    from ..training.objectives import OBJECTIVES
+    from ..training.loop import subset_data  # training imports pruning: imported when called, not at load
     from .regularizer import resolve_tau, weights_penalty
 
     amount = check_amount(amount)
@@ -109,8 +106,9 @@ def learn_masks(model: nn.Module, data, config, amount: float, scope: str = "lay
             init = torch.where(previous[name].to(init.device), init, torch.zeros_like(init))
         parts[name] = _ScoredWeight(init.to(device))
     if previous is not None:  # an amount below the old sparsity would unmask old zeros
-        _check_keeps_previous({n: torch.where(previous[n].to(w.device), w.detach().abs(), torch.full_like(w, -torch.inf))
-                               if n in previous else w.detach().abs() for n, w in weights.items()}, amount, scope)
+        ranks = {n: torch.where(previous[n].to(w.device), w.detach().abs(), torch.full_like(w, -torch.inf))
+                 if n in previous else w.detach().abs() for n, w in weights.items()}
+        _check_keeps_previous(ranks, amount, scope)
     try:
         for p in model.parameters():
             p.requires_grad_(False)
@@ -118,8 +116,7 @@ def learn_masks(model: nn.Module, data, config, amount: float, scope: str = "lay
             parametrize.register_parametrization(owners[name], name.rsplit(".", 1)[-1], part)
         scores = {name: part.scores for name, part in parts.items()}
         history = _learn(model, data, config, amount, scope, previous, scores, parts, tau, out_dir, resume,
-                         progress, iterate_batches, predict, autocast_factory, learning_rate,
-                         OBJECTIVES.get(config.adv), lambda: weights_penalty(
+                         progress, lambda: weights_penalty(
                              [getattr(owners[n], n.rsplit(".", 1)[-1]) for n in parts], tau, config.p), device)
         masks = _current_masks(scores, amount, scope, previous)
         warn_collapsed(masks)
@@ -145,8 +142,15 @@ def _current_masks(scores, amount, scope, previous) -> Masks:
     return _lowest_ranks_pruned(ranks, amount, scope)
 
 
-def _learn(model, data, config, amount, scope, previous, scores, parts, tau, out_dir, resume, progress,
-           iterate_batches, predict, autocast_factory, learning_rate, objective, penalty_of, device) -> list[dict]:
+def _learn(model, data, config, amount, scope, previous, scores, parts, tau, out_dir, resume, progress, penalty_of,
+           device) -> list[dict]:
+    """The epochs of score learning (``learn_masks`` has set up the parametrisations); returns the history."""
+    from ..data import iterate_batches
+    from ..evaluation.accuracy import predict
+    from ..training.loop import autocast_factory, learning_rate
+    from ..training.objectives import OBJECTIVES
+
+    objective = OBJECTIVES.get(config.adv)
     optimizer = torch.optim.SGD(list(scores.values()), lr=config.lr, momentum=config.momentum,
                                 weight_decay=config.weight_decay)
     generator = torch.Generator(device=device).manual_seed(config.seed)
