@@ -27,7 +27,7 @@ from torch import nn
 from torch.nn.utils import parametrize
 
 from .criteria import register_learned
-from .masks import (SCOPES, Masks, _check_keeps_previous, _lowest_k, check_amount, prunable_parameters,
+from .masks import (SCOPES, Masks, _check_keeps_previous, check_amount, masks_from_ranks, prunable_parameters,
                     warn_collapsed)
 
 STATE_FILE = "scores.safetensors"
@@ -62,15 +62,7 @@ def _lowest_ranks_pruned(ranks: dict[str, torch.Tensor], amount: float, scope: s
     amount = check_amount(amount)
     if scope not in SCOPES:
         raise ValueError(f"unknown pruning scope {scope!r}; choose one of {', '.join(SCOPES)}")
-    if scope == "layer":
-        return {n: ~_lowest_k(r, round(amount * r.numel())) for n, r in ranks.items()}
-    flat = torch.cat([r.flatten() for r in ranks.values()])
-    pruned = _lowest_k(flat, round(amount * flat.numel()))
-    masks, start = {}, 0
-    for name, r in ranks.items():
-        masks[name] = ~pruned[start : start + r.numel()].view(r.shape)
-        start += r.numel()
-    return masks
+    return masks_from_ranks(ranks, amount, scope)
 
 
 @register_learned("hydra", label="HYDRA", default_scope="layer", default_lr=0.1)

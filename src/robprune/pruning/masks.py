@@ -92,16 +92,21 @@ def compute_masks(
 
     if previous is not None:
         _check_keeps_previous(scores, amount, scope)
-    if scope == "layer":
-        masks = {n: ~_lowest_k(s, round(amount * s.numel())) for n, s in scores.items()}
-    else:
-        flat = torch.cat([s.flatten() for s in scores.values()])
-        pruned = _lowest_k(flat, round(amount * flat.numel()))
-        masks, start = {}, 0
-        for name, s in scores.items():
-            masks[name] = ~pruned[start : start + s.numel()].view(s.shape)
-            start += s.numel()
+    masks = masks_from_ranks(scores, amount, scope)
     warn_collapsed(masks)
+    return masks
+
+
+def masks_from_ranks(ranks: Mapping[str, torch.Tensor], amount: float, scope: str = "global") -> Masks:
+    """Prune the lowest ranks: exactly ``round(amount * n)`` over all tensors (``global``) or per tensor (``layer``)."""
+    if scope == "layer":
+        return {n: ~_lowest_k(r, round(amount * r.numel())) for n, r in ranks.items()}
+    flat = torch.cat([r.flatten() for r in ranks.values()])
+    pruned = _lowest_k(flat, round(amount * flat.numel()))
+    masks, start = {}, 0
+    for name, r in ranks.items():
+        masks[name] = ~pruned[start : start + r.numel()].view(r.shape)
+        start += r.numel()
     return masks
 
 
