@@ -272,3 +272,21 @@ def test_eval_with_several_eps_draws_accuracy_against_eps(trained, tmp_path, cap
     assert _run(["eval", trained, "--data", "digits", "--eps", "8", "--n-images", "20", "--no-checks",
                  "--out", tmp_path / "one"], capsys)[0] == 0
     assert not (tmp_path / "one" / "eval.png").exists()  # one eps: a table says it all
+
+
+def test_arch_kwargs_build_the_model_and_are_recorded(tmp_path, capsys, monkeypatch):
+    _user_env(monkeypatch)
+    arch = "user_models.nets:tiny_cnn"
+    code, err = _run(["train", "--data", "digits", "--arch", arch, "--arch-kwargs", '{"width": 4}', "--epochs", "1",
+                      "--out", tmp_path / "kw"], capsys)
+    assert code == 0, err
+    model, _, meta = rp.load_checkpoint(tmp_path / "kw" / "model.safetensors", expect_arch=arch)
+    first = next(m for m in model.modules() if isinstance(m, torch.nn.Conv2d))
+    assert meta["kwargs"] == {"width": 4} and first.out_channels == 4
+    for bad, message in (('[1]', "JSON object"), ('{"num_classes": 3}', "come from the data"), ("{", "not JSON")):
+        code, err = _run(["train", "--data", "digits", "--arch", arch, "--arch-kwargs", bad, "--out",
+                          tmp_path / "bad"], capsys)
+        assert code == 2 and message in err and not (tmp_path / "bad").exists()
+    code, err = _run(["train", "--data", "digits", "--init", tmp_path / "kw" / "model.safetensors", "--arch", arch,
+                      "--arch-kwargs", '{"width": 8}', "--out", tmp_path / "bad"], capsys)
+    assert code == 2 and "rebuilds its own" in err

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 from dataclasses import asdict
 from pathlib import Path
@@ -34,6 +35,9 @@ TYPES = {"amount": amount, "n_train": positive_int, "n_test": positive_int, "epo
 def add_arguments(p) -> None:
     p.add_argument("--data", required=True, help="digits | cifar10:DIR | imagefolder:PATH")
     p.add_argument("--arch", help=f"one of {MODELS.describe()}, or package.module:factory (default: from --init)")
+    p.add_argument("--arch-kwargs", type=arch_kwargs, default=None,
+                   help='keyword arguments of the architecture or factory as a JSON object, e.g. \'{"width": 16}\' '
+                        "(recorded in the checkpoint, which rebuilds the model with them)")
     p.add_argument("--init", help="robprune checkpoint to start from (its masks are kept)")
     add_config_arguments(p)
     p.add_argument("--resume", action="store_true", help="continue from OUT/last.safetensors")
@@ -81,6 +85,23 @@ def add_config_arguments(p, skip: tuple[str, ...] = ()) -> None:
             if f.name in ("momentum", "weight_decay", "lam", "trades_beta"):
                 kind = non_negative
         p.add_argument(flag, type=kind, default=f.default, help=help_text)
+
+
+def arch_kwargs(text: str) -> dict:
+    """``--arch-kwargs``: a JSON object of scalar values (numbers, strings, booleans, null)."""
+    import json
+
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise argparse.ArgumentTypeError(f"not JSON ({err.msg}): {text!r}") from None
+    if not isinstance(value, dict) or not all(isinstance(v, (int, float, str, bool, type(None)))
+                                              for v in value.values()):
+        raise argparse.ArgumentTypeError(f"must be a JSON object of numbers, strings or booleans, got {text!r}")
+    reserved = sorted(set(value) & {"num_classes", "in_channels", "mean", "std"})
+    if reserved:
+        raise argparse.ArgumentTypeError(f"{', '.join(reserved)} come from the data, not --arch-kwargs")
+    return value
 
 
 def config_from_args(args, fine_tuning: bool, **fixed) -> TrainConfig:
@@ -144,6 +165,8 @@ def run(args) -> None:
     if config.batch_size % group.world:
         raise ValueError(f"batch size {config.batch_size} is not divisible by the {group.world} ranks; the batch "
                          "size is the global batch, choose a multiple of the rank count")
+    if args.init and args.arch_kwargs:
+        raise ValueError("--arch-kwargs builds a new model; a checkpoint given by --init rebuilds its own")
     data = load_dataset(args.data)
     masks = None
     if args.init:
@@ -161,7 +184,7 @@ def run(args) -> None:
         torch.manual_seed(config.seed)
         mean, std = data.channel_stats()
         model = create_model(args.arch, num_classes=len(data.classes), in_channels=data.in_channels,
-                             mean=mean, std=std)
+                             mean=mean, std=std, **(args.arch_kwargs or {}))
         arch = args.arch
     out = args.out_dir
     if (out / "last.safetensors").exists() and not args.resume:
