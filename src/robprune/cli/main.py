@@ -56,11 +56,16 @@ def _check_out(args) -> Path:
     return folder
 
 
+def _inputs(args) -> list[str]:
+    """The files a command reads (its positional checkpoint(s) or file)."""
+    given = getattr(args, "checkpoints", None) or [getattr(args, "checkpoint", None) or getattr(args, "file", None)]
+    return [path for path in given if path]
+
+
 def _check_inputs(args) -> None:
     """A missing input is the first thing to say (before anything about the output folder)."""
-    given = getattr(args, "checkpoints", None) or [getattr(args, "checkpoint", None) or getattr(args, "file", None)]
-    for path in given:
-        if path and not Path(path).exists():
+    for path in _inputs(args):
+        if not Path(path).exists():
             raise FileNotFoundError(f"checkpoint {path} does not exist")
 
 
@@ -70,8 +75,8 @@ def _check_previous_results(args, folder: Path) -> None:
     import) refuses an existing output file unless --overwrite, and never writes over one of its inputs."""
     if getattr(COMMANDS[args.command], "SINGLE_FILE", False):
         out = Path(args.out)
-        for given in getattr(args, "checkpoint", None), getattr(args, "file", None):
-            if given and Path(given).exists() and out.exists() and out.resolve() == Path(given).resolve():
+        for given in _inputs(args):
+            if out.exists() and out.resolve() == Path(given).resolve():
                 raise ValueError(f"--out {out} is the input file itself; choose another --out")
         if out.exists() and not args.overwrite:
             raise ValueError(f"{out} already exists; pass --overwrite to replace it or choose another --out")
