@@ -22,6 +22,7 @@ from torch import nn
 from . import __version__
 from .io import write_bytes_atomic
 from .models import create_model, is_factory_spec
+from .pruning.channels import channel_structure, reshape_to
 from .pruning.masks import Masks, check_masks
 
 FORMAT = 1
@@ -61,6 +62,11 @@ def save_checkpoint(
     tensors |= {f"mask.{k}": m.detach().cpu().contiguous() for k, m in (masks or {}).items()}
     tensors |= {f"state.{k}": t.detach().cpu().contiguous() for k, t in (state or {}).items()}
     info = {**dict(meta or {}), **model_spec(model), "format": FORMAT, "robprune_version": __version__}
+    structure = channel_structure(model)
+    if structure is not None:
+        info["structure"] = structure
+    else:
+        info.pop("structure", None)
     data = safetensors.torch.save(tensors, metadata={"robprune": json.dumps(info)})
     return write_bytes_atomic(path, data)
 
@@ -121,6 +127,7 @@ def load_checkpoint(
     arch = meta["arch"]
     if expect_arch is not None and arch != expect_arch:
         raise ValueError(f"{path} holds a {arch} model, not {expect_arch}")
+    structure = _structure(path, meta)
     if model is None:
         if arch is None:
             raise ValueError(f"{path} holds a {meta.get('class', 'custom')} module not built by create_model; "
@@ -136,8 +143,17 @@ def load_checkpoint(
         # differ in shape from the 3-channel defaults); the weights then overwrite the values anyway.
         stats = {"mean": norm.get("mean"), "std": norm.get("std")} if norm and norm.get("mean") is not None else {}
         build = dict(name=arch, num_classes=meta["num_classes"], in_channels=meta["in_channels"], **stats, **kwargs)
-        _check_size_before_building(path, build, tensors)
-        model = create_model(**build)
+        _check_size_before_building(path, build, tensors, structure)
+        if structure and not is_factory_spec(arch):
+            # a channel-pruned model: built on the meta device and given its slim shapes before any allocation
+            with torch.device("meta"):
+                model = reshape_to(create_model(**build), _shapes(tensors), structure)
+            model = model.to_empty(device="cpu")
+            model.robprune_spec = {**model.robprune_spec, "normalization": meta.get("normalization")}
+        else:
+            model = create_model(**build)
+    if structure:
+        reshape_to(model, _shapes(tensors), structure)  # a model the caller built, or a factory's
     _check_tensor_shapes(path, model, tensors)
     state_dict = _prefixed(tensors, "model.")
     try:
@@ -150,12 +166,28 @@ def load_checkpoint(
     return model, masks, meta
 
 
-def _check_size_before_building(path, build: dict, tensors: Mapping[str, torch.Tensor]) -> None:
+def _structure(path, meta: Mapping) -> dict | None:
+    structure = meta.get("structure")
+    if structure is None:
+        return None
+    if not isinstance(structure, dict) or not isinstance(structure.get("shortcuts", {}), dict):
+        raise ValueError(f"{path} metadata has a channel structure that is not a JSON object")
+    return structure
+
+
+def _shapes(tensors: Mapping[str, torch.Tensor]) -> dict[str, torch.Size]:
+    return {k[len("model."):]: v.shape for k, v in tensors.items() if k.startswith("model.")}
+
+
+def _check_size_before_building(path, build: dict, tensors: Mapping[str, torch.Tensor],
+                                structure: dict | None = None) -> None:
     """Metadata can ask an architecture for any width: build it on the meta device first (no memory) and refuse
     a model whose state holds more values than the file carries, before anything is allocated."""
     try:
         with torch.device("meta"):
             probe = create_model(**build)
+            if structure:
+                reshape_to(probe, _shapes(tensors), structure)
     except ValueError:
         raise
     except Exception as err:  # kwargs the architecture does not take, or cannot build with

@@ -19,6 +19,7 @@ from collections.abc import Mapping
 import torch
 from torch import nn
 
+from .pruning.channels import channel_structure, reshape_to
 from .checkpoint import (COMMUNITY_MEAN, COMMUNITY_STD, import_checkpoint, read_torch_state_dict, refuse_nonfinite,
                          summarise_key_mismatch)
 from .io import write_bytes_atomic
@@ -53,6 +54,9 @@ def export_model(model: nn.Module, masks: Masks, meta: dict, fmt: str, path: str
     payload = {"state_dict": state, "normalization": normalization, "format": fmt, "arch": arch,
                "sparsity": sparsity_report(model)["sparsity"] if prunable_parameters(model) else 0.0,
                "robprune": {k: v for k, v in meta.items() if isinstance(v, (str, int, float, bool)) or v is None}}
+    structure = channel_structure(model)
+    if structure is not None:  # a channel-pruned model: shapes are the tensors'; option-A shortcut slots are here
+        payload["structure"] = structure
     buf = io.BytesIO()
     torch.save(payload, buf)
     write_bytes_atomic(path, buf.getvalue())
@@ -74,6 +78,8 @@ def import_model(path: str | os.PathLike, arch: str, fmt: str = "community",
     mean, std = (norm["mean"], norm["std"]) if isinstance(norm, dict) and "mean" in norm else \
         ((None, None) if fmt == "torch" else (COMMUNITY_MEAN, COMMUNITY_STD))
     model = create_model(arch, num_classes=num_classes, mean=mean, std=std)
+    if isinstance(obj.get("structure"), dict):  # a channel-pruned export
+        reshape_to(model, {k: v.shape for k, v in state.items()}, obj["structure"])
     for name, buf in model.state_dict().items():
         if name.startswith("normalize.") and name not in state:
             state[name] = buf

@@ -4,13 +4,16 @@ from __future__ import annotations
 
 from ..checkpoint import load_checkpoint, save_checkpoint
 from ..io import write_json, write_text_atomic
-from ..pruning import CRITERIA, LEARNED, SCOPES, apply_masks, compute_masks, list_methods, sparsity_report
-from .common import Progress, add_device, amount, device, resolved
+from ..pruning import (CHANNEL_CRITERIA, CRITERIA, LEARNED, SCOPES, apply_masks, compute_masks, list_methods,
+                       sparsity_report)
+from .common import Progress, add_device, amount, device, positive_int, resolved
 
-HELP = "Prune a checkpoint: one shot by a weight criterion, or with a mask learned from data (hydra)."
+HELP = ("Prune a checkpoint: weights one shot by a criterion or with a mask learned from data (hydra), or whole "
+        "channels removed for real (--structure channel).")
 EXAMPLE = ("robprune prune runs/base/model.safetensors --method rp --amount 0.1 --out runs/rp10\n"
            "  robprune prune runs/base/model.safetensors --method hydra --amount 0.9 --data digits --adv pgd "
            "--adv-eps 16 --epochs 5 --out runs/hydra90\n"
+           "  robprune prune runs/base/model.safetensors --structure channel --method l1 --amount 0.5 --out runs/ch50\n"
            "  robprune train --data digits --init runs/hydra90/model.safetensors --epochs 5 --out runs/hydra90-ft")
 # TrainConfig fields prune sets itself (the learned methods' objective, epochs, lr... come from the options)
 OWN = ("method", "amount", "scope", "keep_ends", "seed")
@@ -21,7 +24,15 @@ def add_arguments(p) -> None:
 
     methods = ", ".join(f"{n}{' (learns from --data)' if v['needs_data'] else ''}" for n, v in list_methods().items())
     p.add_argument("checkpoint")
-    p.add_argument("--method", required=True, help=f"pruning method: {methods}")
+    p.add_argument("--method", required=True, help=f"pruning method: {methods}; with --structure channel one of "
+                                                   f"{', '.join(CHANNEL_CRITERIA.names())}")
+    p.add_argument("--structure", choices=("weight", "channel"), default="weight",
+                   help="weight: zero single weights (masks; same shapes); channel: remove whole channels, the "
+                        "dependent layers shrunk (a smaller, faster model; --amount is the fraction of every "
+                        "coupled group's channels)")
+    p.add_argument("--input-size", type=positive_int, default=None,
+                   help="--structure channel: side of the square input the model is traced with (default: the "
+                        "checkpoint's, else 8 for digits and 32 otherwise)")
     p.add_argument("--amount", type=amount, required=True,
                    help="fraction of prunable weights pruned in the result, [0, 1); on a pruned checkpoint this is "
                         "the total, its old zeros included (they stay pruned), so it must be at least its sparsity")
@@ -40,6 +51,8 @@ def add_arguments(p) -> None:
 
 
 def run(args) -> None:
+    if args.structure == "channel":
+        return run_channels(args)
     learned = args.method in LEARNED.names()
     if not learned:
         CRITERIA.get(args.method)  # an unknown method: one line naming every method
@@ -85,3 +98,31 @@ def run(args) -> None:
     write_text_atomic(out / "sparsity.md", "\n".join(lines) + "\n")
     print("\n".join(lines))
     print(f"wrote {out}/model.safetensors")
+
+
+def run_channels(args) -> None:
+    """--structure channel: a slim model (channels removed, weights of the rest unchanged) and its measured sizes."""
+    from ..pruning.channels import count_macs, example_input, prune_channels
+
+    CHANNEL_CRITERIA.get(args.method)
+    if args.data or args.resume:
+        raise ValueError("--structure channel takes no --data/--resume: its criteria score the weights (learned "
+                         "channel scores are not there yet)")
+    model, masks, meta = load_checkpoint(args.checkpoint, expect_arch=args.arch)
+    x = example_input(meta, args.input_size)
+    slim, masks, record = prune_channels(model, args.method, args.amount, x, seed=args.seed, masks=masks or None)
+    (macs0, params0), (macs1, params1) = count_macs(model, x[:1]), count_macs(slim, x[:1])
+    sizes = {"input_size": list(x.shape[1:]), "params": [params0, params1], "macs": [macs0, macs1]}
+    history = list(meta.get("channel_pruning") or [])
+    history.append({"method": args.method, "amount": args.amount, "seed": args.seed, "source": args.checkpoint,
+                    "groups": record.groups, **sizes})
+    keep = {k: v for k, v in meta.items() if k not in ("format", "robprune_version", "structure")}
+    save_checkpoint(args.out_dir / "model.safetensors", slim, masks, {**keep, "channel_pruning": history})
+    write_json(args.out_dir / "channels.json", {**sizes, "groups": record.groups, "removed": record.removed})
+    write_json(args.out_dir / "config.json", resolved(args))
+    lines = ["| | dense | slim | ratio |", "|---|---:|---:|---:|",
+             f"| parameters | {params0:,} | {params1:,} | {params1 / params0:.3f} |",
+             f"| MACs per image ({'x'.join(map(str, x.shape[1:]))}) | {macs0:,} | {macs1:,} | {macs1 / macs0:.3f} |"]
+    write_text_atomic(args.out_dir / "channels.md", "\n".join(lines) + "\n")
+    print("\n".join(lines))
+    print(f"{len(record.groups)} channel groups pruned by {args.method}; wrote {args.out_dir}/model.safetensors")

@@ -39,6 +39,10 @@ def add_arguments(p) -> None:
                    help='keyword arguments of the architecture or factory as a JSON object, e.g. \'{"width": 16}\' '
                         "(recorded in the checkpoint, which rebuilds the model with them)")
     p.add_argument("--init", help="robprune checkpoint to start from (its masks are kept)")
+    p.add_argument("--structure", choices=("weight", "channel"), default="weight",
+                   help="channel: before training, remove --amount of every coupled group's channels by the channel "
+                        "criterion --method (l1, reverse, random, bn_scale), then train the slim model (the hinge "
+                        "--lam/--tau works as for weights)")
     add_config_arguments(p)
     p.add_argument("--resume", action="store_true", help="continue from OUT/last.safetensors")
     p.add_argument("--nproc", type=positive_int, default=1, help="start N data-parallel processes on this machine "
@@ -155,7 +159,10 @@ def run(args) -> None:
     if launch_if_asked(args):  # the CLI launches before locking; this is for a caller of run() itself
         return None
     dev = device(args.device)
-    config = config_from_args(args, fine_tuning=args.init is not None)
+    channel = args.structure == "channel"
+    # channel pruning happens once, before training; the weight-pruning fields of the config then stay off
+    config = config_from_args(args, fine_tuning=args.init is not None,
+                              **({"method": None, "amount": 0.0} if channel else {}))
     group = distributed.setup(dev, args.dist_backend, args.dist_timeout)
     dev = group.device
     if args.sync_bn and group.world == 1:
@@ -186,6 +193,9 @@ def run(args) -> None:
         model = create_model(args.arch, num_classes=len(data.classes), in_channels=data.in_channels,
                              mean=mean, std=std, **(args.arch_kwargs or {}))
         arch = args.arch
+    extra = {}
+    if channel:
+        model, masks, extra = _prune_channels_first(model, masks, data, args, config.seed)
     out = args.out_dir
     if (out / "last.safetensors").exists() and not args.resume:
         raise ValueError(f"{out} already holds a training run; pass --resume to continue it or choose another --out")
@@ -197,12 +207,12 @@ def run(args) -> None:
         write_json(out / "config.json", {**resolved(args), "train_config": asdict(config), "world_size": group.world})
     result = train(model, data, config, out_dir=out, masks=masks, resume=args.resume,
                    progress=Progress() if group.is_main else None,
-                   meta={"data": args.data, "identity": identity, "world_size": group.world})
+                   meta={"data": args.data, "identity": identity, "world_size": group.world, **extra})
     if not group.is_main:
         return
     save_checkpoint(out / "model.safetensors", model, result["masks"],
                     {"data": args.data, "config": asdict(config), "tau_resolved": result["tau_resolved"],
-                     "history": result["history"], "identity": identity, "world_size": group.world})
+                     "history": result["history"], "identity": identity, "world_size": group.world, **extra})
     final = result["history"][-1] if result["history"] else {}
     adv = f", adversarial train {100 * final['train_adv_acc']:.2f}%" if "train_adv_acc" in final else ""
     print(f"test accuracy {100 * final.get('test_acc', float('nan')):.2f}%{adv}, "
@@ -214,3 +224,18 @@ def run(args) -> None:
                   "entirely (warned above), a too-high --lr or --amount")
 
 
+
+
+def _prune_channels_first(model, masks, data, args, seed: int):
+    """``--structure channel``: the slim model training starts from (the same every time, so --resume fits it)."""
+    from ..pruning.channels import count_macs, prune_channels
+
+    x = data.x_test[:2].float() / 255
+    slim, masks, record = prune_channels(model, args.method, args.amount, x, seed=seed, masks=masks or None)
+    (macs0, params0), (macs1, params1) = count_macs(model, x[:1]), count_macs(slim, x[:1])
+    Progress()({"kind": "note", "text": f"channel pruning by {args.method}: {params1:,} of {params0:,} parameters, "
+                                        f"{macs1:,} of {macs0:,} MACs per image"})
+    step = {"method": args.method, "amount": args.amount, "seed": seed, "source": args.init or "random init",
+            "groups": record.groups, "input_size": list(x.shape[1:]), "params": [params0, params1],
+            "macs": [macs0, macs1]}
+    return slim, masks, {"channel_pruning": [step]}

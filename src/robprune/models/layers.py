@@ -29,16 +29,48 @@ class Normalize(nn.Module):
 
 
 class PadShortcut(nn.Module):
-    """Option-A shortcut: subsample by 2 and zero-pad the channels."""
+    """Option-A shortcut: subsample by 2 and zero-pad the channels.
 
-    def __init__(self, pad_channels: int) -> None:
+    Input channel ``i`` lands on output channel ``slots[i]`` (``-1``: dropped)
+    of ``out_channels``; by default ``slots[i] = pad + i`` and ``out_channels =
+    in_channels + 2 pad``, the paper's shortcut. Channel pruning rewrites the
+    slots (``robprune.pruning.channels``); they are plain attributes, recorded
+    in a slim checkpoint's metadata, so a dense model's state dict is unchanged.
+    """
+
+    def __init__(self, pad_channels: int, in_channels: int | None = None) -> None:
         super().__init__()
         self.pad_channels = pad_channels
+        self.in_channels = in_channels
+        self.slots: list[int] | None = None  # None: the padded layout above
+        self.out_channels: int | None = None if in_channels is None else in_channels + 2 * pad_channels
+
+    def layout(self) -> tuple[list[int], int]:
+        """(slots, out_channels) in the explicit form, whatever the current form."""
+        if self.slots is not None:
+            return list(self.slots), int(self.out_channels)
+        if self.in_channels is None:
+            raise ValueError("a PadShortcut built without in_channels has no explicit channel layout")
+        return [self.pad_channels + i for i in range(self.in_channels)], self.in_channels + 2 * self.pad_channels
+
+    def set_layout(self, slots: Sequence[int], out_channels: int) -> None:
+        slots = [int(s) for s in slots]
+        if any(s < -1 or s >= out_channels for s in slots) or len({s for s in slots if s >= 0}) != sum(
+                s >= 0 for s in slots):
+            raise ValueError(f"PadShortcut slots must be distinct channels of {out_channels} or -1, got {slots}")
+        self.slots, self.out_channels, self.in_channels = slots, int(out_channels), len(slots)
+        self._kept = [i for i, s in enumerate(slots) if s >= 0]  # inputs that land somewhere, and where
+        self._targets = [slots[i] for i in self._kept]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        p = self.pad_channels
-        return F.pad(x[:, :, ::2, ::2], (0, 0, 0, 0, p, p))
-
+        if self.slots is None:
+            p = self.pad_channels
+            return F.pad(x[:, :, ::2, ::2], (0, 0, 0, 0, p, p))
+        sub = x[:, :, ::2, ::2]
+        out = sub.new_zeros(sub.shape[0], self.out_channels, *sub.shape[2:])
+        if self._kept:
+            out[:, self._targets] = sub[:, self._kept]
+        return out
 
 
 class Normalized(nn.Module):

@@ -1,0 +1,319 @@
+"""Channel pruning: whole channels removed for real, the dependent layers shrunk through Torch-Pruning's graph.
+
+Torch-Pruning (DepGraph, Fang et al. CVPR'23) traces the model once and
+groups every layer whose channels are coupled (a conv, its BatchNorm, the next
+conv's inputs; every conv and shortcut feeding one residual sum). Each group
+loses ``round(amount * channels)`` channels, the lowest scores of a registered
+channel criterion (``channel_criteria.py``); the classifier's outputs are never
+touched. robprune's option-A ``PadShortcut`` is taught to it here (a custom
+pruner that rewrites its channel slots), so the paper's ResNet-20/56 prune
+correctly. The slim model keeps its module names; what a dense rebuild needs
+to take the slim shapes (the shortcut slots; conv, BatchNorm and linear sizes
+come from the weights) is ``channel_structure(model)``, recorded in the
+checkpoint, and ``reshape_to`` applies it on load.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+import torch
+import torch_pruning as tp
+from torch import nn
+
+from ..models.layers import PadShortcut
+from .channel_criteria import CHANNEL_CRITERIA, ChannelGroup
+from .masks import Masks
+
+
+class _PadShortcutPruner(tp.pruner.BasePruningFunc):
+    """Input and output channels of the option-A shortcut are independent: removing an output drops whatever
+    input landed there; removing an input drops its slot."""
+
+    TARGET_MODULES = PadShortcut
+
+    def prune_out_channels(self, layer: PadShortcut, idxs: Sequence[int]) -> PadShortcut:
+        slots, out = layer.layout()
+        gone = {int(i) for i in idxs}
+        new_position = {p: i for i, p in enumerate(p for p in range(out) if p not in gone)}
+        layer.set_layout([new_position.get(s, -1) for s in slots], out - len(gone))
+        return layer
+
+    def prune_in_channels(self, layer: PadShortcut, idxs: Sequence[int]) -> PadShortcut:
+        slots, out = layer.layout()
+        gone = {int(i) for i in idxs}
+        layer.set_layout([s for i, s in enumerate(slots) if i not in gone], out)
+        return layer
+
+    def get_out_channels(self, layer: PadShortcut) -> int:
+        return layer.layout()[1]
+
+    def get_in_channels(self, layer: PadShortcut) -> int:
+        return len(layer.layout()[0])
+
+
+@dataclass
+class ChannelPruning:
+    """What ``prune_channels`` did: per module, the original indices removed from its outputs and inputs."""
+
+    removed: dict[str, dict[str, list[int]]] = field(default_factory=dict)
+    groups: list[dict] = field(default_factory=list)  # per group: root module, channels, removed
+    params_before: int = 0
+    params_after: int = 0
+
+
+def _head(model: nn.Module) -> nn.Module | None:
+    linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
+    return linears[-1] if linears else None
+
+
+def _channel_group(dg, group) -> ChannelGroup:
+    """The group as the criterion sees it: producing filters and BatchNorm scales, rows aligned to the channels."""
+    channels = len(group[0].idxs)
+    filters, scales = [], []
+    for item in group:
+        dep, idxs, root = item.dep, item.idxs, item.root_idxs
+        layer, fn = dep.target.module, dep.handler
+        if any(r is None for r in root):
+            continue
+        rows = torch.as_tensor(root, dtype=torch.long)
+        if fn in (tp.prune_conv_out_channels, tp.prune_linear_out_channels):
+            w = layer.weight.detach()[list(idxs)].flatten(1).cpu()
+            aligned = torch.zeros(channels, w.shape[1])
+            aligned[rows] = w.float()
+            filters.append(aligned)
+        elif fn == tp.prune_batchnorm_out_channels and layer.weight is not None:
+            aligned = torch.zeros(channels)
+            aligned[rows] = layer.weight.detach()[list(idxs)].float().cpu()
+            scales.append(aligned)
+    return ChannelGroup(channels, filters, scales)
+
+
+def prune_channels(
+    model: nn.Module,
+    criterion: str,
+    amount: float,
+    example_inputs: torch.Tensor,
+    seed: int = 0,
+    masks: Mapping[str, torch.Tensor] | None = None,
+    ignored: Sequence[nn.Module] = (),
+) -> tuple[nn.Module, Masks, ChannelPruning]:
+    """A slim copy of ``model`` with ``round(amount * channels)`` channels removed from every coupled group.
+
+    Returns (slim model, the weight masks carried over to its shapes, a record
+    of what was removed); ``model`` itself is never changed. Refused when a
+    group would lose every channel or the model cannot be traced. The slim
+    model is checked on ``example_inputs``: its logits must equal the
+    original's with the removed channels zeroed where they are consumed (a
+    mis-tracked graph fails here, not later).
+    """
+    scorer = CHANNEL_CRITERIA.get(criterion)
+    if not 0.0 <= amount < 1.0:
+        raise ValueError(f"channel amount must be in [0, 1), got {amount}: a layer keeps at least one channel")
+    original = model
+    model = copy.deepcopy(model)
+    names = {m: n for n, m in model.named_modules()}
+    head = _head(model)
+    skip = [m for m in (head, *ignored) if m is not None]
+    was_training = model.training
+    model.eval()
+    try:
+        dg = tp.DependencyGraph().build_dependency(model, example_inputs=example_inputs,
+                                                   customized_pruners={PadShortcut: _PadShortcutPruner()})
+    except Exception as err:  # Torch-Pruning raises many kinds for graphs it cannot follow
+        raise ValueError(f"Torch-Pruning cannot trace this model for channel pruning: {type(err).__name__}: "
+                         f"{str(err).strip().splitlines()[0] if str(err).strip() else ''}; weight-level pruning "
+                         "(--structure weight) works on any model") from None
+    generator = torch.Generator().manual_seed(seed)
+    plans = []
+    for group in dg.get_all_groups(ignored_layers=skip, root_module_types=[nn.Conv2d, nn.Linear]):
+        root, fn = group[0].dep.target.module, group[0].dep.handler
+        channels = len(group[0].idxs)
+        k = round(amount * channels)
+        if k == 0:
+            continue
+        if k >= channels:
+            raise ValueError(f"removing {amount:.0%} of the channels would leave {names.get(root, root)} with none "
+                             f"of its {channels}; nothing was changed")
+        scores = scorer(_channel_group(dg, group), generator)
+        order = torch.sort(scores, stable=True).indices
+        plans.append((root, fn, channels, sorted(order[:k].tolist())))
+    record = ChannelPruning(params_before=sum(p.numel() for p in model.parameters()))
+    alive: dict[tuple[str, str], list[int]] = {}
+    for root, fn, channels, idxs in plans:
+        pg = dg.get_pruning_group(root, fn, idxs)
+        for item in pg:
+            layer, handler = item.dep.target.module, item.dep.handler
+            if layer not in names:
+                continue
+            side = "out" if dg.is_out_channel_pruning_fn(handler) else "in"
+            size = dg.get_out_channels(layer) if side == "out" else dg.get_in_channels(layer)
+            current = alive.setdefault((names[layer], side), list(range(size)))
+            gone = [current[i] for i in item.idxs]
+            record.removed.setdefault(names[layer], {}).setdefault(side, []).extend(gone)
+            alive[(names[layer], side)] = [c for i, c in enumerate(current) if i not in set(item.idxs)]
+        record.groups.append({"root": names.get(root, ""), "channels": channels, "removed": len(idxs)})
+        pg.prune()
+    for sides in record.removed.values():
+        for side in sides:
+            sides[side] = sorted(set(sides[side]))
+    record.params_after = sum(p.numel() for p in model.parameters())
+    new_masks = _carry_masks(masks or {}, record.removed)
+    check_forward(model, example_inputs)
+    check_equivalent(original, model, record.removed, example_inputs)
+    model.robprune_channel_pruned = True
+    model.train(was_training)
+    return model, new_masks, record
+
+
+def _carry_masks(masks: Mapping[str, torch.Tensor], removed: Mapping[str, Mapping[str, list[int]]]) -> Masks:
+    """Weight masks of the dense shapes cut to the slim shapes (conv/linear weights: outputs dim 0, inputs dim 1)."""
+    out = {}
+    for name, mask in masks.items():
+        module_name, _, param = name.rpartition(".")
+        cut = removed.get(module_name, {})
+        keep = mask
+        for side, dim in (("out", 0), ("in", 1)):
+            if side in cut and (param == "weight" or dim == 0) and keep.dim() > dim:
+                kept = [i for i in range(keep.shape[dim]) if i not in set(cut[side])]
+                keep = keep.index_select(dim, torch.as_tensor(kept, dtype=torch.long))
+        out[name] = keep.clone()
+    return out
+
+
+def check_forward(model: nn.Module, example_inputs: torch.Tensor) -> None:
+    """One forward pass; an error names the module it happened in (or the last one that ran before it)."""
+    stack: list[str] = []
+    last: list[str] = []
+
+    def enter(mod, inputs, name):
+        stack.append(name)
+
+    def leave(mod, inputs, output, name):
+        last[:] = [stack.pop()]
+
+    hooks = []
+    for n, m in model.named_modules():
+        if n:
+            hooks.append(m.register_forward_pre_hook(lambda mod, inp, n=n: enter(mod, inp, n)))
+            hooks.append(m.register_forward_hook(lambda mod, inp, out, n=n: leave(mod, inp, out, n)))
+    try:
+        with torch.no_grad():
+            model(example_inputs)
+    except Exception as err:
+        where = f"in module {stack[-1]!r}" if stack else f"after module {last[0]!r}" if last else "at its input"
+        raise ValueError(f"channel pruning left the model inconsistent {where}: {type(err).__name__}: "
+                         f"{str(err).strip().splitlines()[0] if str(err).strip() else ''}") from None
+    finally:
+        for h in hooks:
+            h.remove()
+
+
+def zeroed_logits(model: nn.Module, removed: Mapping[str, Mapping[str, list[int]]], x: torch.Tensor) -> torch.Tensor:
+    """Logits of the *unpruned* ``model`` with every removed channel zeroed at the input of each layer that
+    consumes it: what the slim network computes exactly, if the removal was consistent."""
+    def zero(idxs):
+        def hook(module, inputs):
+            h = inputs[0].clone()
+            h[:, idxs] = 0
+            return (h, *inputs[1:])
+        return hook
+
+    hooks = [model.get_submodule(name).register_forward_pre_hook(zero(sides["in"]))
+             for name, sides in removed.items() if sides.get("in")]
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            return model(x)
+    finally:
+        model.train(was_training)
+        for h in hooks:
+            h.remove()
+
+
+def check_equivalent(original: nn.Module, slim: nn.Module, removed: Mapping, x: torch.Tensor) -> None:
+    expected = zeroed_logits(original, removed, x)
+    with torch.no_grad():
+        got = slim.eval()(x)
+    scale = max(1.0, float(expected.abs().max()))
+    if got.shape != expected.shape or not torch.allclose(got, expected, rtol=1e-4, atol=1e-4 * scale):
+        raise ValueError("Torch-Pruning mis-tracked this model's channels: the slim network does not compute the "
+                         "original with the removed channels zeroed (a channel-mixing operation outside a module?); "
+                         "nothing was changed; weight-level pruning (--structure weight) works on any model")
+
+
+def channel_structure(model: nn.Module) -> dict | None:
+    """What rebuilding the dense architecture needs to take this model's slim shapes (None if not channel-pruned)."""
+    if not getattr(model, "robprune_channel_pruned", False):
+        return None
+    shortcuts = {}
+    for name, m in model.named_modules():
+        if isinstance(m, PadShortcut) and m.slots is not None:
+            slots, out = m.layout()
+            shortcuts[name] = {"slots": slots, "out_channels": out}
+    return {"channels": True, "shortcuts": shortcuts}
+
+
+def reshape_to(model: nn.Module, shapes: Mapping[str, torch.Size], structure: Mapping) -> nn.Module:
+    """Give a freshly built dense ``model`` the slim shapes of a state dict (``{name: shape}``), in place."""
+    for name, m in model.named_modules():
+        w = shapes.get(f"{name}.weight")
+        if isinstance(m, nn.Conv2d) and w is not None and tuple(w) != tuple(m.weight.shape):
+            depthwise = m.groups > 1 and m.groups == m.in_channels == m.out_channels
+            m.out_channels = int(w[0])
+            m.groups = int(w[0]) if depthwise else m.groups
+            m.in_channels = int(w[1]) * m.groups
+            _resize(m, ("weight", "bias"), shapes, name)
+        elif isinstance(m, nn.modules.batchnorm._BatchNorm) and w is not None and w[0] != m.num_features:
+            m.num_features = int(w[0])
+            _resize(m, ("weight", "bias", "running_mean", "running_var"), shapes, name)
+        elif isinstance(m, nn.Linear) and w is not None and tuple(w) != tuple(m.weight.shape):
+            m.out_features, m.in_features = int(w[0]), int(w[1])
+            _resize(m, ("weight", "bias"), shapes, name)
+    for name, layout in (structure.get("shortcuts") or {}).items():
+        try:
+            module = model.get_submodule(name)
+        except AttributeError:
+            raise ValueError(f"the checkpoint's channel structure names a shortcut {name!r} the model lacks") from None
+        if not isinstance(module, PadShortcut):
+            raise ValueError(f"the checkpoint's channel structure names {name!r}, which is not a PadShortcut")
+        module.set_layout(layout["slots"], layout["out_channels"])
+    model.robprune_channel_pruned = True
+    return model
+
+
+def _resize(module: nn.Module, attrs: Sequence[str], shapes: Mapping[str, torch.Size], prefix: str) -> None:
+    for attr in attrs:
+        old = getattr(module, attr, None)
+        shape = shapes.get(f"{prefix}.{attr}")
+        if old is None or shape is None:
+            continue
+        new = torch.zeros(tuple(shape), dtype=old.dtype, device=old.device)
+        if isinstance(old, nn.Parameter):
+            setattr(module, attr, nn.Parameter(new, requires_grad=old.requires_grad))
+        else:
+            setattr(module, attr, new)  # a registered buffer stays registered under the same name
+
+
+def example_input(meta: Mapping, size: int | None = None) -> torch.Tensor:
+    """A batch of two inputs in [0, 1] of the checkpoint's channels, at ``size`` or the size it was traced at."""
+    recorded = [h.get("input_size") for h in meta.get("channel_pruning") or [] if h.get("input_size")]
+    if size is None and recorded:
+        c, h, w = recorded[-1]
+        return torch.rand(2, c, h, w, generator=torch.Generator().manual_seed(0))
+    side = size or (8 if meta.get("data") == "digits" else 32)
+    return torch.rand(2, int(meta["in_channels"]), side, side, generator=torch.Generator().manual_seed(0))
+
+
+def count_macs(model: nn.Module, example_inputs: torch.Tensor) -> tuple[int, int]:
+    """(multiply-accumulates of one forward pass of ``example_inputs``, parameters), counted by Torch-Pruning."""
+    was_training = model.training
+    model.eval()
+    try:
+        macs, params = tp.utils.count_ops_and_params(model, example_inputs)
+    finally:
+        model.train(was_training)
+    return int(macs), int(params)
