@@ -10,6 +10,7 @@ from robprune import create_model
 from robprune.checkpoint import load_checkpoint, save_checkpoint
 from robprune.export import export_model, import_model
 from robprune.models import PadShortcut
+from robprune.models.folding import fold_batchnorm
 from robprune.pruning import CHANNEL_CRITERIA, apply_masks, compute_masks, count_macs, prune_channels
 from robprune.pruning import channels as channels_module
 
@@ -80,6 +81,10 @@ def test_option_a_shortcut_is_pruned_through_its_slots():
     slots, out = shortcut.layout()
     assert len(slots) == slim.layer1[-1].bn2.num_features and out == slim.layer2[0].bn2.num_features
     assert slim.linear.in_features == slim.layer3[-1].bn2.num_features == 32
+    folded = fold_batchnorm(slim)  # the slim shortcut stays traceable by torch.fx: attacks get the folded copy
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in folded.modules())
+    x = torch.rand(3, 3, 32, 32)
+    torch.testing.assert_close(folded(x), slim(x), rtol=1e-4, atol=1e-4)
 
 
 def test_a_wrong_removal_is_caught_by_the_equivalence_check(monkeypatch):

@@ -57,3 +57,56 @@ def test_gpu_path_agrees_with_cpu():
                        precision=precision)
         assert gpu["clean"]["correct"] == cpu["clean"]["correct"]
         assert abs(gpu["robust"][0]["correct"] - cpu["robust"][0]["correct"]) <= 3
+
+
+def test_library_attacks_use_a_cached_folded_copy_by_default_and_agree_with_the_exact_path():
+    import robprune as rp
+    from robprune.models.folding import cached_attack_model
+
+    torch.manual_seed(0)
+    model = _with_bn_statistics(create_model("resnet20")).eval()
+    x, y = torch.rand(64, 3, 32, 32), torch.randint(0, 10, (64,))
+    y = model(x).argmax(1)  # every image starts correct, so the attack has something to do
+    eps = 32 / 255
+    fast = rp.pgd(model, x, y, eps, 5)
+    exact = rp.pgd(model, x, y, eps, 5, exact_model=True)
+    with torch.no_grad():
+        acc_fast = (model(fast).argmax(1) == y).float().mean()
+        acc_exact = (model(exact).argmax(1) == y).float().mean()
+    assert acc_exact < 0.9  # the attack works
+    assert abs(float(acc_fast - acc_exact)) <= 2 / 64  # float-order differences may flip a point or two
+    assert (fast - x).abs().max() <= eps + 1e-6  # inside the ball
+    for name in ("apgd-ce", "fgsm"):
+        a = rp.run_attack(name, model, x, y, eps, budget=5)
+        b = rp.run_attack(name, model, x, y, eps, budget=5, exact_model=True)
+        with torch.no_grad():
+            assert abs(float((model(a).argmax(1) == y).float().mean() - (model(b).argmax(1) == y).float().mean())) \
+                <= 2 / 64
+    copy = cached_attack_model(model)
+    assert cached_attack_model(model) is copy  # a loop of calls folds once
+    assert model.training is False and all(p.requires_grad for p in model.parameters())  # the model is untouched
+
+
+@pytest.mark.parametrize("change", ["no_grad", "data", "load_state_dict", "buffer"])
+def test_a_weight_change_invalidates_the_cached_copy(change):
+    from robprune.models.folding import cached_attack_model
+
+    torch.manual_seed(0)
+    model = _with_bn_statistics(create_model("resnet20")).eval()
+    x = torch.rand(4, 3, 32, 32)
+    before = cached_attack_model(model)
+    if change == "no_grad":
+        with torch.no_grad():
+            model.conv1.weight.mul_(0.5)
+    elif change == "data":
+        model.linear.weight.data[0, 0] += 1.0
+    elif change == "load_state_dict":
+        state = {k: v.clone() for k, v in model.state_dict().items()}
+        state["linear.bias"] += 0.25
+        model.load_state_dict(state)
+    else:
+        model.bn1.running_mean.data += 0.5
+    after = cached_attack_model(model)
+    assert after is not before
+    with torch.no_grad():
+        torch.testing.assert_close(after(x), model(x), rtol=1e-4, atol=1e-4)

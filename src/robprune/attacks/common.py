@@ -40,6 +40,16 @@ def frozen(model: nn.Module) -> Iterator[nn.Module]:
         model.train(was_training)
 
 
+def gradient_model(model: nn.Module, exact_model: bool = False) -> nn.Module:
+    """What an attack differentiates through: ``model`` itself, or (default) its cached BatchNorm-folded, frozen,
+    channels_last copy, the same function in eval mode to float tolerance (``models/folding.py``)."""
+    if exact_model or getattr(model, "robprune_attack_copy", False):
+        return model
+    from ..models.folding import cached_attack_model
+
+    return cached_attack_model(model)
+
+
 def check_eps(eps: Eps, limit: float = 1.0) -> Eps:
     """Validate an attack radius: a finite number in [0, limit], or a sequence of them (per channel).
 

@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from .common import (Eps, check_eps, check_loss, check_positive_int, check_steps, eps_tensor, frozen,
-                     input_gradient, prepare_inputs, with_restarts)
+                     gradient_model, input_gradient, prepare_inputs, with_restarts)
 from .registry import register_attack
 
 
@@ -28,8 +28,12 @@ def pgd(
     loss: str = "ce",
     restarts: int = 1,
     generator: torch.Generator | None = None,
+    exact_model: bool = False,
 ) -> torch.Tensor:
     """L-inf projected gradient descent on ``loss`` (ce, cw or dlr).
+
+    Gradients come from the model's cached BatchNorm-folded, frozen, channels_last copy (the same function in
+    eval mode, to float tolerance, and faster); ``exact_model=True`` differentiates through ``model`` itself.
 
     Starting from x (or a uniform point in the eps-ball when ``random_start``),
     repeat ``steps`` times: x_adv <- Proj_{B(x, eps) & [0,1]}(x_adv + step_size * sign(grad)).
@@ -46,7 +50,7 @@ def pgd(
     x, y = prepare_inputs(x, y)
     if restarts > 1:
         return with_restarts(lambda xs, ys, r: pgd(model, xs, ys, eps, steps, step_size, True, seed + 1000 * r,
-                                                   loss), model, x, y, restarts)
+                                                   loss, exact_model=exact_model), model, x, y, restarts)
     eps_t = eps_tensor(eps, x)
     alpha = 2.5 * eps_t / steps if step_size is None else eps_tensor(check_eps(step_size), x)
     lower, upper = (x - eps_t).clamp_min(0.0), (x + eps_t).clamp_max(1.0)
@@ -56,7 +60,8 @@ def pgd(
         noise = torch.empty_like(x).uniform_(-1.0, 1.0, generator=g)
         x_adv = torch.minimum(torch.maximum(x_adv + noise * eps_t, lower), upper)
     with frozen(model):
+        through = gradient_model(model, exact_model)
         for _ in range(steps):
-            grad = input_gradient(model, x_adv, y, loss)
+            grad = input_gradient(through, x_adv, y, loss)
             x_adv = torch.minimum(torch.maximum(x_adv + alpha * grad.sign(), lower), upper)
     return x_adv.detach()

@@ -150,8 +150,8 @@ def evaluate(
                 step = [step_scale * e / steps for e in eps] if isinstance(eps, (list, tuple)) \
                     else step_scale * eps / steps
                 with autocast_context(torch.device(device), precision):
-                    x_adv = pgd(attacker, xb, yb, eps, steps, step_size=step,
-                                random_start=random_start, seed=seed + 7919 * i + start)
+                    x_adv = pgd(attacker, xb, yb, eps, steps, step_size=step,  # the caller chose the attacker
+                                random_start=random_start, seed=seed + 7919 * i + start, exact_model=True)
                 with torch.no_grad(), frozen(model):
                     hit = (labels(model(x_adv)) == yb).cpu()
                 correct += int(hit.sum())

@@ -198,7 +198,7 @@ def measured_distortion(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps:
     for start in range(0, len(x), batch_size):
         xb = as_float_images(x[start : start + batch_size].to(device))
         yb = y[start : start + batch_size].to(device)
-        x_adv = pgd(model, xb, yb, eps, steps, random_start=True, seed=start)
+        x_adv = pgd(model, xb, yb, eps, steps, random_start=True, seed=start, exact_model=True)
         with torch.no_grad(), frozen(model):
             diff = (model(x_adv) - model(xb)).flatten(1).norm(dim=1)
         d = (x_adv - xb).flatten(1).norm(dim=1)

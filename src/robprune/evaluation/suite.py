@@ -159,7 +159,7 @@ def worst_case(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: Eps, att
                     xb = xb.contiguous(memory_format=torch.channels_last)
                 with autocast_context(torch.device(device), precision):
                     x_adv = run_attack(spec.name, attacker, xb, yb, eps, seed=seed + start, budget=spec.steps,
-                                       **spec.kwargs())
+                                       exact_model=True, **spec.kwargs())  # the caller chose the attacker
                 with torch.no_grad(), frozen(model):
                     fooled = (labels(model(x_adv.float())) != yb).cpu()
                 robust[idx[fooled]] = False

@@ -59,18 +59,19 @@ class PadShortcut(nn.Module):
                 s >= 0 for s in slots):
             raise ValueError(f"PadShortcut slots must be distinct channels of {out_channels} or -1, got {slots}")
         self.slots, self.out_channels, self.in_channels = slots, int(out_channels), len(slots)
-        self._kept = [i for i, s in enumerate(slots) if s >= 0]  # inputs that land somewhere, and where
-        self._targets = [slots[i] for i in self._kept]
+        # output channel j reads input channel source[j]; len(slots) names the zero channel appended in forward
+        source = [len(slots)] * int(out_channels)
+        for i, s in enumerate(slots):
+            if s >= 0:
+                source[s] = i
+        self._source = source
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.slots is None:
             p = self.pad_channels
             return F.pad(x[:, :, ::2, ::2], (0, 0, 0, 0, p, p))
-        sub = x[:, :, ::2, ::2]
-        out = sub.new_zeros(sub.shape[0], self.out_channels, *sub.shape[2:])
-        if self._kept:
-            out[:, self._targets] = sub[:, self._kept]
-        return out
+        # one zero channel appended, then a gather: traceable by torch.fx (BatchNorm folding) and Torch-Pruning
+        return F.pad(x[:, :, ::2, ::2], (0, 0, 0, 0, 0, 1))[:, self._source]
 
 
 class Normalized(nn.Module):

@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Channel pruning of an adversarially trained ResNet-20 on digits (exploratory; the CIFAR study needs a GPU):
+# per seed a dense PGD-AT model (16/255, 5 steps, 15 epochs), channels removed at 50% and 75% of every coupled
+# group by l1, reverse and bn_scale, each fine-tuned 5 epochs under PGD-AT with and without the hinge (lam 0.1,
+# tau q0.9: the demo's), then clean and the `fast` suite at 16/255 on the 359 test images; then
+# bench/channels_report.py decides the comparisons by the project's rule and times every model.
+#   bash bench/channels_digits.sh runs/channels-digits      (about an hour on 2 CPU cores; resumes)
+set -euo pipefail
+OUT=${1:-runs/channels-digits}
+R="python -m robprune"
+ADV="--adv pgd --adv-eps 16 --adv-steps 5 --batch-size 64"
+for seed in 0 1; do
+  D=$OUT/s$seed
+  [ -f $D/dense/model.safetensors ] || $R train --data digits --arch resnet20 --epochs 15 --lr 0.05 --seed $seed \
+      $ADV --out $D/dense --overwrite
+  for a in 0.5 0.75; do
+    for m in l1 reverse bn_scale; do
+      [ -f $D/$m-$a/mask/model.safetensors ] || $R prune $D/dense/model.safetensors --structure channel \
+          --method $m --amount $a --seed $seed --out $D/$m-$a/mask --overwrite
+      for h in plain hinge; do
+        HINGE=""; [ $h = hinge ] && HINGE="--lam 0.1 --tau q0.9"
+        [ -f $D/$m-$a/$h/model.safetensors ] || $R train --data digits --init $D/$m-$a/mask/model.safetensors \
+            --epochs 5 --lr 0.01 --seed $seed $ADV $HINGE --out $D/$m-$a/$h --overwrite
+      done
+    done
+  done
+  [ -f $D/eval/eval.json ] || $R eval $D/dense/model.safetensors $D/*/plain/model.safetensors \
+      $D/*/hinge/model.safetensors --data digits --eps 16 --suite fast --out $D/eval --overwrite
+done
+python bench/channels_report.py $OUT
