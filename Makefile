@@ -7,7 +7,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 TORCH_SPEC ?= torch==2.13.0
 
-.PHONY: demo test install
+.PHONY: demo test test-fast lint install
 
 install: $(VENV)/.installed
 
@@ -25,3 +25,10 @@ demo: install
 
 test: install
 	$(PY) -m pytest
+
+# the tests without the slow, multi-process and fuzz ones (a few minutes on 2 cores); CI runs everything
+test-fast: install
+	$(PY) -m pytest -m "not slow and not distributed and not fuzz"
+
+lint: install
+	$(VENV)/bin/ruff check .

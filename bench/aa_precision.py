@@ -8,7 +8,8 @@ under autocast and every outcome is decided by the fp32 model, so bf16 can only 
     PYTHONPATH=src python3 bench/aa_precision.py --data imagefolder:gpu_data/cifar10-jpeg.tar.gz \
         --init gpu_data/resnet56-4bfd9763.th --n 1000 --out $OUT
     PYTHONPATH=src python3 bench/aa_precision.py --quick --out runs/aa   # a CPU check of the script (digits)
-    PYTHONPATH=src python3 bench/aa_precision.py --data ... --checkpoint UNIT/model.safetensors --n 100 --eps 8 --out runs/aa
+    PYTHONPATH=src python3 bench/aa_precision.py --data ... --checkpoint UNIT/model.safetensors --n 100 --eps 8 \
+        --out runs/aa
 """
 
 from __future__ import annotations

@@ -107,7 +107,8 @@ def main() -> None:
         t_theirs = time.perf_counter() - t0
         with torch.no_grad():
             theirs = int((model(adv).argmax(1) == ya).sum())
-        print(f"  torchattacks AutoAttack:     robust {theirs}, {t_theirs:.1f} s ({args.images / t_theirs:.2f} images/s)"
+        print(f"  torchattacks AutoAttack:     robust {theirs}, {t_theirs:.1f} s "
+              f"({args.images / t_theirs:.2f} images/s)"
               " (its APGD, APGD-T and FAB run 10 steps, not AutoAttack's 100)")
         ta = torchattacks
         same = ta.MultiAttack([ta.APGD(model, eps=eps, steps=100, loss="ce", seed=0),

@@ -50,7 +50,8 @@ def main() -> None:
     t = interleaved_medians({"dense": loop(False), "masked": loop(True)}, args.repeats)
     dense, masked = t["dense"], t["masked"]
     print(f"machine: {machine()}")
-    print(f"workload: {args.arch}, batch {args.batch}, {args.steps} SGD steps; medians of {args.repeats} interleaved rounds")
+    print(f"workload: {args.arch}, batch {args.batch}, {args.steps} SGD steps; "
+          f"medians of {args.repeats} interleaved rounds")
     print(f"  dense step                 {args.steps * args.batch / dense:8.1f} images/s")
     print(f"  masked step + regulariser  {args.steps * args.batch / masked:8.1f} images/s")
     print(f"ratio: masked+regulariser time / dense time = {masked / dense:.3f}   (target <= 1.05)")

@@ -97,7 +97,8 @@ def main() -> None:
              "Robust accuracy: worst case of the `fast` suite (APGD-CE, APGD-DLR, Square) at 16/255 on the 359 test "
              "images, mean over seeds. Latency: the seed-0 model of each amount (all criteria give the same shapes "
              f"at one amount), {key}.", "",
-             "| arm | clean % | robust % | parameters | MACs (8x8) | latency ms | speedup |", "|---|---:|---:|---:|---:|---:|---:|"]
+             "| arm | clean % | robust % | parameters | MACs (8x8) | latency ms | speedup |",
+             "|---|---:|---:|---:|---:|---:|---:|"]
     for arm in arms:
         if any(arm not in runs[s] for s in seeds):
             continue

@@ -119,12 +119,14 @@ def throughput(device, quick: bool) -> dict:
         t0 = time.perf_counter()
         pgd(fast, xc, y, 8 / 255, 10)
         sync(device)
-        rows.append({"arch": arch, "attack": "pgd-10 fp32 fast path", "images_per_s": len(x) / (time.perf_counter() - t0)})
+        rows.append({"arch": arch, "attack": "pgd-10 fp32 fast path",
+                     "images_per_s": len(x) / (time.perf_counter() - t0)})
     return {"rows": rows}
 
 
 ARMS = {"CP90": {"method": "cp", "amount": 0.9}, "Ours90": {"method": "cp", "amount": 0.9, "lam": 0.003, "tau": "q0.9"},
-        "CP99": {"method": "cp", "amount": 0.99}, "Ours99": {"method": "cp", "amount": 0.99, "lam": 0.003, "tau": "q0.9"},
+        "CP99": {"method": "cp", "amount": 0.99},
+        "Ours99": {"method": "cp", "amount": 0.99, "lam": 0.003, "tau": "q0.9"},
         "RP10": {"method": "rp", "amount": 0.1}}
 
 

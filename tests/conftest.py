@@ -14,7 +14,7 @@ from hypothesis import settings
 settings.register_profile("robprune", derandomize=True)
 settings.load_profile("robprune")
 
-from robprune import create_model
+from robprune import create_model  # noqa: E402  (after the hypothesis profile)
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 

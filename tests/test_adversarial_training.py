@@ -21,6 +21,7 @@ def _pgd10_accuracy(model, data, eps):
     return rp.evaluate(model, data.x_test, data.y_test, [eps], 10)["robust"][0]["accuracy"]
 
 
+@pytest.mark.slow
 def test_pgd_training_is_far_more_robust_than_natural_training(digits):
     eps = 32 / 255
     results = {}

@@ -158,6 +158,7 @@ def test_fab_stops_a_point_once_it_is_broken_within_eps(model_and_data):
     assert 0 < broken and costs["stop"] < costs["full"]
 
 
+@pytest.mark.slow
 def test_autoattack_is_at_least_as_strong_as_torchattacks(model_and_data):
     torchattacks = pytest.importorskip("torchattacks")
     model, data = model_and_data
@@ -173,6 +174,7 @@ def test_autoattack_is_at_least_as_strong_as_torchattacks(model_and_data):
     assert kept <= theirs + 0.01 * n, (kept, theirs)
 
 
+@pytest.mark.slow
 def test_autoattack_suite_finds_the_robust_points_of_the_original_autoattack(model_and_data):
     """Against the authors' own AutoAttack (pyautoattack 0.2.0, version='standard': APGD-CE, APGD-T, FAB-T,
     Square at their budgets) on the same images and eps: the per-image robust sets agree (measured: identical
@@ -210,6 +212,7 @@ def test_fab_t_cross_check_against_torchattacks_fab(model_and_data):
     assert ours_kept < int((model(x).argmax(1) == y).sum())  # FAB-T breaks points on its own
 
 
+@pytest.mark.slow
 def test_autoattack_suite_from_the_cli_with_several_checkpoints(model_and_data, tmp_path, capsys):
     model, _ = model_and_data
     a = rp.save_checkpoint(tmp_path / "base" / "model.safetensors", model)

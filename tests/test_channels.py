@@ -177,12 +177,13 @@ def test_slim_checkpoint_round_trips_with_masks_and_exports(tmp_path):
     assert torch.equal(again.eval()(x), slimmer(x))
 
 
+@pytest.mark.slow
 def test_cli_prune_train_eval_a_slim_model(tmp_path, capsys):
     from robprune.cli import main
 
     torch.manual_seed(0)
-    base = save_checkpoint(tmp_path / "base.safetensors", create_model("resnet20", in_channels=1, mean=(0.3,), std=(0.4,)), None,
-                           {"data": "digits"})
+    dense = create_model("resnet20", in_channels=1, mean=(0.3,), std=(0.4,))
+    base = save_checkpoint(tmp_path / "base.safetensors", dense, None, {"data": "digits"})
     assert main(["prune", str(base), "--structure", "channel", "--method", "l1", "--amount", "0.5",
                  "--out", str(tmp_path / "ch50")]) == 0
     assert "| parameters |" in capsys.readouterr().out

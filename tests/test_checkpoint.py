@@ -115,6 +115,7 @@ def test_import_never_executes_pickled_code(tmp_path):
     assert not marker.exists()
 
 
+@pytest.mark.slow
 def test_shared_resnet56_scores_83_2_on_jpeg_test_split():
     archive = shared_file("data/cifar10-jpeg.tar.gz")
     weights = shared_file("pretrained/resnet56-4bfd9763.th")

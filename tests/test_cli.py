@@ -18,6 +18,7 @@ def trained(tmp_path_factory):
     return out / "model.safetensors"
 
 
+@pytest.mark.slow
 def test_demo_writes_tables_and_plot(tmp_path, capsys):
     assert main(["demo", "--out", str(tmp_path / "demo"), "--device", "cpu"]) == 0
     printed = capsys.readouterr().out

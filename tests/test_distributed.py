@@ -17,6 +17,8 @@ import robprune as rp
 from robprune.cli import main
 from robprune.io import OutputLock
 
+pytestmark = pytest.mark.distributed
+
 ROOT = Path(__file__).resolve().parents[1]
 MLP = "user_models.nets:tiny_mlp"  # no BatchNorm: rank-local statistics would differ from one process
 TRAIN = ["train", "--data", "digits", "--arch", MLP, "--batch-size", "64", "--lr", "0.05", "--method", "cp",
@@ -158,8 +160,8 @@ def _workers_writing(out: Path) -> list[int]:
 def test_bad_distributed_input_is_one_line_on_every_rank(runs):
     bad = _torchrun([*TRAIN, "--epochs", "1", "--batch-size", "63", "--out", str(runs / "odd")])
     assert bad.returncode != 0
-    lines = [l for l in bad.stderr.splitlines() if l.startswith("robprune: error")]
-    assert len(lines) == 2 and all("not divisible by the 2 ranks" in l for l in lines), bad.stderr[-1500:]
+    lines = [e for e in bad.stderr.splitlines() if e.startswith("robprune: error")]
+    assert len(lines) == 2 and all("not divisible by the 2 ranks" in e for e in lines), bad.stderr[-1500:]
     assert not (runs / "odd" / "model.safetensors").exists()
     assert main([*TRAIN, "--epochs", "1", "--sync-bn", "--out", str(runs / "sync")]) == 2
     if not torch.cuda.is_available():
@@ -245,7 +247,7 @@ def test_grid_units_run_on_every_rank_and_only_rank_0_writes(tmp_path):
     run = subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=240)
     assert run.returncode == 0, run.stderr[-2000:]
     lines = [json.loads((tmp_path / f"g.rank{r}.json").read_text()) for r in (0, 1)]
-    assert sorted(l["rank"] for l in lines) == [0, 1]
+    assert sorted(r["rank"] for r in lines) == [0, 1]
     assert lines[0]["counts"] == lines[1]["counts"] and lines[0]["sweep"] == lines[1]["sweep"]
     units = sorted((tmp_path / "g" / "units").iterdir())
     assert len(units) == 7 and all((u / ".done").is_file() for u in units)  # 3 models (CP, sweep cp/rp), 4 evals

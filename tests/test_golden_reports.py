@@ -58,6 +58,6 @@ def test_suite_reference_column_uses_the_images_the_suite_attacked():
                 checked += 1
             refs.append([100 * unpack_bits(r["correct_bits"], total)[positions].mean() for r in ev["robust"]])
         expected = " / ".join(f"{v:.2f}" for v in np.mean(refs, axis=0))
-        line = next(l for l in report.splitlines() if re.match(rf"\| {arm} \| 0, 1, 2 \| .* \| none \|$", l))
+        line = next(x for x in report.splitlines() if re.match(rf"\| {arm} \| 0, 1, 2 \| .* \| none \|$", x))
         assert f"| {expected} |" in line, (arm, expected, line)
     assert checked == 4 * 3 * 4

@@ -1,5 +1,6 @@
 """Property-based tests (hypothesis) for the invariants of masks, the regulariser and the attacks."""
 
+import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -7,6 +8,8 @@ from torch import nn
 
 from robprune import compute_masks, high_magnitude_penalty, pgd
 from robprune.pruning import prunable_parameters
+
+pytestmark = pytest.mark.fuzz
 
 
 class Tiny(nn.Module):

@@ -3,6 +3,7 @@ fresh folder, with the exit status its shown output implies; deterministic lines
 
 from __future__ import annotations
 
+import pytest
 import re
 import shlex
 from pathlib import Path
@@ -32,6 +33,7 @@ def _sessions() -> list[list[tuple[str, list[str]]]]:
     return sessions
 
 
+@pytest.mark.slow
 def test_the_readme_console_session_runs_as_written(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     ran = 0

@@ -14,6 +14,8 @@ import torch
 from robprune import load_checkpoint, save_checkpoint
 from robprune.cli import main
 
+pytestmark = pytest.mark.slow
+
 
 def test_crash_during_write_keeps_the_old_file(tmp_path, monkeypatch, small_cnn):
     path = save_checkpoint(tmp_path / "m.safetensors", small_cnn, meta={"v": 1})

@@ -1,10 +1,13 @@
 import json
 
+import pytest
+
 from robprune.cli import main
 
 from conftest import write_imagefolder
 
 
+@pytest.mark.slow
 def test_quick_reproduce_runs_caches_and_reports(tmp_path, capsys):
     root = write_imagefolder(tmp_path / "tree", size=16, per_class=40)
     argv = ["reproduce", "--data", f"imagefolder:{root}", "--quick", "--out", str(tmp_path / "r"), "--device", "cpu"]

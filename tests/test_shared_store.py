@@ -15,6 +15,8 @@ import pytest
 from robprune.experiments import store
 from robprune.experiments.store import UnitBusy, UnitStore, defer_busy, deferring
 
+pytestmark = pytest.mark.distributed
+
 WORKER = textwrap.dedent('''
     import json, os, sys, time
     from robprune.experiments import store

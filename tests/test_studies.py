@@ -230,7 +230,8 @@ def _synthetic_scratch(ours_gain: int, suite_gain: int | None, n: int = 400) -> 
     eps = [1 / 255, 2 / 255, 4 / 255, 8 / 255]
 
     def ev(clean, robust):
-        return {"n": n, "clean": {"accuracy": float(clean.mean())}, "clean_correct_bits": pack_bits(torch.tensor(clean)),
+        return {"n": n, "clean": {"accuracy": float(clean.mean())},
+                "clean_correct_bits": pack_bits(torch.tensor(clean)),
                 "robust": [{"eps": e, "accuracy": float(r.mean()), "correct_bits": pack_bits(torch.tensor(r))}
                            for e, r in zip(eps, robust)]}
 
@@ -340,6 +341,7 @@ def _run(argv, capsys):
     return out
 
 
+@pytest.mark.slow
 def test_scratch_quick_runs_resumes_and_reports(tmp_path, capsys):
     out = tmp_path / "s"
     argv = ["reproduce", "--protocol", "scratch", "--quick", "--data", "digits", "--out", str(out), "--device", "cpu",
@@ -387,6 +389,7 @@ def test_scratch_quick_runs_resumes_and_reports(tmp_path, capsys):
     assert (out / "figure-sweep.png").is_file()
 
 
+@pytest.mark.slow
 def test_adversarial_quick_runs_and_reports(tmp_path, capsys):
     out = tmp_path / "a"
     argv = ["study", "adversarial", "--quick", "--seeds", "0,1", "--data", "digits", "--out", str(out),
@@ -437,6 +440,7 @@ def test_study_arguments_are_checked(capsys):
     assert main(["reproduce", "--protocol", "scratch", "--data", "digits", "--suite-images", "0"]) != 0
 
 
+@pytest.mark.slow
 def test_adversarial_extras_come_one_sparsity_at_a_time_highest_first(tmp_path, monkeypatch):
     """The extra sparsities (seed 0 only) are trained and attacked one column at a time, the highest first, so a
     run stopped part-way leaves whole columns of the benchmark's table rather than half of each."""

@@ -93,8 +93,8 @@ def test_divergence_stops_with_clear_message_and_keeps_checkpoint(tmp_path, digi
     good = load_checkpoint(tmp_path / "last.safetensors")[0].state_dict()
     with pytest.raises(DivergenceError, match="lower the learning rate"):
         train(model, digits, TrainConfig(epochs=3, batch_size=128, lr=1e30, momentum=0.0), out_dir=tmp_path / "x")
-    assert all(torch.equal(a, b) for a, b in zip(good.values(),
-                                                  load_checkpoint(tmp_path / "last.safetensors")[0].state_dict().values()))
+    reloaded = load_checkpoint(tmp_path / "last.safetensors")[0].state_dict()
+    assert all(torch.equal(a, b) for a, b in zip(good.values(), reloaded.values()))
 
 
 @pytest.mark.parametrize("field,value", [("epochs", 0), ("batch_size", -1), ("lr", -0.1), ("method", "magic"),

@@ -24,7 +24,8 @@ from .pruning import (apply_masks, compute_masks, count_macs, from_torch_prune, 
 from .training import TrainConfig, list_objectives, register_objective, train  # noqa: E402
 
 __all__ = [
-    "EvalRequest", "ImageData", "TrainConfig", "apply_masks", "compute_masks", "count_macs", "create_model", "evaluate", "fgsm",
+    "EvalRequest", "ImageData", "TrainConfig", "apply_masks", "compute_masks", "count_macs", "create_model", "evaluate",
+    "fgsm",
     "fold_batchnorm", "from_torch_prune", "high_magnitude_penalty", "import_checkpoint", "learn_masks",
     "lipschitz_bound", "list_attacks", "list_criteria", "list_methods", "list_models", "list_objectives",
     "load_checkpoint", "load_dataset", "pgd", "prune_channels", "register_channel_criterion",

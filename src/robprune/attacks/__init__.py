@@ -5,7 +5,7 @@
 eps in pixel units (``8/255``).
 """
 
-from . import apgd, fab, fgsm, pgd, pgd_l2, square  # noqa: F401  (registers the attacks)
+from . import apgd, fab, square  # noqa: F401  (registers the attacks; fgsm, pgd and pgd_l2 by the imports below)
 from .apgd import apgd as apgd_attack, apgd_checkpoints, apgd_t, target_classes
 from .common import (LOSSES, Eps, check_eps, check_loss, check_steps, ce_loss, cw_loss, dlr_loss, dlr_targeted_loss,
                      eps_tensor, frozen, input_gradient, loss_and_gradient, misclassified, prepare_inputs)

@@ -25,7 +25,8 @@ def pgd_l2(
     seed: int = 0,
     loss: str = "ce",
 ) -> torch.Tensor:
-    """L2 PGD (Madry et al. 2018): steps along the L2-normalised gradient, projected onto ||x_adv - x||_2 <= eps and [0, 1]."""
+    """L2 PGD (Madry et al. 2018): steps along the L2-normalised gradient, projected onto ||x_adv - x||_2 <= eps
+    and [0, 1]."""
     check_eps(eps, limit=float("inf"))
     check_loss(loss)
     check_steps(steps)

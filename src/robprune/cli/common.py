@@ -154,7 +154,8 @@ class Progress:
                 self.images_done += event.get("images", 0)
             elapsed = time.perf_counter() - (self.run_start or time.perf_counter())
             rate = self.images_done / max(elapsed, 1e-9)
-            left = (event.get("epochs", event["epoch"]) - event["epoch"]) * event["steps"] + event["steps"] - event["step"]
+            epochs_left = event.get("epochs", event["epoch"]) - event["epoch"]
+            left = epochs_left * event["steps"] + event["steps"] - event["step"]
             run_left = left * event.get("images", 0) / max(rate, 1e-9)
             self.bar.set_postfix(loss=f"{event['loss']:.3f}", img_s=f"{rate:.0f}",
                                  run_eta=time.strftime("%H:%M:%S", time.gmtime(run_left)), refresh=False)
@@ -162,8 +163,9 @@ class Progress:
             self.close()
             adv = f"  adv {100 * event['train_adv_acc']:.2f}%" if "train_adv_acc" in event else ""
             guard = f"  guard PGD {100 * event['guard_pgd_acc']:.1f}%" if "guard_pgd_acc" in event else ""
-            tqdm.write(f"  epoch {event['epoch']}: loss {event['train_loss']:.4f}  train {100 * event['train_acc']:.2f}%"
-                       f"{adv}  test {100 * event['test_acc']:.2f}%{guard}  sparsity {100 * event['sparsity']:.1f}%"
+            tqdm.write(f"  epoch {event['epoch']}: loss {event['train_loss']:.4f}  "
+                       f"train {100 * event['train_acc']:.2f}%{adv}  test {100 * event['test_acc']:.2f}%{guard}  "
+                       f"sparsity {100 * event['sparsity']:.1f}%"
                        f"  {event['images_per_s']:.0f} img/s", file=sys.stderr)
         elif kind == "eval":
             if self.bar is None:

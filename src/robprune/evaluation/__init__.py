@@ -10,4 +10,4 @@ from .suite import SUITE_HELP, SUITES, AttackSpec, check_suite, repeat_over_seed
 __all__ = ["AttackSpec", "PRECISIONS", "SUITES", "SUITE_HELP", "attack_model", "autocast_context", "check_images",
            "check_suite", "conv_spectral_norm", "evaluate", "fixed_subset", "fold_batchnorm",
            "layer_stats_markdown", "lipschitz_bound", "measured_distortion", "predict", "repeat_over_seeds",
-           "sanity_checks", "stats_markdown", "summary", "weight_stats", "wilson_interval"]
+           "sanity_checks", "stats_markdown", "summary", "weight_stats", "wilson_interval", "worst_case"]

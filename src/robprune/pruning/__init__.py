@@ -1,4 +1,5 @@
-"""Pruning: masks (pure functions), criteria (a registry of scores), the Eq. 4 regulariser, torch.nn.utils.prune interop."""
+"""Pruning: masks (pure functions), criteria (a registry of scores), the Eq. 4 regulariser, torch.nn.utils.prune
+interop, HYDRA's learned masks, and channel pruning with physical removal."""
 
 from .channel_criteria import CHANNEL_CRITERIA, ChannelGroup, register_channel_criterion
 from .channels import ChannelPruning, count_macs, prune_channels
@@ -11,7 +12,8 @@ from . import hydra  # noqa: F401  (registers HYDRA)
 from .hydra import learn_masks
 
 __all__ = ["CHANNEL_CRITERIA", "ChannelGroup", "ChannelPruning", "count_macs", "prune_channels",
-           "register_channel_criterion", "CRITERIA", "DEFAULT_TAU", "LEARNED", "Masks", "SCOPES", "SCORERS", "apply_masks", "check_amount",
+           "register_channel_criterion", "CRITERIA", "DEFAULT_TAU", "LEARNED", "Masks", "SCOPES", "SCORERS",
+           "apply_masks", "check_amount",
            "check_masks", "compute_masks", "from_torch_prune", "high_magnitude_penalty", "learn_masks",
            "list_criteria", "list_methods", "parse_tau", "prunable_parameters", "register_criterion",
            "register_learned", "resolve_tau", "sparsity_report", "to_torch_prune"]
