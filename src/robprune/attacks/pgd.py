@@ -61,7 +61,10 @@ def pgd(
         x_adv = torch.minimum(torch.maximum(x_adv + noise * eps_t, lower), upper)
     with frozen(model):
         through = gradient_model(model, exact_model)
+        nchw = through is not model and x.is_contiguous()
+        if nchw:  # the folded copy is channels_last: the loop's tensors too, so no step converts them
+            x_adv, lower, upper = (t.contiguous(memory_format=torch.channels_last) for t in (x_adv, lower, upper))
         for _ in range(steps):
             grad = input_gradient(through, x_adv, y, loss)
             x_adv = torch.minimum(torch.maximum(x_adv + alpha * grad.sign(), lower), upper)
-    return x_adv.detach()
+    return x_adv.detach().contiguous() if nchw else x_adv.detach()
