@@ -23,12 +23,13 @@ $(VENV)/.installed: pyproject.toml
 demo: install
 	$(VENV)/bin/robprune demo --out runs/demo
 
+# two workers, one file each at a time (module fixtures are built once), one torch thread each (tests/conftest.py)
 test: install
-	$(PY) -m pytest
+	$(PY) -m pytest -n 2 --dist loadfile
 
 # the tests without the slow, multi-process and fuzz ones (a few minutes on 2 cores); CI runs everything
 test-fast: install
-	$(PY) -m pytest -m "not slow and not distributed and not fuzz"
+	$(PY) -m pytest -n 2 --dist loadfile -m "not slow and not distributed and not fuzz"
 
 lint: install
 	$(VENV)/bin/ruff check .

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import pickle
 from pathlib import Path
 
@@ -13,6 +14,9 @@ from hypothesis import settings
 # CI runs the same examples every time: a property failure is then reproducible, never a coin flip.
 settings.register_profile("robprune", derandomize=True)
 settings.load_profile("robprune")
+
+if os.environ.get("PYTEST_XDIST_WORKER"):  # `make test` runs two workers on two cores: one thread each
+    torch.set_num_threads(1)
 
 from robprune import create_model  # noqa: E402  (after the hypothesis profile)
 

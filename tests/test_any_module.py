@@ -47,6 +47,14 @@ def test_user_model_goes_through_every_command(tmp_path, capsys):
     model2, masks2, _ = rp.load_checkpoint(again, expect_arch=arch)
     for (k, a), (_, b) in zip(model.state_dict().items(), model2.state_dict().items()):
         assert torch.equal(a, b), k
+    # channel pruning of the user's module: traced by Torch-Pruning, saved slim, rebuilt through the factory
+    assert main(["prune", str(ckpt), "--arch", arch, "--structure", "channel", "--method", "l1", "--amount", "0.5",
+                 "--out", str(tmp_path / "ch")]) == 0
+    slim, _, slim_meta = rp.load_checkpoint(tmp_path / "ch" / "model.safetensors", expect_arch=arch)
+    assert slim_meta["channel_pruning"][0]["params"][1] == sum(p.numel() for p in slim.parameters())
+    assert sum(p.numel() for p in slim.parameters()) < 0.5 * sum(p.numel() for p in model.parameters())
+    assert main(["eval", str(tmp_path / "ch" / "model.safetensors"), "--arch", arch, "--data", "digits", "--eps",
+                 "16", "--steps", "2", "--n-images", "40", "--no-checks", "--out", str(tmp_path / "ev-ch")]) == 0
     # loading never imports a factory the caller did not name
     assert main(["stats", str(ckpt), "--out", str(tmp_path / "st2")]) == 2
     assert "pass --arch user_models.nets:tiny_cnn" in capsys.readouterr().err

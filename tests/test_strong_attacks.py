@@ -75,19 +75,19 @@ def test_restarts_break_more_and_never_fewer_points(trained_digits):
     x = torch.cat([data.x_test, data.x_train])[:600].float() / 255
     y = torch.cat([data.y_test, data.y_train])[:600]
     for levels in range(8, 64, 4):  # the model's robustness depends on the run's float reductions: find the eps
-        x_one = pgd(model, x, y, levels / 255, 1, seed=0)
+        x_one = pgd(model, x, y, levels / 255, 1, seed=0, exact_model=True)
         with torch.no_grad():
             one = model(x_one).argmax(1) == y
         if one.float().mean() <= 0.6:
             break
     assert 0.2 <= one.float().mean() <= 0.6
-    x_three = pgd(model, x, y, levels / 255, 1, seed=0, restarts=3)
+    x_three = pgd(model, x, y, levels / 255, 1, seed=0, restarts=3, exact_model=True)
     with torch.no_grad():
         three = model(x_three).argmax(1) == y
     # every point the first start breaks stays broken, up to 2% of points near a tie: the attack judges success
     # under frozen parameters, whose kernels may differ from this check's in the last bits (seen: 5 of 600)
     assert int((three & ~one).sum()) <= 12
-    assert int(three.sum()) < int(one.sum()) - int((three & ~one).sum())  # more broken, beyond any tie
+    assert int((one & ~three).sum()) > 12  # points the new starts break: more than any tie could flip
 
 
 @pytest.mark.parametrize("loss", ["ce", "cw", "dlr"])

@@ -16,6 +16,7 @@ restarted continues where it stopped and a report rendered in the middle shows w
 from __future__ import annotations
 
 import json
+import math
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
@@ -38,6 +39,8 @@ from .grid import EvalConfig, evaluated, finetuned
 from .reproduce import split_holdout
 from .store import machine_line
 from .store import UnitStore, config_key, defer_busy, unit_dir
+
+FIGURES_EVERY_S = 60.0  # a running study redraws its figures at most this often (and always at the end)
 
 PAPER_EPS = (1 / 255, 2 / 255, 4 / 255, 8 / 255)
 LATE = ("added after seeds 0 and 1 had run, when the first three candidates had stopped at max |w| >= 0.59, to "
@@ -253,6 +256,7 @@ class _State:
         self.out, self.state, self.render, self.t0, self.on_update = out, state, render, time.time(), on_update
         self.me = f"{socket.gethostname()}:{os.getpid()}:{int(self.t0)}"
         self.parts = _elapsed_parts(self._on_disk())  # compute time of earlier (and concurrent) invocations
+        self.figures_at = -math.inf  # when the figures were last drawn
 
     def _on_disk(self) -> dict:
         try:
@@ -279,7 +283,10 @@ class _State:
             try:
                 from ..reporting.study_figures import write_study_figures
 
-                self.state["figures"] = write_study_figures(self.state, self.out)
+                # drawing every figure after every unit cost a third of a quick run: once a minute, and at the end
+                if self.state.get("done") or time.time() - self.figures_at >= FIGURES_EVERY_S:
+                    self.state["figures"] = write_study_figures(self.state, self.out)
+                    self.figures_at = time.time()
                 text = self.render(self.state)
             except Exception as err:  # a report bug must never stop a long run; the results are saved above
                 text = (f"# Report not rendered\n\nThe renderer failed ({type(err).__name__}: {err}); the results are "
