@@ -28,8 +28,8 @@ from ..data import ImageData, iterate_batches
 from ..data.batches import balanced_subset
 from ..evaluation.accuracy import predict
 from ..io import write_text_atomic
-from ..pruning.masks import Masks, apply_masks, compute_masks, sparsity_report
-from ..pruning.regularizer import high_magnitude_penalty, max_abs_weight, proximal_shrink, resolve_tau
+from ..pruning.masks import Masks, apply_masks, compute_masks, prunable_parameters, sparsity_report
+from ..pruning.regularizer import max_abs_weight, proximal_shrink, resolve_tau, weights_penalty
 from . import distributed
 from .config import TrainConfig
 from .objectives import OBJECTIVES
@@ -161,6 +161,7 @@ def train(
     train_model = dist.wrap(model)
     reference_loss = None
     guard_best = max((h.get("guard_pgd_acc", -1.0) for h in history), default=-1.0)
+    penalty_weights = list(prunable_parameters(model, config.keep_ends).values())  # the same tensors every step
     for epoch in range(start_epoch, config.epochs):
         if config.method is not None and config.amount > 0 and (
                 epoch == 0 or config.prune_schedule == "gradual"):
@@ -170,6 +171,7 @@ def train(
                                   seed=config.seed, previous=masks or None)
             dist.check_equal(masks, "pruning masks")
         apply_masks(model, masks)
+        kept = _mask_lists(model, masks)  # re-applied after every step in one fused call
         model.train()
         t0 = time.perf_counter()
         sums = {"loss": 0.0, "penalty": 0.0, "correct": 0, "seen": 0, "adv_correct": 0, "probe_correct": 0,
@@ -182,8 +184,7 @@ def train(
                 group["lr"] = learning_rate(config, step, total_steps)
             x = x.contiguous(memory_format=memory_format)
             outcome = objective(train_model, x, y, config, attack_generator, autocast)
-            penalty = high_magnitude_penalty(model, tau, config.p, config.keep_ends) \
-                if tau is not None and not proximal else None
+            penalty = weights_penalty(penalty_weights, tau, config.p) if tau is not None and not proximal else None
             total = outcome.loss if penalty is None else outcome.loss + config.lam * penalty
             value = total.item()
             reference_loss = reference_loss if reference_loss is not None else max(abs(value), 1.0)
@@ -201,7 +202,9 @@ def train(
                 optimizer.step()
             if proximal:
                 proximal_shrink(model, tau, optimizer.param_groups[0]["lr"] * config.lam, config.keep_ends)
-            apply_masks(model, masks)
+            if kept[0]:
+                with torch.no_grad():
+                    torch._foreach_mul_(kept[0], kept[1])
             _count(sums, outcome, x, y, model, i)
             sums["loss"] += outcome.loss.item() * len(y)
             sums["penalty"] += 0.0 if penalty is None else penalty.item() * len(y)
@@ -248,6 +251,13 @@ def train(
             raise CatastrophicOverfitting(f"{collapse}{kept}. Use a smaller --adv-step-size, --adv pgd, or fewer "
                                           "epochs")
     return {"history": history, "masks": masks, "tau_resolved": tau, "config": asdict(config)}
+
+
+def _mask_lists(model: nn.Module, masks: Masks) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+    """(weights, masks in the weights' dtype) for one ``torch._foreach_mul_`` after each optimiser step."""
+    params = dict(model.named_parameters())
+    names = list(masks)
+    return [params[n] for n in names], [masks[n].to(params[n].dtype) for n in names]
 
 
 def _count(sums: dict, outcome, x: torch.Tensor, y: torch.Tensor, model: nn.Module, i: int) -> None:
