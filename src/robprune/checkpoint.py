@@ -22,7 +22,7 @@ from torch import nn
 from . import __version__
 from .io import write_bytes_atomic
 from .models import create_model, is_factory_spec
-from .pruning.channels import channel_structure, reshape_to
+from .pruning.slim import channel_structure, reshape_to
 from .pruning.masks import Masks, check_masks
 
 FORMAT = 1

@@ -19,7 +19,7 @@ from collections.abc import Mapping
 import torch
 from torch import nn
 
-from .pruning.channels import channel_structure, reshape_to
+from .pruning.slim import channel_structure, reshape_to
 from .checkpoint import (COMMUNITY_MEAN, COMMUNITY_STD, import_checkpoint, read_torch_state_dict, refuse_nonfinite,
                          summarise_key_mismatch)
 from .io import write_bytes_atomic

@@ -102,7 +102,8 @@ def run(args) -> None:
 
 def run_channels(args) -> None:
     """--structure channel: a slim model (channels removed, weights of the rest unchanged) and its measured sizes."""
-    from ..pruning.channels import count_macs, example_input, prune_channels
+    from ..pruning.channels import prune_channels
+    from ..pruning.slim import count_macs, example_input
 
     CHANNEL_CRITERIA.get(args.method)
     if args.data or args.resume:

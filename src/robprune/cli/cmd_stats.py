@@ -21,7 +21,7 @@ def add_arguments(p) -> None:
 
 
 def run(args) -> None:
-    from ..pruning.channels import count_macs, example_input
+    from ..pruning.slim import count_macs, example_input
 
     rows, sizes = {}, {}
     for path in args.checkpoints:

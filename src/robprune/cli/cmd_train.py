@@ -228,7 +228,8 @@ def run(args) -> None:
 
 def _prune_channels_first(model, masks, data, args, seed: int):
     """``--structure channel``: the slim model training starts from (the same every time, so --resume fits it)."""
-    from ..pruning.channels import count_macs, prune_channels
+    from ..pruning.channels import prune_channels
+    from ..pruning.slim import count_macs
 
     x = data.x_test[:2].float() / 255
     slim, masks, record = prune_channels(model, args.method, args.amount, x, seed=seed, masks=masks or None)

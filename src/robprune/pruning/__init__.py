@@ -2,7 +2,8 @@
 interop, HYDRA's learned masks, and channel pruning with physical removal."""
 
 from .channel_criteria import CHANNEL_CRITERIA, ChannelGroup, register_channel_criterion
-from .channels import ChannelPruning, count_macs, prune_channels
+from .channels import ChannelPruning, prune_channels
+from .slim import count_macs
 from .criteria import CRITERIA, LEARNED, SCORERS, list_criteria, list_methods, register_criterion, register_learned
 from .masks import (SCOPES, Masks, apply_masks, check_amount, check_masks, compute_masks, prunable_parameters,
                     sparsity_report)

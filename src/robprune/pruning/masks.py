@@ -174,3 +174,10 @@ def sparsity_report(model: nn.Module, keep_ends: bool = False) -> dict:
     total = sum(r["numel"] for r in layers)
     zeros = sum(r["zeros"] for r in layers)
     return {"layers": layers, "numel": total, "zeros": zeros, "sparsity": zeros / max(total, 1)}
+
+
+def mask_lists(model: nn.Module, masks: Masks) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+    """(weights, masks in the weights' dtype) for one ``torch._foreach_mul_`` after each optimiser step."""
+    params = dict(model.named_parameters())
+    names = list(masks)
+    return [params[n] for n in names], [masks[n].to(params[n].dtype) for n in names]

@@ -23,15 +23,16 @@ import torch
 from torch import nn
 
 from ..attacks.pgd import pgd
-from ..checkpoint import read_checkpoint, save_checkpoint
+from ..checkpoint import save_checkpoint
 from ..data import ImageData, iterate_batches
 from ..data.batches import balanced_subset
 from ..evaluation.accuracy import predict
 from ..io import write_text_atomic
-from ..pruning.masks import Masks, apply_masks, compute_masks, prunable_parameters, sparsity_report
+from ..pruning.masks import Masks, apply_masks, compute_masks, mask_lists, prunable_parameters, sparsity_report
 from ..pruning.regularizer import max_abs_weight, proximal_shrink, resolve_tau, weights_penalty
 from . import distributed
 from .config import TrainConfig
+from .resume import momentum_state, restore
 from .objectives import OBJECTIVES
 
 DIVERGENCE_FACTOR = 1e3  # a loss this many times its first value (and above 1) is divergence, not noise
@@ -88,11 +89,6 @@ def subset_data(data: ImageData, config: TrainConfig) -> ImageData:
     return data
 
 
-def _momentum_state(optimizer: torch.optim.Optimizer, names: dict) -> dict[str, torch.Tensor]:
-    return {f"momentum.{names[p]}": s["momentum_buffer"]
-            for p, s in optimizer.state.items() if s.get("momentum_buffer") is not None}
-
-
 def _guard_accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float) -> float:
     """PGD-10 accuracy (step 2.5 * eps / 10, fixed random start) on the guard batch, eval mode."""
     x_adv = pgd(model, x, y, eps, 10, seed=0, exact_model=True)  # the weights change every epoch: nothing to cache
@@ -145,7 +141,7 @@ def train(
     meta = dict(meta or {})
 
     if resume and last is not None and last.is_file():
-        start_epoch, tau, history, masks = _restore(last, model, optimizer, (generator, attack_generator), config,
+        start_epoch, tau, history, masks = restore(last, model, optimizer, (generator, attack_generator), config,
                                                     names, device, meta.get("identity"))
 
     memory_format = torch.channels_last if channels_last else torch.contiguous_format
@@ -171,7 +167,7 @@ def train(
                                   seed=config.seed, previous=masks or None)
             dist.check_equal(masks, "pruning masks")
         apply_masks(model, masks)
-        kept = _mask_lists(model, masks)  # re-applied after every step in one fused call
+        kept = mask_lists(model, masks)  # re-applied after every step in one fused call
         model.train()
         t0 = time.perf_counter()
         sums = {"loss": 0.0, "penalty": 0.0, "correct": 0, "seen": 0, "adv_correct": 0, "probe_correct": 0,
@@ -241,7 +237,7 @@ def train(
         history.append(metrics)
         if out is not None and dist.rank == 0:
             state = {"rng": generator.get_state(), "rng_attack": attack_generator.get_state(),
-                     **_momentum_state(optimizer, names)}
+                     **momentum_state(optimizer, names)}
             save_checkpoint(last, model, masks, {**state_meta, "history": history}, state)
             write_text_atomic(out / "metrics.jsonl", "".join(json.dumps(h) + "\n" for h in history))
         if progress is not None and dist.rank == 0:
@@ -251,13 +247,6 @@ def train(
             raise CatastrophicOverfitting(f"{collapse}{kept}. Use a smaller --adv-step-size, --adv pgd, or fewer "
                                           "epochs")
     return {"history": history, "masks": masks, "tau_resolved": tau, "config": asdict(config)}
-
-
-def _mask_lists(model: nn.Module, masks: Masks) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
-    """(weights, masks in the weights' dtype) for one ``torch._foreach_mul_`` after each optimiser step."""
-    params = dict(model.named_parameters())
-    names = list(masks)
-    return [params[n] for n in names], [masks[n].to(params[n].dtype) for n in names]
 
 
 def _count(sums: dict, outcome, x: torch.Tensor, y: torch.Tensor, model: nn.Module, i: int) -> None:
@@ -274,45 +263,3 @@ def _count(sums: dict, outcome, x: torch.Tensor, y: torch.Tensor, model: nn.Modu
         model.train()
     if outcome.adv_logits is not None:
         sums["adv_correct"] += int((outcome.adv_logits.argmax(1) == y).sum())
-
-
-def _restore(last: Path, model: nn.Module, optimizer: torch.optim.Optimizer, generators, config: TrainConfig,
-             names: dict, device: torch.device, identity: dict | None):
-    tensors, meta = read_checkpoint(last)
-    saved = meta.get("config")
-    new = json.loads(json.dumps(asdict(config)))
-    if isinstance(saved, dict):  # fields added since the checkpoint was written take their defaults
-        saved = {**json.loads(json.dumps(asdict(TrainConfig()))), **saved}
-    if saved != new:
-        diff = _config_diff(saved, new)
-        hint = ""
-        if isinstance(saved, dict) and {k for k in new if saved.get(k) != new[k]} <= {"epochs"}:
-            hint = ("; the learning-rate schedule depends on the number of epochs, so a run cannot be extended: "
-                    f"start a new run with --init {last.parent / 'model.safetensors'} to train further")
-        raise ValueError(f"cannot resume from {last}: it was made with a different config ({diff}){hint}")
-    if identity is not None and meta.get("identity") not in (None, identity):
-        before = meta["identity"]
-        diff = ", ".join(f"{k}: {before.get(k)!r} -> {v!r}" for k, v in identity.items() if before.get(k) != v)
-        raise ValueError(f"cannot resume from {last}: it trained a different run ({diff}); choose another --out")
-    model_state = {k[6:]: v for k, v in tensors.items() if k.startswith("model.")}
-    try:
-        model.load_state_dict(model_state, strict=True)
-    except RuntimeError as err:
-        raise ValueError(f"cannot resume from {last}: its weights do not fit this model "
-                         f"({str(err).strip().splitlines()[0]})") from None
-    masks = {k[5:]: v.to(device) for k, v in tensors.items() if k.startswith("mask.")}
-    by_name = {n: p for p, n in names.items()}
-    for key, buf in tensors.items():
-        if key.startswith("state.momentum."):
-            optimizer.state[by_name[key[len("state.momentum."):]]]["momentum_buffer"] = buf.to(device)
-    generators[0].set_state(tensors["state.rng"])
-    if "state.rng_attack" in tensors:
-        generators[1].set_state(tensors["state.rng_attack"])
-    return int(meta["epoch"]), meta.get("tau_resolved"), list(meta.get("history", [])), masks
-
-
-def _config_diff(saved: dict | None, new: dict) -> str:
-    if not isinstance(saved, dict):
-        return "no config saved"
-    diff = [f"{k}: {saved.get(k)!r} -> {v!r}" for k, v in new.items() if saved.get(k) != v]
-    return ", ".join(diff) or "unknown difference"
