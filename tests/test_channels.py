@@ -216,3 +216,55 @@ def test_cli_prune_train_eval_a_slim_model(tmp_path, capsys):
         err = capsys.readouterr().err.strip()
         assert message in err and len(err.splitlines()) == 1
         assert not (tmp_path / "bad" / "model.safetensors").exists()
+
+
+def _recalibrated_accuracy(model: nn.Module, data) -> float:
+    """Accuracy after re-estimating BatchNorm statistics on the training images (no weight changes): a slim
+    network's old running statistics describe the dense one."""
+    import copy
+
+    from robprune.evaluation import predict
+
+    model = copy.deepcopy(model)
+    for m in model.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            m.reset_running_stats()
+            m.momentum = None
+    model.train()
+    with torch.no_grad():
+        for i in range(0, len(data.x_train), 256):
+            model(data.x_train[i:i + 256].float() / 255)
+    return float((predict(model.eval(), data.x_test) == data.y_test).float().mean())
+
+
+@pytest.mark.slow
+def test_learned_channel_scores_beat_their_l1_start_and_leave_the_model_unchanged(tmp_path):
+    """HYDRA at channel level: scores start from the L1 filter norms and are trained under the objective with the
+    weights frozen (measured on this setup: 17% for L1, 71% for the learned channels at 50%, both before any
+    fine-tuning). A score update that never reaches the mask leaves the L1 choice and fails this."""
+    import robprune as rp
+    from robprune.pruning.hydra_channels import learn_channel_scores
+
+    data = rp.load_dataset("digits")
+    torch.manual_seed(0)
+    mean, std = data.channel_stats()
+    model = rp.create_model("resnet20", in_channels=1, mean=mean, std=std)
+    rp.train(model, data, rp.TrainConfig(epochs=4, batch_size=64, lr=0.05))
+    x = data.x_test[:2].float() / 255
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    scores, history = learn_channel_scores(model, data, rp.TrainConfig(epochs=3, batch_size=64, lr=0.1), 0.5, x)
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    assert all(p.requires_grad for p in model.parameters()) and len(history) == 3
+    learned, _, record = prune_channels(model, "l1", 0.5, x, scores=scores)
+    assert set(scores) == {g["root"] for g in record.groups}
+    assert all(g["removed"] == round(0.5 * g["channels"]) for g in record.groups)
+    l1, _, _ = prune_channels(model, "l1", 0.5, x)
+    assert _recalibrated_accuracy(learned, data) > _recalibrated_accuracy(l1, data) + 0.2
+    # from the CLI: prune --structure channel --method hydra --data ...
+    from robprune.cli import main
+
+    base = save_checkpoint(tmp_path / "base.safetensors", model, None, {"data": "digits"})
+    assert main(["prune", str(base), "--structure", "channel", "--method", "hydra", "--amount", "0.5", "--data",
+                 "digits", "--epochs", "1", "--batch-size", "64", "--out", str(tmp_path / "hydra50")]) == 0
+    _, _, meta = load_checkpoint(tmp_path / "hydra50" / "model.safetensors")
+    assert meta["channel_pruning"][0]["method"] == "hydra" and len(meta["channel_pruning"][0]["score_learning"]) == 1

@@ -25,7 +25,8 @@ def add_arguments(p) -> None:
     methods = ", ".join(f"{n}{' (learns from --data)' if v['needs_data'] else ''}" for n, v in list_methods().items())
     p.add_argument("checkpoint")
     p.add_argument("--method", required=True, help=f"pruning method: {methods}; with --structure channel one of "
-                                                   f"{', '.join(CHANNEL_CRITERIA.names())}")
+                                                   f"{', '.join(CHANNEL_CRITERIA.names())}, or hydra (channel scores "
+                                                   "learned from --data)")
     p.add_argument("--structure", choices=("weight", "channel"), default="weight",
                    help="weight: zero single weights (masks; same shapes); channel: remove whole channels, the "
                         "dependent layers shrunk (a smaller, faster model; --amount is the fraction of every "
@@ -105,20 +106,43 @@ def run_channels(args) -> None:
     from ..pruning.channels import prune_channels
     from ..pruning.slim import count_macs, example_input
 
-    CHANNEL_CRITERIA.get(args.method)
-    if args.data or args.resume:
-        raise ValueError("--structure channel takes no --data/--resume: its criteria score the weights (learned "
-                         "channel scores are not there yet)")
+    learned = args.method == "hydra"  # HYDRA's score learning at channel level
+    if not learned:
+        CHANNEL_CRITERIA.get(args.method)
+    if args.resume:
+        raise ValueError("--structure channel has no --resume (channel score learning is short; run it again)")
+    if learned != bool(args.data):
+        raise ValueError("--structure channel --method hydra learns channel scores from --data; the other channel "
+                         "criteria score the weights and take no --data")
     model, masks, meta = load_checkpoint(args.checkpoint, expect_arch=args.arch)
     x = example_input(meta, args.input_size)
-    slim, masks, record = prune_channels(model, args.method, args.amount, x, seed=args.seed, masks=masks or None)
+    scores, history = None, None
+    if learned:
+        from ..data import load_dataset
+        from ..pruning.hydra_channels import learn_channel_scores
+        from .cmd_train import config_from_args
+
+        if args.lr is None:
+            args.lr = LEARNED.info("hydra")["default_lr"]
+        config = config_from_args(args, fine_tuning=False, method=None, amount=0.0, scope="global", keep_ends=False,
+                                  seed=args.seed)
+        data = load_dataset(args.data)
+        if (meta.get("num_classes"), meta.get("in_channels")) != (len(data.classes), data.in_channels):
+            raise ValueError(f"{args.checkpoint} has {meta.get('num_classes')} classes and {meta.get('in_channels')} "
+                             f"channels; {args.data} has {len(data.classes)} and {data.in_channels}")
+        model.to(device(args.device))
+        scores, history = learn_channel_scores(model, data, config, args.amount, x, progress=Progress())
+        model.cpu()
+    slim, masks, record = prune_channels(model, "l1", args.amount, x, seed=args.seed, masks=masks or None,
+                                         scores=scores) if learned else \
+        prune_channels(model, args.method, args.amount, x, seed=args.seed, masks=masks or None)
     (macs0, params0), (macs1, params1) = count_macs(model, x[:1]), count_macs(slim, x[:1])
     sizes = {"input_size": list(x.shape[1:]), "params": [params0, params1], "macs": [macs0, macs1]}
-    history = list(meta.get("channel_pruning") or [])
-    history.append({"method": args.method, "amount": args.amount, "seed": args.seed, "source": args.checkpoint,
-                    "groups": record.groups, **sizes})
+    steps = list(meta.get("channel_pruning") or [])
+    steps.append({"method": args.method, "amount": args.amount, "seed": args.seed, "source": args.checkpoint,
+                  "groups": record.groups, **sizes, **({"score_learning": history} if learned else {})})
     keep = {k: v for k, v in meta.items() if k not in ("format", "robprune_version", "structure")}
-    save_checkpoint(args.out_dir / "model.safetensors", slim, masks, {**keep, "channel_pruning": history})
+    save_checkpoint(args.out_dir / "model.safetensors", slim, masks, {**keep, "channel_pruning": steps})
     write_json(args.out_dir / "channels.json", {**sizes, "groups": record.groups, "removed": record.removed})
     write_json(args.out_dir / "config.json", resolved(args))
     lines = ["| | dense | slim | ratio |", "|---|---:|---:|---:|",

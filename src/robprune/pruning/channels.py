@@ -91,6 +91,22 @@ def _channel_group(dg, group) -> ChannelGroup:
     return ChannelGroup(channels, filters, scales)
 
 
+def dependency_graph(model: nn.Module, example_inputs: torch.Tensor):
+    """Torch-Pruning's dependency graph of ``model`` (in eval mode), with robprune's option-A shortcut taught."""
+    try:
+        return tp.DependencyGraph().build_dependency(model, example_inputs=example_inputs,
+                                                     customized_pruners={PadShortcut: _PadShortcutPruner()})
+    except Exception as err:  # Torch-Pruning raises many kinds for graphs it cannot follow
+        raise ValueError(f"Torch-Pruning cannot trace this model for channel pruning: {type(err).__name__}: "
+                         f"{str(err).strip().splitlines()[0] if str(err).strip() else ''}; weight-level pruning "
+                         "(--structure weight) works on any model") from None
+
+
+def coupled_groups(dg, skip: Sequence[nn.Module]):
+    """Every group of coupled channels rooted at a conv or linear layer, the ``skip`` layers left whole."""
+    return dg.get_all_groups(ignored_layers=list(skip), root_module_types=[nn.Conv2d, nn.Linear])
+
+
 def prune_channels(
     model: nn.Module,
     criterion: str,
@@ -99,6 +115,7 @@ def prune_channels(
     seed: int = 0,
     masks: Mapping[str, torch.Tensor] | None = None,
     ignored: Sequence[nn.Module] = (),
+    scores: Mapping[str, torch.Tensor] | None = None,
 ) -> tuple[nn.Module, Masks, ChannelPruning]:
     """A slim copy of ``model`` with ``round(amount * channels)`` channels removed from every coupled group.
 
@@ -107,7 +124,8 @@ def prune_channels(
     group would lose every channel or the model cannot be traced. The slim
     model is checked on ``example_inputs``: its logits must equal the
     original's with the removed channels zeroed where they are consumed (a
-    mis-tracked graph fails here, not later).
+    mis-tracked graph fails here, not later). ``scores`` (one tensor per group, keyed by the group's root module
+    name, as ``learn_channel_scores`` returns) replace the criterion's.
     """
     scorer = CHANNEL_CRITERIA.get(criterion)
     if not 0.0 <= amount < 1.0:
@@ -119,16 +137,10 @@ def prune_channels(
     skip = [m for m in (head, *ignored) if m is not None]
     was_training = model.training
     model.eval()
-    try:
-        dg = tp.DependencyGraph().build_dependency(model, example_inputs=example_inputs,
-                                                   customized_pruners={PadShortcut: _PadShortcutPruner()})
-    except Exception as err:  # Torch-Pruning raises many kinds for graphs it cannot follow
-        raise ValueError(f"Torch-Pruning cannot trace this model for channel pruning: {type(err).__name__}: "
-                         f"{str(err).strip().splitlines()[0] if str(err).strip() else ''}; weight-level pruning "
-                         "(--structure weight) works on any model") from None
+    dg = dependency_graph(model, example_inputs)
     generator = torch.Generator().manual_seed(seed)
     plans = []
-    for group in dg.get_all_groups(ignored_layers=skip, root_module_types=[nn.Conv2d, nn.Linear]):
+    for group in coupled_groups(dg, skip):
         root, fn = group[0].dep.target.module, group[0].dep.handler
         channels = len(group[0].idxs)
         k = round(amount * channels)
@@ -137,8 +149,8 @@ def prune_channels(
         if k >= channels:
             raise ValueError(f"removing {amount:.0%} of the channels would leave {names.get(root, root)} with none "
                              f"of its {channels}; nothing was changed")
-        scores = scorer(_channel_group(dg, group), generator)
-        order = torch.sort(scores, stable=True).indices
+        ranked = scores[names[root]] if scores is not None else scorer(_channel_group(dg, group), generator)
+        order = torch.sort(ranked.detach().float().cpu(), stable=True).indices
         plans.append((root, fn, channels, sorted(order[:k].tolist())))
     record = ChannelPruning(params_before=sum(p.numel() for p in model.parameters()))
     alive: dict[tuple[str, str], list[int]] = {}
