@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Channel pruning of an adversarially trained ResNet-20 on digits (exploratory; the CIFAR study needs a GPU):
 # per seed a dense PGD-AT model (16/255, 5 steps, 15 epochs), channels removed at 50% and 75% of every coupled
-# group by l1, reverse and bn_scale, each fine-tuned 5 epochs under PGD-AT with and without the hinge (lam 0.1,
+# group by l1, reverse, bn_scale and hydra (channel scores learned 3 epochs under the same PGD objective), each
+# fine-tuned 5 epochs under PGD-AT with and without the hinge (lam 0.1,
 # tau q0.9: the demo's), then clean and the `fast` suite at 16/255 on the 359 test images; then
 # bench/channels_report.py decides the comparisons by the project's rule and times every model.
 #   bash bench/channels_digits.sh runs/channels-digits      (about an hour on 2 CPU cores; resumes)
@@ -14,9 +15,10 @@ for seed in 0 1; do
   [ -f $D/dense/model.safetensors ] || $R train --data digits --arch resnet20 --epochs 15 --lr 0.05 --seed $seed \
       $ADV --out $D/dense --overwrite
   for a in 0.5 0.75; do
-    for m in l1 reverse bn_scale; do
+    for m in l1 reverse bn_scale hydra; do
+      LEARN=""; [ $m = hydra ] && LEARN="--data digits $ADV --epochs 3"
       [ -f $D/$m-$a/mask/model.safetensors ] || $R prune $D/dense/model.safetensors --structure channel \
-          --method $m --amount $a --seed $seed --out $D/$m-$a/mask --overwrite
+          --method $m --amount $a --seed $seed $LEARN --out $D/$m-$a/mask --overwrite
       for h in plain hinge; do
         HINGE=""; [ $h = hinge ] && HINGE="--lam 0.1 --tau q0.9"
         [ -f $D/$m-$a/$h/model.safetensors ] || $R train --data digits --init $D/$m-$a/mask/model.safetensors \
@@ -26,5 +28,8 @@ for seed in 0 1; do
   done
   [ -f $D/eval/eval.json ] || $R eval $D/dense/model.safetensors $D/*/plain/model.safetensors \
       $D/*/hinge/model.safetensors --data digits --eps 16 --suite fast --out $D/eval --overwrite
+  # the learned channel scores came later: their arms are evaluated on their own (same images, same suite)
+  [ -f $D/eval-hydra/eval.json ] || $R eval $D/hydra-*/plain/model.safetensors $D/hydra-*/hinge/model.safetensors \
+      --data digits --eps 16 --suite fast --out $D/eval-hydra --overwrite
 done
 python bench/channels_report.py $OUT

@@ -23,7 +23,7 @@ from common import interleaved_medians, machine
 from robprune import load_checkpoint
 from robprune.evaluation.significance import decide_accuracy, holm
 
-CRITERIA = ("l1", "reverse", "bn_scale")
+CRITERIA = ("l1", "reverse", "bn_scale", "hydra")
 AMOUNTS = ("0.5", "0.75")
 
 
@@ -31,10 +31,13 @@ def arms_of(out: Path) -> dict[int, dict[str, dict]]:
     """{seed: {arm: the eval.json entry}}; arm is "dense" or "<criterion>-<amount>/<plain|hinge>"."""
     found = {}
     for seed_dir in sorted(out.glob("s[0-9]*")):
-        ev = json.loads((seed_dir / "eval" / "eval.json").read_text())
         seed = int(seed_dir.name[1:])
         found[seed] = {}
-        for path, entry in ev["models"].items():
+        models = {}
+        for name in ("eval", "eval-hydra"):
+            if (seed_dir / name / "eval.json").is_file():
+                models |= json.loads((seed_dir / name / "eval.json").read_text())["models"]
+        for path, entry in models.items():
             parts = Path(path).parts
             arm = "dense" if parts[-2] == "dense" else f"{parts[-3]}/{parts[-2]}"
             found[seed][arm] = entry
@@ -114,7 +117,7 @@ def main() -> None:
                      f"{t['0.75']:.2f} ({t['dense'] / t['0.75']:.2f}x) |")
     parts = {}
     for a in AMOUNTS:
-        for other in ("reverse", "bn_scale"):
+        for other in ("reverse", "bn_scale", "hydra"):
             parts[f"{other} beats l1 at {a} (no hinge)"] = (f"{other}-{a}/plain", f"l1-{a}/plain")
         for m in CRITERIA:
             parts[f"the hinge helps {m} at {a}"] = (f"{m}-{a}/hinge", f"{m}-{a}/plain")
@@ -139,7 +142,7 @@ def plot(out: Path, runs, seeds, arms, lat: dict, mean) -> None:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6, 4))
-    markers = {"l1": "o", "reverse": "s", "bn_scale": "^"}
+    markers = {"l1": "o", "reverse": "s", "bn_scale": "^", "hydra": "D"}
     for arm in arms:
         if any(arm not in runs[s] for s in seeds):
             continue

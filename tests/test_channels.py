@@ -268,3 +268,24 @@ def test_learned_channel_scores_beat_their_l1_start_and_leave_the_model_unchange
                  "digits", "--epochs", "1", "--batch-size", "64", "--out", str(tmp_path / "hydra50")]) == 0
     _, _, meta = load_checkpoint(tmp_path / "hydra50" / "model.safetensors")
     assert meta["channel_pruning"][0]["method"] == "hydra" and len(meta["channel_pruning"][0]["score_learning"]) == 1
+
+
+@pytest.mark.parametrize("structure", [{"channels": True, "shortcuts": {"layer2.0.shortcut": {"slots": "x"}}},
+                                       {"channels": True, "shortcuts": {"linear": {"slots": [0], "out_channels": 1}}},
+                                       {"channels": True, "shortcuts": {"layer2.0.shortcut": {"slots": [99],
+                                                                                             "out_channels": 4}}},
+                                       {"channels": True, "shortcuts": ["not", "a", "mapping"]}])
+def test_a_damaged_channel_structure_is_one_clear_error(tmp_path, structure):
+    import json
+
+    import safetensors.torch
+
+    slim, _, _ = prune_channels(_randomised("resnet20", {}), "l1", 0.5, torch.rand(2, 3, 32, 32))
+    path = save_checkpoint(tmp_path / "slim.safetensors", slim)
+    tensors = safetensors.torch.load_file(path)
+    with safetensors.safe_open(str(path), framework="pt") as f:
+        meta = json.loads(f.metadata()["robprune"])
+    meta["structure"] = structure
+    safetensors.torch.save_file(tensors, tmp_path / "bad.safetensors", metadata={"robprune": json.dumps(meta)})
+    with pytest.raises(ValueError, match="structure|slots"):
+        load_checkpoint(tmp_path / "bad.safetensors")

@@ -47,6 +47,9 @@ def reshape_to(model: nn.Module, shapes: Mapping[str, torch.Size], structure: Ma
             raise ValueError(f"the checkpoint's channel structure names a shortcut {name!r} the model lacks") from None
         if not isinstance(module, PadShortcut):
             raise ValueError(f"the checkpoint's channel structure names {name!r}, which is not a PadShortcut")
+        if not isinstance(layout, dict) or not isinstance(layout.get("slots"), list) or \
+                not isinstance(layout.get("out_channels"), int) or not all(isinstance(i, int) for i in layout["slots"]):
+            raise ValueError(f"the checkpoint's channel structure of {name!r} is not slots (integers) and out_channels")
         module.set_layout(layout["slots"], layout["out_channels"])
     model.robprune_channel_pruned = True
     return model
