@@ -66,17 +66,7 @@ def run(args) -> None:
     out = args.out_dir
     pruned = {"method": args.method, "amount": args.amount, "scope": scope, "source": args.checkpoint}
     if learned:
-        from ..data import load_dataset
-        from .cmd_train import config_from_args
-
-        if args.lr is None:
-            args.lr = LEARNED.info(args.method)["default_lr"]
-        config = config_from_args(args, fine_tuning=False, method=None, amount=0.0, scope="global", keep_ends=False,
-                                  seed=args.seed)
-        data = load_dataset(args.data)
-        if (meta.get("num_classes"), meta.get("in_channels")) != (len(data.classes), data.in_channels):
-            raise ValueError(f"{args.checkpoint} has {meta.get('num_classes')} classes and {meta.get('in_channels')} "
-                             f"channels; {args.data} has {len(data.classes)} and {data.in_channels}")
+        config, data = _learning(args, meta)
         model.to(device(args.device))
         write_json(out / "config.json", resolved(args))
         masks, history = LEARNED.get(args.method)(model, data, config, args.amount, scope, args.keep_ends,
@@ -101,6 +91,22 @@ def run(args) -> None:
     print(f"wrote {out}/model.safetensors")
 
 
+def _learning(args, meta: dict):
+    """(TrainConfig, data) of a method that learns from data: train's objective options, HYDRA's default lr."""
+    from ..data import load_dataset
+    from .cmd_train import config_from_args
+
+    if args.lr is None:
+        args.lr = LEARNED.info("hydra" if args.structure == "channel" else args.method)["default_lr"]
+    config = config_from_args(args, fine_tuning=False, method=None, amount=0.0, scope="global", keep_ends=False,
+                              seed=args.seed)
+    data = load_dataset(args.data)
+    if (meta.get("num_classes"), meta.get("in_channels")) != (len(data.classes), data.in_channels):
+        raise ValueError(f"{args.checkpoint} has {meta.get('num_classes')} classes and {meta.get('in_channels')} "
+                         f"channels; {args.data} has {len(data.classes)} and {data.in_channels}")
+    return config, data
+
+
 def run_channels(args) -> None:
     """--structure channel: a slim model (channels removed, weights of the rest unchanged) and its measured sizes."""
     from ..pruning.channels import prune_channels
@@ -118,18 +124,9 @@ def run_channels(args) -> None:
     x = example_input(meta, args.input_size)
     scores, history = None, None
     if learned:
-        from ..data import load_dataset
         from ..pruning.hydra_channels import learn_channel_scores
-        from .cmd_train import config_from_args
 
-        if args.lr is None:
-            args.lr = LEARNED.info("hydra")["default_lr"]
-        config = config_from_args(args, fine_tuning=False, method=None, amount=0.0, scope="global", keep_ends=False,
-                                  seed=args.seed)
-        data = load_dataset(args.data)
-        if (meta.get("num_classes"), meta.get("in_channels")) != (len(data.classes), data.in_channels):
-            raise ValueError(f"{args.checkpoint} has {meta.get('num_classes')} classes and {meta.get('in_channels')} "
-                             f"channels; {args.data} has {len(data.classes)} and {data.in_channels}")
+        config, data = _learning(args, meta)
         model.to(device(args.device))
         scores, history = learn_channel_scores(model, data, config, args.amount, x, progress=Progress())
         model.cpu()
