@@ -152,8 +152,10 @@ def load_checkpoint(
             model.robprune_spec = {**model.robprune_spec, "normalization": meta.get("normalization")}
         else:
             model = create_model(**build)
-    if structure:
-        reshape_to(model, _shapes(tensors), structure)  # a model the caller built, or a factory's
+            if structure:
+                reshape_to(model, _shapes(tensors), structure)  # a factory's model, built dense
+    elif structure:
+        reshape_to(model, _shapes(tensors), structure)  # a model the caller built
     _check_tensor_shapes(path, model, tensors)
     state_dict = _prefixed(tensors, "model.")
     try:

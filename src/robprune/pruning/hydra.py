@@ -139,16 +139,10 @@ def _learn(model, data, config, amount, scope, previous, scores, parts, tau, out
     """The epochs of score learning (``learn_masks`` has set up the parametrisations); returns the history."""
     from ..data import iterate_batches
     from ..evaluation.accuracy import predict
-    from ..training.loop import autocast_factory, learning_rate
-    from ..training.objectives import OBJECTIVES
+    from ..training.loop import learning_rate
 
-    objective = OBJECTIVES.get(config.adv)
-    optimizer = torch.optim.SGD(list(scores.values()), lr=config.lr, momentum=config.momentum,
-                                weight_decay=config.weight_decay)
-    generator = torch.Generator(device=device).manual_seed(config.seed)
-    attack_generator = torch.Generator(device=device).manual_seed(config.seed + 1)
-    autocast = autocast_factory(device, config.precision)
-    augment = data.augment if config.augment == "auto" else config.augment
+    objective, optimizer, generator, attack_generator, autocast, augment = score_learning(scores, config, data,
+                                                                                          device)
     state_path = Path(out_dir) / STATE_FILE if out_dir is not None else None
     history, start = [], 0
     if resume and state_path is not None and state_path.is_file():
@@ -194,6 +188,21 @@ def _learn(model, data, config, amount, scope, previous, scores, parts, tau, out
                                               f"test (masked, frozen weights) {100 * metrics['test_acc']:.2f}%  "
                                               f"mask entries changed {changed}"})
     return history
+
+
+def score_learning(scores: dict[str, torch.Tensor], config, data, device: torch.device):
+    """What learning scores under ``config`` needs (HYDRA's masks here, channel scores in hydra_channels.py): the
+    objective, SGD on the scores, the data and attack generators, autocast and the augmentation."""
+    from ..training.loop import autocast_factory
+    from ..training.objectives import OBJECTIVES
+
+    optimizer = torch.optim.SGD(list(scores.values()), lr=config.lr, momentum=config.momentum,
+                                weight_decay=config.weight_decay)
+    generator = torch.Generator(device=device).manual_seed(config.seed)
+    attack_generator = torch.Generator(device=device).manual_seed(config.seed + 1)
+    augment = data.augment if config.augment == "auto" else config.augment
+    return (OBJECTIVES.get(config.adv), optimizer, generator, attack_generator,
+            autocast_factory(device, config.precision), augment)
 
 
 def _save(path: Path, model, scores, optimizer, generators, config, amount, history) -> None:

@@ -41,8 +41,8 @@ def learn_channel_scores(model: nn.Module, data, config, amount: float, example_
     went in. Give the scores to ``prune_channels(model, "l1", amount, x, scores=...)``."""
     from ..data import iterate_batches
     from ..evaluation.accuracy import predict
-    from ..training.loop import autocast_factory, learning_rate, subset_data
-    from ..training.objectives import OBJECTIVES
+    from ..training.loop import learning_rate, subset_data
+    from .hydra import score_learning
 
     if not 0.0 <= amount < 1.0:
         raise ValueError(f"channel amount must be in [0, 1), got {amount}")
@@ -85,14 +85,9 @@ def learn_channel_scores(model: nn.Module, data, config, amount: float, example_
     try:
         for p in model.parameters():
             p.requires_grad_(False)
-        objective = OBJECTIVES.get(config.adv)
-        optimizer = torch.optim.SGD(list(scores.values()), lr=config.lr, momentum=config.momentum,
-                                    weight_decay=config.weight_decay)
-        generator = torch.Generator(device=device).manual_seed(config.seed)
-        attack_generator = torch.Generator(device=device).manual_seed(config.seed + 1)
-        autocast = autocast_factory(device, config.precision)
         data = subset_data(data, config)
-        augment = data.augment if config.augment == "auto" else config.augment
+        objective, optimizer, generator, attack_generator, autocast, augment = score_learning(scores, config, data,
+                                                                                              device)
         x_train, y_train = data.x_train.to(device), data.y_train.to(device)
         steps = max(1, len(x_train) // config.batch_size)
         for epoch in range(config.epochs):
