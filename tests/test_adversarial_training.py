@@ -92,6 +92,59 @@ def test_objectives_draw_fresh_noise_every_step_and_resume_bit_exactly(digits, t
         assert torch.equal(a, b), k
 
 
+@pytest.mark.parametrize("adv", ["pgd", "trades"])
+def test_l2_training_attack_stays_in_the_l2_ball_and_beats_its_start(adv):
+    from robprune.training.objectives import OBJECTIVES
+
+    torch.manual_seed(0)
+    model = rp.create_model("small_cnn").eval()
+    x, y = torch.rand(32, 1, 8, 8), torch.randint(0, 10, (32,))
+    config = TrainConfig(adv=adv, adv_norm="l2", adv_eps=1.5, adv_steps=5).validate()
+    seen = {}
+
+    def autocast():
+        from contextlib import nullcontext
+        return nullcontext()
+
+    import robprune.training.objectives.base as base
+    original = base.l2_pgd_steps
+
+    def spy(model, x, x_adv, eps, step, steps, loss_fn, autocast):
+        out = original(model, x, x_adv, eps, step, steps, loss_fn, autocast)
+        seen.update(start=x_adv, out=out, loss_fn=loss_fn)
+        return out
+
+    base.l2_pgd_steps = spy
+    try:
+        OBJECTIVES.get(adv)(model, x, y, config, torch.Generator().manual_seed(1), autocast)
+    finally:
+        base.l2_pgd_steps = original
+    delta = (seen["out"] - x).flatten(1)
+    assert delta.norm(dim=1).max() <= 1.5 + 1e-4  # an L2 ball, not an linf box
+    assert delta.abs().max() > 8 / 255 and seen["out"].min() >= 0 and seen["out"].max() <= 1
+    assert config.step_size() == pytest.approx(2.5 * 1.5 / 5)
+    with torch.no_grad():
+        gain = seen["loss_fn"](model(seen["out"])) - seen["loss_fn"](model(seen["start"].clamp(0, 1)))
+    assert gain > 0  # the steps ascend the objective's loss
+
+
+@pytest.mark.slow
+def test_l2_pgd_training_is_more_l2_robust_than_natural_training(digits, tmp_path):
+    eps = 1.0  # an L2 radius on 8x8 digits in [0, 1]
+    results = {}
+    for adv in ("ce", "pgd"):
+        torch.manual_seed(0)
+        model = rp.create_model("small_cnn")
+        train(model, digits, TrainConfig(epochs=20, batch_size=64, lr=0.05, adv=adv, adv_norm="l2", adv_eps=eps,
+                                         adv_steps=3, n_train=800))
+        model.eval()
+        x = digits.x_test.float() / 255
+        x_adv = rp.run_attack("pgd-l2", model, x, digits.y_test, eps, budget=10)
+        with torch.no_grad():
+            results[adv] = float((model(x_adv).argmax(1) == digits.y_test).float().mean())
+    assert results["pgd"] > results["ce"] + 0.2, results
+
+
 def test_pgd_random_start_comes_from_the_generator_given():
     model = rp.create_model("small_cnn").eval()
     x, y = torch.rand(4, 1, 8, 8), torch.randint(0, 10, (4,))
@@ -165,6 +218,9 @@ def test_divergence_is_caught_before_it_is_nan(digits):
     (["--trades-beta", "-2"], "must be a finite number"),
     (["--precision", "fp16"], "fp16 training needs a CUDA GPU"),
     (["--momentum", "5"], "momentum must be below 1"),
+    (["--adv", "fgsm", "--adv-norm", "l2"], "trains under linf only"),
+    (["--adv-norm", "l3"], "unknown adv norm"),
+    (["--adv-eps", "300"], "larger than the pixel range"),
 ])
 def test_bad_training_input_is_one_line(argv, message, tmp_path, capsys):
     if "fp16" in argv and torch.cuda.is_available():

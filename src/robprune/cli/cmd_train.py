@@ -16,7 +16,7 @@ from ..io import write_json
 from ..models import MODELS, create_model
 from ..pruning import sparsity_report
 from ..training import TrainConfig, train
-from .common import (Progress, add_device, amount, device, non_negative, pixel_levels, positive_int, resolved,
+from .common import (Progress, add_device, amount, device, non_negative, pixel_radius, positive_int, resolved,
                      say_error)
 
 HELP = "Train or fine-tune, with pruning, the high-magnitude regulariser and adversarial objectives."
@@ -81,7 +81,7 @@ def add_config_arguments(p, skip: tuple[str, ...] = ()) -> None:
         if f.name in PIXEL_FIELDS:
             default = None if f.default is None else round(f.default * 255, 6)
             shown = f"{default:g}/255" if default is not None else "0.25*eps for pgd and trades, 1.25*eps for fgsm"
-            p.add_argument(flag, type=pixel_levels, default=f.default, help=f"{help_text} (default: {shown})")
+            p.add_argument(flag, type=pixel_radius, default=f.default, help=f"{help_text} (default: {shown})")
             continue
         kind = TYPES.get(f.name)
         if kind is None:

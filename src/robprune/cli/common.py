@@ -77,12 +77,9 @@ def non_negative(text: str) -> float:
     return value
 
 
-def pixel_levels(text: str) -> float:
-    """A radius or step in units of 1/255 ('8' or '8/255' -> 8/255), refused above 255."""
-    value = non_negative(text.split("/")[0]) / (non_negative(text.split("/")[1]) if "/" in text else 255.0)
-    if value > 1:
-        raise argparse.ArgumentTypeError(f"{text} is more than the whole pixel range (the unit is 1/255)")
-    return value
+def pixel_radius(text: str) -> float:
+    """A radius or step in units of 1/255 ('8' or '8/255' -> 8/255); an L2 radius may exceed the pixel range."""
+    return non_negative(text.split("/")[0]) / (non_negative(text.split("/")[1]) if "/" in text else 255.0)
 
 
 def parse_eps_list(text: str, unit: str = "255") -> list[float]:

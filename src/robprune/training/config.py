@@ -18,8 +18,10 @@ SCHEDULES = ("cosine", "multistep", "constant")
 PRUNE_SCHEDULES = ("oneshot", "gradual")
 AUGMENTS = ("auto", "crop-flip", "crop", "none")
 ATTACK_BN_MODES = ("eval", "train")
+ADV_NORMS = ("linf", "l2")
 TRAIN_PRECISIONS = ("fp32", "bf16", "fp16")
 PENALTY_MODES = ("gradient", "proximal")
+L2_OBJECTIVES = ("pgd", "trades")
 
 
 def _f(default, help_text: str, **meta):
@@ -51,7 +53,10 @@ class TrainConfig:
     seed: int = _f(0, "seeds data order, augmentation, random pruning and the training attacks' random starts")
     adv: str = _f("ce", "training objective: ce (natural), pgd (Madry et al.), trades (Zhang et al.), "
                         "fgsm (Wong et al., random start)", choices=OBJECTIVES)
-    adv_eps: float = _f(8 / 255, "radius of the training attack, pixel units (the CLI takes units of 1/255)")
+    adv_norm: str = _f("linf", "norm of the training attack: linf (sign steps) or l2 (steps along the normalised "
+                               "gradient, adv_eps an L2 radius; pgd and trades)", choices=ADV_NORMS)
+    adv_eps: float = _f(8 / 255, "radius of the training attack, pixel units (the CLI takes units of 1/255; "
+                                 "an L2 radius of 0.5 is 127.5)")
     adv_steps: int = _f(10, "steps of the training attack (pgd, trades); fgsm takes one")
     adv_step_size: float | None = _f(None, "step of the training attack, pixel units (the CLI takes units of "
                                            "1/255)")
@@ -80,22 +85,26 @@ class TrainConfig:
                 raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
         if self.momentum >= 1:
             raise ValueError(f"momentum must be below 1 (SGD diverges otherwise), got {self.momentum!r}")
-        if self.adv_eps > 1:
+        if self.adv_norm == "linf" and self.adv_eps > 1:
             raise ValueError(f"adv_eps {self.adv_eps!r} is larger than the pixel range; it is in pixel units "
                              "(8/255 = 0.0314)")
         if self.adv_step_size is not None and (isinstance(self.adv_step_size, bool)
                                                or not isinstance(self.adv_step_size, (int, float))
-                                               or not 0 < self.adv_step_size <= 1):
-            raise ValueError(f"adv_step_size must be a number in (0, 1] (pixel units), got {self.adv_step_size!r}")
+                                               or not 0 < self.adv_step_size <= self._step_limit()):
+            raise ValueError(f"adv_step_size must be a number in (0, {self._step_limit():g}] (pixel units), "
+                             f"got {self.adv_step_size!r}")
         for name, choices in (("schedule", SCHEDULES), ("scope", SCOPES), ("prune_schedule", PRUNE_SCHEDULES),
                               ("augment", AUGMENTS), ("adv_bn", ATTACK_BN_MODES), ("precision", TRAIN_PRECISIONS),
-                              ("penalty_mode", PENALTY_MODES)):
+                              ("penalty_mode", PENALTY_MODES), ("adv_norm", ADV_NORMS)):
             if getattr(self, name) not in choices:
                 raise ValueError(f"unknown {name.replace('_', ' ')} {getattr(self, name)!r}; "
                                  f"choose one of {', '.join(choices)}")
         if self.method is not None:
             CRITERIA.get(self.method)
         OBJECTIVES.get(self.adv)
+        if self.adv_norm != "linf" and OBJECTIVES.info(self.adv)["adversarial"] and self.adv not in L2_OBJECTIVES:
+            raise ValueError(f"adv_norm {self.adv_norm!r} is implemented for the objectives "
+                             f"{', '.join(L2_OBJECTIVES)}; {self.adv!r} trains under linf only")
         if self.p not in (1, 2):
             raise ValueError(f"p must be 1 or 2, got {self.p!r}")
         if self.penalty_mode == "proximal" and self.p != 1:
@@ -104,8 +113,14 @@ class TrainConfig:
         parse_tau(self.tau)
         return self
 
+    def _step_limit(self) -> float:
+        """An linf step beyond the pixel range is meaningless; an L2 step is bounded by its own radius' scale."""
+        return 1.0 if self.adv_norm == "linf" else max(1.0, 2 * self.adv_eps)
+
     def step_size(self) -> float:
         """The training attack's step in pixel units (the objective's default when unset)."""
         if self.adv_step_size is not None:
             return float(self.adv_step_size)
+        if self.adv_norm == "l2":  # Madry et al.'s L2 default, as the pgd-l2 attack: 2.5 * eps / steps
+            return 2.5 * self.adv_eps / self.adv_steps
         return OBJECTIVES.info(self.adv)["default_step"] * self.adv_eps

@@ -23,6 +23,7 @@ import torch
 from torch import nn
 
 from ..attacks.pgd import pgd
+from ..attacks.pgd_l2 import pgd_l2
 from ..checkpoint import save_checkpoint
 from ..data import ImageData, iterate_batches
 from ..data.batches import balanced_subset
@@ -89,9 +90,13 @@ def subset_data(data: ImageData, config: TrainConfig) -> ImageData:
     return data
 
 
-def _guard_accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float) -> float:
-    """PGD-10 accuracy (step 2.5 * eps / 10, fixed random start) on the guard batch, eval mode."""
-    x_adv = pgd(model, x, y, eps, 10, seed=0, exact_model=True)  # the weights change every epoch: nothing to cache
+def _guard_accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, norm: str = "linf") -> float:
+    """PGD-10 accuracy (step 2.5 * eps / 10, fixed random start) on the guard batch, eval mode, in the training
+    attack's norm."""
+    if norm == "l2":
+        x_adv = pgd_l2(model, x, y, eps, 10, seed=0)
+    else:  # the weights change every epoch: nothing to cache
+        x_adv = pgd(model, x, y, eps, 10, seed=0, exact_model=True)
     return float((predict(model, x_adv, len(x)).to(y.device) == y).float().mean())
 
 
@@ -224,7 +229,7 @@ def train(
         state_meta = {**meta, "config": asdict(config), "epoch": epoch + 1, "tau_resolved": tau}
         collapse = None
         if adversarial and config.guard:
-            metrics["guard_pgd_acc"] = acc = _guard_accuracy(model, x_guard, y_guard, config.adv_eps)
+            metrics["guard_pgd_acc"] = acc = _guard_accuracy(model, x_guard, y_guard, config.adv_eps, config.adv_norm)
             if acc > guard_best:
                 guard_best = acc
                 if best is not None and dist.rank == 0:

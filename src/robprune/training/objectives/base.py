@@ -79,5 +79,47 @@ def linf_pgd_steps(model: nn.Module, x: torch.Tensor, x_adv: torch.Tensor, eps: 
     return x_adv.detach()
 
 
+def _l2_norms(t: torch.Tensor) -> torch.Tensor:
+    return t.flatten(1).norm(dim=1).clamp_min(1e-12).view(-1, *([1] * (t.dim() - 1)))
+
+
+def l2_project(x: torch.Tensor, x_adv: torch.Tensor, eps: float) -> torch.Tensor:
+    """``x_adv`` moved onto ``||x_adv - x||_2 <= eps`` (radially) and then [0, 1]."""
+    delta = x_adv - x
+    return (x + delta * torch.clamp(eps / _l2_norms(delta), max=1.0)).clamp(0.0, 1.0)
+
+
+def l2_ball_noise(x: torch.Tensor, eps: float, generator: torch.Generator) -> torch.Tensor:
+    """A random direction times a radius uniform in [0, eps], per image (the pgd-l2 attack's start)."""
+    direction = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+    radius = torch.rand((len(x),) + (1,) * (x.dim() - 1), generator=generator, device=x.device, dtype=x.dtype)
+    return direction / _l2_norms(direction) * radius * eps
+
+
+def l2_pgd_steps(model: nn.Module, x: torch.Tensor, x_adv: torch.Tensor, eps: float, step: float, steps: int,
+                 loss_fn: Callable[[torch.Tensor], torch.Tensor], autocast) -> torch.Tensor:
+    """``steps`` ascent steps of length ``step`` along the L2-normalised gradient, projected on the L2 ball and
+    [0, 1] (Madry et al. 2018)."""
+    x_adv = l2_project(x, x_adv, eps)
+    for _ in range(steps):
+        grad = input_grad(model, x_adv, loss_fn, autocast)
+        x_adv = l2_project(x, x_adv.detach() + step * grad / _l2_norms(grad), eps)
+    return x_adv.detach()
+
+
+def pgd_steps(model: nn.Module, x: torch.Tensor, x_adv: torch.Tensor, config, steps: int,
+              loss_fn: Callable[[torch.Tensor], torch.Tensor], autocast) -> torch.Tensor:
+    """The training attack's steps in the config's norm (``adv_norm``), radius ``adv_eps``."""
+    steps_in_norm = l2_pgd_steps if getattr(config, "adv_norm", "linf") == "l2" else linf_pgd_steps
+    return steps_in_norm(model, x, x_adv, config.adv_eps, config.step_size(), steps, loss_fn, autocast)
+
+
+def random_start(x: torch.Tensor, config, generator: torch.Generator) -> torch.Tensor:
+    """A uniform point of the config's eps-ball around x, in [0, 1]."""
+    if getattr(config, "adv_norm", "linf") == "l2":
+        return (x + l2_ball_noise(x, config.adv_eps, generator)).clamp(0.0, 1.0)
+    return (x + uniform_noise(x, config.adv_eps, generator)).clamp(0.0, 1.0)
+
+
 def cross_entropy(y: torch.Tensor) -> Callable[[torch.Tensor], torch.Tensor]:
     return lambda logits: F.cross_entropy(logits, y, reduction="sum")
