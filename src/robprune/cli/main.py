@@ -15,6 +15,8 @@ from ..distributed import check_env, launched_by_torchrun, rank_from_env, teardo
 from ..io import OutputLock, remove_stale_temporaries
 from . import cmd_demo, cmd_eval, cmd_export, cmd_import, cmd_prune, cmd_reproduce, cmd_stats, cmd_study, cmd_train
 from .common import Parser, Progress, UsageError, say_error
+from .replay import COMMANDS as REPLAYABLE
+from .replay import add_config_argument, parse_with_config
 
 COMMANDS = {"demo": cmd_demo, "train": cmd_train, "prune": cmd_prune, "eval": cmd_eval, "stats": cmd_stats,
             "import": cmd_import, "export": cmd_export, "reproduce": cmd_reproduce,
@@ -34,6 +36,8 @@ def build_parser() -> Parser:
         p = sub.add_parser(name, help=module.HELP, description=module.HELP,
                            epilog="example:\n  " + module.EXAMPLE)
         module.add_arguments(p)
+        if name in REPLAYABLE:
+            add_config_argument(p)
         p.add_argument("--overwrite", action="store_true",
                        help="replace the output file (export, import) or the results of an earlier run in --out "
                             "(refused otherwise)")
@@ -121,7 +125,7 @@ def main(argv: list[str] | None = None) -> int:
     completed = False
     try:
         check_env()
-        args = build_parser().parse_args(argv)
+        args = parse_with_config(build_parser(), list(sys.argv[1:] if argv is None else argv))
         args.argv = list(sys.argv[1:] if argv is None else argv)  # recorded with the results
         _check_inputs(args)
         folder = _check_out(args)
