@@ -7,7 +7,8 @@ metadata. Formats: ``torch`` (our state_dict, normalisation buffers included)
 and ``apb`` (the key names of the Adversarial Pruning Benchmark's base
 ResNet-18 and VGG-16-bn, kuangliu-style, without the normalisation layer,
 whose statistics travel in ``normalization``). ``import`` reads either back,
-and the community pytorch_resnet_cifar10 files (``community``).
+the community pytorch_resnet_cifar10 files (``community``) and RobustBench's
+model files (``robustbench``, see :mod:`robprune.robustbench`).
 """
 
 from __future__ import annotations
@@ -25,8 +26,9 @@ from .checkpoint import (COMMUNITY_MEAN, COMMUNITY_STD, import_checkpoint, read_
 from .io import write_bytes_atomic
 from .models import create_model
 from .pruning.masks import Masks, prunable_parameters, sparsity_report
+from .robustbench import robustbench_state
 
-FORMATS = ("torch", "apb", "community")
+FORMATS = ("torch", "apb", "community", "robustbench")
 APB_ARCHS = ("resnet18", "vgg16_bn")  # the benchmark's base models; our key names are theirs
 
 
@@ -63,13 +65,24 @@ def export_model(model: nn.Module, masks: Masks, meta: dict, fmt: str, path: str
     return payload
 
 
-def import_model(path: str | os.PathLike, arch: str, fmt: str = "community",
-                 num_classes: int = 10) -> tuple[nn.Module, Masks | None]:
-    """(model, masks) from a foreign torch file; masks are the zero pattern of a pruned (sparse) file."""
+def import_model(path: str | os.PathLike, arch: str, fmt: str = "community", num_classes: int = 10,
+                 mean=None, std=None) -> tuple[nn.Module, Masks | None]:
+    """(model, masks) from a foreign torch file; masks are the zero pattern of a pruned (sparse) file.
+
+    ``mean``/``std`` replace the normalisation of the formats that do not carry one for sure (community,
+    robustbench); the torch and apb formats carry theirs."""
     if fmt not in FORMATS:
         raise ValueError(f"unknown import format {fmt!r}; choose one of {', '.join(FORMATS)}")
+    if (mean is None) != (std is None):
+        raise ValueError("give both mean and std, or neither")
+    if mean is not None and fmt not in ("community", "robustbench"):
+        raise ValueError(f"the {fmt} format carries its normalisation; mean and std apply to community and "
+                         "robustbench files")
     if fmt == "community":
-        return import_checkpoint(path, arch, num_classes=num_classes), None
+        given = {} if mean is None else {"mean": tuple(mean), "std": tuple(std)}
+        return import_checkpoint(path, arch, num_classes=num_classes, **given), None
+    if fmt == "robustbench":
+        return _import_robustbench(path, arch, num_classes, mean, std)
     if fmt == "apb" and arch not in APB_ARCHS:
         raise ValueError(f"the apb format knows {', '.join(APB_ARCHS)}, not {arch}")
     state, obj = read_torch_state_dict(path)
@@ -87,7 +100,26 @@ def import_model(path: str | os.PathLike, arch: str, fmt: str = "community",
         model.load_state_dict(state, strict=True)
     except RuntimeError as err:
         raise ValueError(f"{path} does not fit {arch} ({fmt} layout): {summarise_key_mismatch(err)}") from None
-    weights = prunable_parameters(model)
-    masks = {n: w.detach() != 0 for n, w in weights.items()}
-    sparse = any(not m.all() for m in masks.values())
-    return model, (masks if sparse else None)
+    return model, _zero_pattern(model)
+
+
+def _zero_pattern(model: nn.Module) -> Masks | None:
+    """The masks of a sparse file's zeros (None when nothing is zero)."""
+    masks = {n: w.detach() != 0 for n, w in prunable_parameters(model).items()}
+    return masks if any(not m.all() for m in masks.values()) else None
+
+
+def _import_robustbench(path, arch: str, num_classes: int, mean, std) -> tuple[nn.Module, Masks | None]:
+    state, _ = read_torch_state_dict(path)
+    refuse_nonfinite(path, state)
+    state, file_mean, file_std, _ = robustbench_state(state, arch)
+    model = create_model(arch, num_classes=num_classes, mean=file_mean if mean is None else tuple(mean),
+                         std=file_std if std is None else tuple(std))
+    for name, buf in model.state_dict().items():
+        if name.startswith("normalize.") or (name.endswith("num_batches_tracked") and name not in state):
+            state[name] = buf
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as err:
+        raise ValueError(f"{path} does not fit {arch} (robustbench layout): {summarise_key_mismatch(err)}") from None
+    return model, _zero_pattern(model)

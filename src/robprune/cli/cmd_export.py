@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from ..checkpoint import load_checkpoint
-from ..export import FORMATS, export_model
+from ..export import export_model
 from .common import factory_arch
 
 HELP = "Export a checkpoint for other tools: a weights-only torch file (state_dict with masks folded in)."
@@ -13,7 +13,7 @@ SINGLE_FILE = True
 
 def add_arguments(p) -> None:
     p.add_argument("checkpoint")
-    p.add_argument("--format", default="torch", help=f"key layout: {', '.join(f for f in FORMATS if f != 'community')}")
+    p.add_argument("--format", default="torch", help="key layout: torch, apb")
     p.add_argument("--arch", help="a package.module:factory the checkpoint was built by (allows importing it)")
     p.add_argument("--out", required=True, help="output .pt file")
 
