@@ -168,6 +168,30 @@ def test_bad_distributed_input_is_one_line_on_every_rank(runs):
         assert main([*TRAIN, "--epochs", "1", "--dist-backend", "nccl", "--out", str(runs / "nccl")]) == 2
 
 
+def test_a_rank_whose_master_port_is_held_by_another_program_gives_up_in_one_line(tmp_path):
+    """A program that accepts connections on MASTER_PORT but never answers: torch's store client would wait for
+    ever; every rank must end within the join timeout (plus a grace) with one line."""
+    import socket
+    import threading
+
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(8)
+    port, accepted = server.getsockname()[1], []
+    threading.Thread(target=lambda: [accepted.append(server.accept()) for _ in range(8)], daemon=True).start()
+    env = {**_env(), "RANK": "1", "LOCAL_RANK": "1", "WORLD_SIZE": "2", "MASTER_ADDR": "127.0.0.1",
+           "MASTER_PORT": str(port)}
+    start = time.monotonic()
+    done = subprocess.run([sys.executable, "-m", "robprune", *TRAIN, "--epochs", "1", "--dist-timeout", "3",
+                           "--out", str(tmp_path / "o")], env=env, capture_output=True, text=True, timeout=120)
+    server.close()
+    assert done.returncode == 2, done.stderr
+    assert time.monotonic() - start < 60
+    err = done.stderr.strip().splitlines()
+    assert len(err) == 1 and "cannot join the process group" in err[0] and str(port) in err[0], done.stderr
+    assert accepted  # the rank did reach the foreign program
+
+
 @pytest.mark.parametrize("argv", [
     ["train", "--data", "digits", "--arch", "small_cnn", "--epochs", "1"],
     ["eval", "CKPT", "--data", "digits", "--n-images", "5"],

@@ -10,12 +10,17 @@ from __future__ import annotations
 
 import datetime
 import os
+import sys
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
 
 BACKENDS = ("auto", "gloo", "nccl")
+JOIN_GRACE_S = 3.0  # how long past its own timeout a join may take before the watchdog ends the process
 
 
 @dataclass(frozen=True)
@@ -53,18 +58,51 @@ def setup(device: torch.device, backend: str = "auto", timeout_s: float = 300.0)
         raise ValueError("the NCCL backend needs CUDA GPUs; use gloo (or auto) on CPUs")
     if not dist.is_initialized():
         try:
-            timeout = datetime.timedelta(seconds=timeout_s)
-            store = _attempt_store(timeout)
-            if store is None:
-                dist.init_process_group(chosen, timeout=timeout)
-            else:
-                dist.init_process_group(chosen, store=store, rank=int(os.environ["RANK"]),
-                                        world_size=int(os.environ["WORLD_SIZE"]), timeout=timeout)
+            with _join_watchdog(chosen, timeout_s):
+                _join(chosen, timeout_s)
         except Exception as err:  # rendezvous failures surface as several exception types
             raise RuntimeError(f"cannot join the process group ({chosen}, rank {os.environ.get('RANK')} of "
                                f"{os.environ.get('WORLD_SIZE')}) within {timeout_s:g} s: "
                                f"{' '.join(str(err).split())[:300]}") from None
     return Group(dist.get_rank(), dist.get_world_size(), device)
+
+
+def _join(chosen: str, timeout_s: float) -> None:
+    timeout = datetime.timedelta(seconds=timeout_s)
+    store = _attempt_store(timeout)
+    if store is None:
+        dist.init_process_group(chosen, timeout=timeout)
+    else:
+        dist.init_process_group(chosen, store=store, rank=int(os.environ["RANK"]),
+                                world_size=int(os.environ["WORLD_SIZE"]), timeout=timeout)
+
+
+@contextmanager
+def _join_watchdog(chosen: str, timeout_s: float) -> Iterator[None]:
+    """End the process (one line, exit 2) if joining outlasts its timeout.
+
+    torch's TCPStore client waits without a timeout for the answer to its
+    first message: when another program holds MASTER_PORT and accepts the
+    connection without speaking the store's protocol, a rank blocks in C++
+    forever. No Python exception can reach it there, so a watchdog thread
+    ends the process once the join timeout (plus a grace) has passed.
+    """
+    joined = threading.Event()
+
+    def watch() -> None:
+        if not joined.wait(timeout_s + JOIN_GRACE_S):
+            where = f"{os.environ.get('MASTER_ADDR')}:{os.environ.get('MASTER_PORT')}"
+            sys.stderr.write(f"robprune: error (rank {os.environ.get('RANK')}): cannot join the process group "
+                             f"({chosen}, rank {os.environ.get('RANK')} of {os.environ.get('WORLD_SIZE')}) within "
+                             f"{timeout_s:g} s: no answer from {where} (is another program holding that port?)\n")
+            sys.stderr.flush()
+            os._exit(2)
+
+    threading.Thread(target=watch, name="robprune-join-watchdog", daemon=True).start()
+    try:
+        yield
+    finally:
+        joined.set()
 
 
 def _attempt_store(timeout: datetime.timedelta):
