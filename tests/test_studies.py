@@ -334,6 +334,25 @@ def test_processes_sharing_an_output_folder_keep_each_others_rows_and_time(tmp_p
     assert saved["seeds"] == {} and saved["elapsed_s"] == pytest.approx(120)
 
 
+def test_a_damaged_results_json_does_not_lose_the_earlier_compute_time(tmp_path, monkeypatch):
+    import robprune.experiments.study as study
+
+    clock = [1000.0]
+    monkeypatch.setattr(study.time, "time", lambda: clock[0])
+    monkeypatch.setattr("robprune.reporting.study_figures.write_study_figures", lambda state, out: [])
+    first = study._State(tmp_path, {"config": {}, "data": "digits", "seeds": {}}, lambda st: "report")
+    clock[0] += 3600
+    first.save()
+    text = (tmp_path / "results.json").read_text()
+    (tmp_path / "results.json").write_text(text[: len(text) // 2])  # a crash or a full disk cut it short
+    second = study._State(tmp_path, {"config": {}, "data": "digits", "seeds": {}}, lambda st: "report")
+    second.me = "other:2:2"
+    clock[0] += 600
+    second.save()
+    saved = json.loads((tmp_path / "results.json").read_text())
+    assert saved["elapsed_s"] == pytest.approx(3600 + 600)
+
+
 def _run(argv, capsys):
     code = main(argv)
     out = capsys.readouterr().out

@@ -210,6 +210,9 @@ def _init_model(arch: str, data: ImageData, seed: int):
     return create_model(arch, num_classes=len(data.classes), in_channels=data.in_channels, mean=mean, std=std)
 
 
+ELAPSED_FILE = "elapsed.json"  # compute seconds per invocation, beside results.json
+
+
 def _elapsed_parts(saved: dict) -> dict[str, float]:
     """Compute seconds per invocation from a saved results.json (one "earlier" part for a file from before the
     parts were kept)."""
@@ -255,12 +258,13 @@ class _State:
 
         self.out, self.state, self.render, self.t0, self.on_update = out, state, render, time.time(), on_update
         self.me = f"{socket.gethostname()}:{os.getpid()}:{int(self.t0)}"
-        self.parts = _elapsed_parts(self._on_disk())  # compute time of earlier (and concurrent) invocations
+        # compute time of earlier (and concurrent) invocations; elapsed.json keeps it should results.json be damaged
+        self.parts = {**_elapsed_parts(self._on_disk(ELAPSED_FILE)), **_elapsed_parts(self._on_disk())}
         self.figures_at = -math.inf  # when the figures were last drawn
 
-    def _on_disk(self) -> dict:
+    def _on_disk(self, name: str = "results.json") -> dict:
         try:
-            saved = json.loads((self.out / "results.json").read_text())
+            saved = json.loads((self.out / name).read_text())
         except (OSError, ValueError):
             return {}
         return saved if isinstance(saved, dict) else {}
@@ -272,13 +276,15 @@ class _State:
         # computed or loaded yet, and their compute time, which the total sums over every invocation.
         disk = self._on_disk()
         _merge_rows(self.state, disk)
-        parts = {**self.parts, **_elapsed_parts(disk), self.me: time.time() - self.t0}
+        parts = {**self.parts, **_elapsed_parts(self._on_disk(ELAPSED_FILE)), **_elapsed_parts(disk),
+                 self.me: time.time() - self.t0}
         self.state["elapsed_parts"] = parts
         self.state["elapsed_s"] = sum(parts.values())
         log = self.out / "runs.log"
         self.state["runs_log"] = log.read_text() if log.is_file() else ""
         self.state["updated"] = time.strftime("%Y-%m-%d %H:%M:%S")
         if is_main():
+            write_json(self.out / ELAPSED_FILE, {"elapsed_parts": parts})
             write_json(self.out / "results.json", self.state)
             try:
                 from ..reporting.study_figures import write_study_figures
