@@ -243,7 +243,7 @@ def test_learned_channel_scores_beat_their_l1_start_and_leave_the_model_unchange
     weights frozen (measured on this setup: 17% for L1, 71% for the learned channels at 50%, both before any
     fine-tuning). A score update that never reaches the mask leaves the L1 choice and fails this."""
     import robprune as rp
-    from robprune.pruning.hydra_channels import learn_channel_scores
+    from robprune.learned.hydra_channels import learn_channel_scores
 
     data = rp.load_dataset("digits")
     torch.manual_seed(0)

@@ -10,7 +10,7 @@ import torch
 
 import robprune as rp
 from robprune.cli import main
-from robprune.pruning.hydra import initial_scores, learn_masks, masks_from_scores
+from robprune.learned.hydra import initial_scores, learn_masks, masks_from_scores
 
 
 @pytest.fixture(scope="module")

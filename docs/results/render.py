@@ -25,9 +25,10 @@ R56_FIGURES = {"![figure.png](figure.png)": f"![Figure, FGSM reading]({RESNET56}
 
 def render_study(folder: Path, report: Path) -> str:
     """The study report of ``folder``'s results.json, written to ``report`` (figures stay in ``folder``)."""
+    from robprune.experiments.study import default_grid
     from robprune.reporting.study_report import rewrite_study_report
 
-    return rewrite_study_report(folder, report=report)
+    return rewrite_study_report(folder, report=report, default_grid=default_grid())
 
 
 def render_resnet56(here: Path) -> str:

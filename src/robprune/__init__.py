@@ -19,10 +19,10 @@ from .evaluation import evaluate, fold_batchnorm, lipschitz_bound, weight_stats,
 from .evaluation.run import EvalRequest, run_evaluation  # noqa: E402
 from .models import create_model, list_models, register_model, wrap_model  # noqa: E402
 from .pruning import (apply_masks, compute_masks, count_macs, from_torch_prune, high_magnitude_penalty,  # noqa: E402
-                      learn_channel_scores, learn_masks, list_criteria, list_methods, prune_channels,
-                      register_channel_criterion,
-                      register_criterion, sparsity_report, to_torch_prune)
+                      list_criteria, list_methods, prune_channels, register_channel_criterion, register_criterion,
+                      sparsity_report, to_torch_prune)
 from .training import TrainConfig, list_objectives, register_objective, train  # noqa: E402
+from .learned import learn_channel_scores, learn_masks  # noqa: E402  (registers HYDRA)
 
 __all__ = [
     "EvalRequest", "ImageData", "TrainConfig", "apply_masks", "compute_masks", "count_macs", "create_model", "evaluate",

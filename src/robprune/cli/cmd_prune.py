@@ -124,7 +124,7 @@ def run_channels(args) -> None:
     x = example_input(meta, args.input_size)
     scores, history = None, None
     if learned:
-        from ..pruning.hydra_channels import learn_channel_scores
+        from ..learned.hydra_channels import learn_channel_scores
 
         config, data = _learning(args, meta)
         model.to(device(args.device))

@@ -30,7 +30,7 @@ def add_arguments(p) -> None:
     p.add_argument("--seeds", type=seed_list, help="scratch protocol: comma-separated seeds (default 0,1,2)")
     p.add_argument("--quick", action="store_true",
                    help="a small version of the protocol (ResNet-20, a few hundred images, 3 ratios; the tests run "
-                        "it): a smoke test of the pipeline, not a result")
+                        "it): a smoke test of the pipeline, not a result (on digits 40-60 s on 2 idle CPU cores)")
     p.add_argument("--epochs", type=positive_int, help="fine-tuning epochs of every arm (default: the protocol's)")
     p.add_argument("--baseline-epochs", type=positive_int, help="fine-tuning epochs of the baseline")
     p.add_argument("--eval-images", type=positive_int, help="test images for Table 2 (default: all)")

@@ -37,7 +37,9 @@ def add_arguments(p) -> None:
     p.add_argument("--data", required=True, help="imagefolder:PATH, cifar10:DIR or digits")
     p.add_argument("--arch", default=None, help=f"one of {MODELS.describe()} (default resnet20)")
     p.add_argument("--seeds", type=seed_list, help="comma-separated seeds (default 0,1)")
-    p.add_argument("--quick", action="store_true", help="a few hundred images, one epoch each: minutes on CPU")
+    p.add_argument("--quick", action="store_true",
+                   help="a few hundred images, one epoch each: a smoke test, not a result (on digits about 40 s on 2 "
+                        "idle CPU cores)")
     p.add_argument("--dense-epochs", type=positive_int, help="epochs of the dense adversarial training")
     p.add_argument("--epochs", type=positive_int, help="adversarial fine-tuning epochs of every pruned arm")
     p.add_argument("--sparsities", type=sparsity_list,
@@ -54,11 +56,11 @@ def add_arguments(p) -> None:
 
 
 def run(args) -> None:
-    from ..experiments.study import ADVERSARIAL_QUICK, AdversarialConfig, run_adversarial
+    from ..experiments.study import ADVERSARIAL_QUICK, AdversarialConfig, default_grid, run_adversarial
     from ..reporting.study_report import rewrite_study_report
 
     if args.report_only:
-        print(rewrite_study_report(Path(args.out)))
+        print(rewrite_study_report(Path(args.out), default_grid=default_grid()))
         return
     config = ADVERSARIAL_QUICK if args.quick else AdversarialConfig()
     changes = {}

@@ -15,6 +15,7 @@ restarted continues where it stopped and a report rendered in the middle shows w
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import time
@@ -488,6 +489,12 @@ def adversarial_arms(config: AdversarialConfig, sparsities) -> list[tuple[str, d
     return arms
 
 
+def default_grid() -> dict:
+    """The adversarial study's default grid, which its report compares a run's grid with."""
+    default = AdversarialConfig()
+    return {"sparsities": default.sparsities, "extra_sparsities": default.extra_sparsities, "seeds": default.seeds}
+
+
 def run_adversarial(data_spec: str, out_dir: str | Path, config: AdversarialConfig, device: torch.device,
                     progress: Progress | None = None) -> dict:
     """The adversarial pruning study (issue 15's grid), every unit cached; returns the results state."""
@@ -501,7 +508,7 @@ def run_adversarial(data_spec: str, out_dir: str | Path, config: AdversarialConf
     x_bound, y_bound = fixed_subset(data.x_test, data.y_test, config.bound_images)
     st = _State(out, {"study": "adversarial", "config": asdict(config), "data": data_spec, "device": str(device),
                       "torch_threads": torch.get_num_threads(), "machine": machine_line(), "seeds": {}},
-                     render_adversarial)
+                     functools.partial(render_adversarial, default_grid=default_grid()))
     clean_eval = EvalConfig(eps=(), n_images=None, batch_size=config.eval_batch, per_image=True)
     pgd_eval = EvalConfig(eps=config.pgd_eps, steps=config.pgd_steps, step_scale=2.5, random_start=True,
                           n_images=config.pgd_images, batch_size=config.eval_batch, per_image=True)

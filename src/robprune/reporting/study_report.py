@@ -598,19 +598,20 @@ def adversarial_claims(state: dict) -> dict:
     return out
 
 
-def _cut_sentence(cfg: dict) -> str:
-    """Which of the default grid's extra sparsities a full-size run left out (``--extra-sparsities``)."""
-    from ..experiments.study import AdversarialConfig
-
-    default = AdversarialConfig()
-    cut = [s for s in default.extra_sparsities if s not in cfg["extra_sparsities"]]
-    if not cut or tuple(cfg["sparsities"]) != default.sparsities or tuple(cfg["seeds"]) != default.seeds:
+def _cut_sentence(cfg: dict, default_grid: dict | None) -> str:
+    """Which of the default grid's extra sparsities (``default_grid``: the study's default ``sparsities``,
+    ``extra_sparsities`` and ``seeds``) a full-size run left out (``--extra-sparsities``)."""
+    if default_grid is None:
+        return ""
+    cut = [s for s in default_grid["extra_sparsities"] if s not in cfg["extra_sparsities"]]
+    if (not cut or tuple(cfg["sparsities"]) != tuple(default_grid["sparsities"])
+            or tuple(cfg["seeds"]) != tuple(default_grid["seeds"])):
         return ""
     return (f" Cut from the default grid: {', '.join(f'{100 * s:g}%' for s in cut)} (`--extra-sparsities`; extra "
             "sparsities are cut first when the grid does not fit its compute budget).")
 
 
-def render_adversarial(state: dict) -> str:
+def render_adversarial(state: dict, default_grid: dict | None = None) -> str:
     cfg = state["config"]
     names = _adv_names(state)
     seeds = sorted(state.get("seeds", {}), key=int)
@@ -651,7 +652,7 @@ def render_adversarial(state: dict) -> str:
               f"{cfg['lam']:g}, tau {cfg['tau']}, fixed before the run) at {', '.join(f'{100 * s:g}%' for s in cfg['sparsities'])} "
               f"for every seed; {', '.join(f'{100 * s:g}%' for s in cfg['extra_sparsities']) or 'no other sparsity'} "
               f"on seed {cfg['seeds'][0]} only, after the core, one sparsity at a time from the highest (trained, then "
-              f"attacked); RP at the paper's {100 * cfg['rp_paper']:g}%." + _cut_sentence(cfg),
+              f"attacked); RP at the paper's {100 * cfg['rp_paper']:g}%." + _cut_sentence(cfg, default_grid),
               f"- Evaluation: clean on every test image; PGD-{cfg['pgd_steps']} (random start) at "
               f"{', '.join(eps_label(e) for e in cfg['pgd_eps'])} on {cfg['pgd_images']} test images; `{cfg['suite']}` "
               f"at {eps_label(cfg['suite_eps'])} on {cfg['suite_images']} test images (runs on the core grid once "
@@ -754,9 +755,9 @@ def _figure_lines(state: dict) -> list[str]:
     return lines
 
 
-def rewrite_study_report(out, report=None) -> str:
+def rewrite_study_report(out, report=None, default_grid: dict | None = None) -> str:
     """Re-render the report (OUT/report.md, or ``report``) and the figures of a study from OUT/results.json;
-    computes nothing."""
+    computes nothing. ``default_grid``: the adversarial study's default grid (see ``render_adversarial``)."""
     from ..io import write_text_atomic
     from .study_figures import write_study_figures
 
@@ -776,6 +777,9 @@ def rewrite_study_report(out, report=None) -> str:
     report = out / "report.md" if report is None else Path(report)
     if report.parent.resolve() != out.resolve():
         state["figure_prefix"] = Path(os.path.relpath(out.resolve(), report.parent.resolve())).as_posix() + "/"
-    text = render_adversarial(state) if state.get("study") == "adversarial" else render_scratch(state)
+    if state.get("study") == "adversarial":
+        text = render_adversarial(state, default_grid)
+    else:
+        text = render_scratch(state)
     write_text_atomic(report, text)
     return text

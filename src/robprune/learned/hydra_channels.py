@@ -19,8 +19,12 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
+from ..data import iterate_batches
+from ..evaluation.accuracy import predict
 from ..models.layers import PadShortcut
-from .channels import _channel_group, _head, coupled_groups, dependency_graph
+from ..pruning.channels import _channel_group, _head, coupled_groups, dependency_graph
+from ..training.loop import learning_rate, subset_data
+from .hydra import score_learning
 
 
 def _consumers(dg, group) -> list[tuple[nn.Module, list[int], list[int]]]:
@@ -39,10 +43,6 @@ def learn_channel_scores(model: nn.Module, data, config, amount: float, example_
                          progress: Callable[[dict], None] | None = None) -> tuple[dict[str, torch.Tensor], list]:
     """({root module name: learned score per channel}, one metrics dict per epoch); ``model`` comes back as it
     went in. Give the scores to ``prune_channels(model, "l1", amount, x, scores=...)``."""
-    from ..data import iterate_batches
-    from ..evaluation.accuracy import predict
-    from ..training.loop import learning_rate, subset_data
-    from .hydra import score_learning
 
     if not 0.0 <= amount < 1.0:
         raise ValueError(f"channel amount must be in [0, 1), got {amount}")

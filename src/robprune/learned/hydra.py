@@ -26,9 +26,15 @@ import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
-from .criteria import register_learned
-from .masks import (SCOPES, Masks, _check_keeps_previous, check_amount, masks_from_ranks, prunable_parameters,
-                    warn_collapsed)
+from ..data import iterate_batches
+from ..evaluation.accuracy import predict
+from ..io import write_bytes_atomic
+from ..pruning.criteria import register_learned
+from ..pruning.masks import (SCOPES, Masks, _check_keeps_previous, check_amount, masks_from_ranks,
+                             prunable_parameters, warn_collapsed)
+from ..pruning.regularizer import resolve_tau, weights_penalty
+from ..training.loop import autocast_factory, learning_rate, subset_data
+from ..training.objectives import OBJECTIVES
 
 STATE_FILE = "scores.safetensors"
 
@@ -76,8 +82,6 @@ def learn_masks(model: nn.Module, data, config, amount: float, scope: str = "lay
     ``previous`` masks (a pruned checkpoint) stay pruned: their weights score -inf. With ``out_dir`` the scores,
     momentum and generators are saved after every epoch and ``resume`` continues from them bit-exactly.
     Returns the masks and one metrics dict per epoch."""
-    from ..training.loop import subset_data  # training imports pruning: imported when called, not at load
-    from .regularizer import resolve_tau, weights_penalty
 
     amount = check_amount(amount)
     config.validate()
@@ -137,9 +141,6 @@ def _current_masks(scores, amount, scope, previous) -> Masks:
 def _learn(model, data, config, amount, scope, previous, scores, parts, tau, out_dir, resume, progress, penalty_of,
            device) -> list[dict]:
     """The epochs of score learning (``learn_masks`` has set up the parametrisations); returns the history."""
-    from ..data import iterate_batches
-    from ..evaluation.accuracy import predict
-    from ..training.loop import learning_rate
 
     objective, optimizer, generator, attack_generator, autocast, augment = score_learning(scores, config, data,
                                                                                           device)
@@ -193,8 +194,6 @@ def _learn(model, data, config, amount, scope, previous, scores, parts, tau, out
 def score_learning(scores: dict[str, torch.Tensor], config, data, device: torch.device):
     """What learning scores under ``config`` needs (HYDRA's masks here, channel scores in hydra_channels.py): the
     objective, SGD on the scores, the data and attack generators, autocast and the augmentation."""
-    from ..training.loop import autocast_factory
-    from ..training.objectives import OBJECTIVES
 
     optimizer = torch.optim.SGD(list(scores.values()), lr=config.lr, momentum=config.momentum,
                                 weight_decay=config.weight_decay)
@@ -212,7 +211,6 @@ def _save(path: Path, model, scores, optimizer, generators, config, amount, hist
 
     import safetensors.torch
 
-    from ..io import write_bytes_atomic
 
     tensors = {f"score.{n}": s.detach().cpu().contiguous() for n, s in scores.items()}
     names = {id(s): n for n, s in scores.items()}
