@@ -77,7 +77,7 @@ MUTANTS = [
     ("lamp scores are plain magnitudes", "pruning/criteria.py",
      "    scores[order] = sorted_sq / suffix.clamp_min(torch.finfo(sq.dtype).tiny)", "    scores[order] = sorted_sq",
      ["tests/test_pruning.py -k lamp"]),
-    ("suite reference on the first n images", "reporting/study_report.py",
+    ("suite reference on the first n images", "reporting/scratch_report.py",
      "same = subset_indices(ev[\"n\"], first[\"n\"])", "same = np.arange(first[\"n\"])",
      ["tests/test_golden_reports.py"]),
 ]

@@ -34,7 +34,7 @@ from ..evaluation.stats import weight_stats
 from ..io import prepare_out_dir, write_json
 from ..models import create_model
 from ..progress import Progress
-from ..reporting.study_report import ARMS, REGIME
+from ..reporting.study_common import ARMS, REGIME
 from ..training import TrainConfig
 from .grid import EvalConfig, evaluated, finetuned
 from .reproduce import split_holdout

@@ -8,7 +8,7 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from .markdown import eps_label, save_figure
-from .study_report import ARMS, _arms
+from .study_common import ARMS, arms_of
 
 
 def _mean_std(values: list[float]) -> tuple[float, float]:
@@ -26,7 +26,7 @@ def _scratch(state: dict, out: Path) -> list[str]:
     seeds = [k for k, r in state.get("seeds", {}).items() if all(a in r for a in ARMS)]
     if seeds:
         rows = state["seeds"]
-        arms = _arms(state, seeds)
+        arms = arms_of(state, seeds)
         eps = [r["eps"] for r in rows[seeds[0]]["Baseline"]["pixel"]["robust"]]
         x = np.arange(len(eps) + 1)
         ticks = ["clean"] + [eps_label(e) for e in eps]

@@ -1,0 +1,168 @@
+"""What the study reports share: the paper's Table 1, the arms, the rule's text, formatting of means and per-seed
+values, per-image bits, the machine and invocation lines, Table 1 and the bounds table, figure links."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from ..evaluation.accuracy import unpack_bits
+from ..evaluation.significance import (ALPHA, spearman_models_needed)
+
+
+PAPER_TABLE1 = {"Baseline": (-1.337, -0.029, -0.004, 0.021, 1.811, 28082.62),
+                "CP": (-1.176, -0.023, 0, 0, 1.613, 20576.11), "RP": (-0.278, -0.039, 0, 0.030, 0.322, 38442.54),
+                "Ours": (-0.223, -0.022, 0, 0, 0.223, 22022.85)}
+
+
+ARMS = ("Baseline", "CP", "RP", "Ours")
+
+
+REGIME = "Ours-regime"  # the scratch study's optional fifth arm (Ours in the paper's weight regime)
+
+
+READING_TEXT = {"pixel": "PGD-4 in pixel units (eps/255 on [0, 1] images, 4 steps of 2.5*eps/4, no random start)",
+                "pixel-fgsm": "FGSM in pixel units (one step of eps; the reading that best matched the paper's "
+                              "Baseline row in the fine-tuning reproduction)"}
+
+
+RULE_TEXT = (f"Verdicts follow the one rule of docs/evaluation.md (src/robprune/evaluation/significance.py): an "
+             f"accuracy comparison HOLDS when the exact McNemar test pooled over seeds (stratified by seed, on the "
+             f"same test images) is significant at {ALPHA:g} in its favour and no seed is significant against it, "
+             "FAILS symmetrically, and is UNDECIDED otherwise; weight statistics use a one-sided paired t-test over "
+             "seeds; the parts of one claim are Holm-adjusted; fewer than 2 seeds, or a model within 10 points of "
+             "chance or predicting one class for most images, decide nothing.")
+
+
+def mean_sd(values) -> str:
+    v = [x for x in values if x is not None and not (isinstance(x, float) and math.isnan(x))]
+    if not v:
+        return "-"
+    if len(v) == 1:
+        return f"{v[0]:.2f}"
+    return f"{np.mean(v):.2f} ± {np.std(v, ddof=1):.2f}"
+
+
+def per_seed(values) -> str:
+    return " / ".join("-" if v is None else f"{v:.2f}" for v in values)
+
+
+def bits(ev: dict, i: int | None) -> np.ndarray:
+    text = ev["clean_correct_bits"] if i is None else ev["robust"][i]["correct_bits"]
+    return unpack_bits(text, ev["n"])
+
+
+def acc(ev: dict, i: int | None) -> float:
+    return 100 * (ev["clean"]["accuracy"] if i is None else ev["robust"][i]["accuracy"])
+
+
+def fmt_decision(d: dict) -> str:
+    e = d["effect"]
+    lo, hi = e["ci95"]
+    per = ", ".join(f"{100 * t['diff']:+.2f} (p={t['p']:.2g})" for t in d.get("tests", [])) or \
+        ", ".join(f"{v:+.4g}" for v in e["values"])
+    scale = 100 if "tests" in d else 1
+    ci = "" if math.isnan(lo) else f", 95% CI [{scale * lo:+.2f}, {scale * hi:+.2f}]"
+    return f"mean {scale * e['mean']:+.2f}{ci}; per seed {per}"
+
+
+def arms_of(state: dict, seeds: list[str]) -> tuple[str, ...]:
+    """The four arms, plus the regime arm when some of ``seeds`` have it."""
+    return ARMS + ((REGIME,) if any(REGIME in state["seeds"][s] for s in seeds) else ())
+
+
+def done_seeds(state: dict, arms) -> list[str]:
+    return [s for s, rows in sorted(state.get("seeds", {}).items(), key=lambda kv: int(kv[0]))
+            if all(a in rows for a in arms)]
+
+
+def machine_text(state: dict) -> str:
+    """The machine as recorded at run time (results written before that was recorded name the device only)."""
+    where = f"{state['machine']}; " if state.get("machine") else ""
+    return f"{where}{state.get('torch_threads', '?')} torch thread(s), device {state.get('device', '?')}"
+
+
+def invocations(state: dict) -> list[str]:
+    log = state.get("runs_log", "").strip()
+    return ["Produced by these invocations (from the output folder's runs.log; each continues from the cached units "
+            "of the ones before):", "", "```text", log or "(no runs.log)", "```", ""]
+
+
+def hours(seconds: float) -> str:
+    return f"{seconds / 3600:.2f} h" if seconds >= 3600 else f"{seconds / 60:.0f} min"
+
+
+def claim_lines(result: dict) -> list[str]:
+    lines = ["| claim | verdict | evidence |", "|---|---|---|"]
+    for key, c in result["claims"].items():
+        ev = []
+        for name, d in c.get("parts", {}).items():
+            ev.append(f"{name}: **{d['verdict']}** ({d['why']}; {fmt_decision(d)})")
+        if "spearman" in c:
+            r = c["spearman"]
+            ev.append("rho = -" if r["rho"] is None else f"rho = {r['rho']:.2f}, p = {r['p']:.2g}, n = {r['n']} models")
+            need = spearman_models_needed(r["rho"]) if r["rho"] is not None and (r["p"] or 1) >= ALPHA else None
+            if need:
+                arms_per_seed = len(ARMS)
+                ev.append(f"a correlation this size would be significant with about {need} models "
+                          f"({math.ceil(need / arms_per_seed)} seeds of the {arms_per_seed} arms)")
+        if c.get("note"):
+            ev.append(c["note"])
+        lines.append(f"| ({key}) {c['text']} | **{c['verdict']}** | {'<br>'.join(ev)} |")
+    return lines
+
+
+def table1(rows_by_seed: list[dict], arms, paper: dict | None = None) -> list[str]:
+    keys = ("min", "q25", "q50", "q75", "max", "l1")
+    head = "| arm | " + " | ".join(keys) + " | sparsity |" + (" paper (min q25 q50 q75 max L1) |" if paper else "")
+    lines = [head, "|---|" + "---:|" * (len(keys) + 1) + ("---|" if paper else "")]
+    for arm in arms:
+        stats = [r[arm]["stats"] for r in rows_by_seed if arm in r]
+        if not stats:
+            continue
+        cells = []
+        for k in keys:
+            v = [s[k] for s in stats]
+            cells.append(f"{np.mean(v):.1f} ± {np.std(v, ddof=1):.1f}" if k == "l1" and len(v) > 1 else
+                         f"{np.mean(v):.1f}" if k == "l1" else
+                         f"{np.mean(v):.3f} ± {np.std(v, ddof=1):.3f}" if len(v) > 1 else f"{np.mean(v):.3f}")
+        cells.append(f"{100 * np.mean([s['sparsity'] for s in stats]):.1f}%")
+        extra = (" " + " ".join(f"{v:g}" for v in paper[arm]) + " |") if paper and arm in paper else (" |" if paper else "")
+        lines.append(f"| {arm} | " + " | ".join(cells) + " |" + extra)
+    return lines
+
+
+def bounds_lines(state: dict, seeds: list[str], arms=ARMS) -> list[str]:
+    lines = ["| arm | log10 bound, spectral | log10 bound, L1 | measured distortion at 8/255 (mean ratio) |",
+             "|---|---:|---:|---:|"]
+    for arm in arms:
+        rows = [state["seeds"][s][arm]["bounds"] for s in seeds if arm in state["seeds"][s]]
+        if not rows:
+            continue
+        lines.append(f"| {arm} | {mean_sd([r['spectral']['log10_bound'] for r in rows])} | "
+                     f"{mean_sd([r['l1']['log10_bound'] for r in rows])} | {mean_sd([r['measured']['mean'] for r in rows])} |")
+    return lines
+
+
+def c_label(c: dict) -> str:
+    return f"lam {c['lam']:g} tau {c['tau']} ({c['mode']})"
+
+
+FIGURE_CAPTIONS = {
+    "figure-table2.png": "Left: Table 2 as curves (PGD-4, pixel units, mean ± std over seeds). Middle: Ours and the regime "
+                         "arm minus CP on the same test images, under PGD-4 (solid) and the strongest suite (dashed, "
+                         "seeds where both arms were attacked): claims (c) and (e). Right: held-out accuracy by epoch, "
+                         "first seed.",
+    "figure-sweep.png": "Figure 2: CP and RP over pruning ratios, clean and PGD-4 per eps (mean ± std over seeds).",
+    "figure-sparsity.png": "Accuracy against sparsity, one line per method (mean ± std over seeds; methods side by "
+                           "side at each sparsity); the dashed line is the dense model.",
+}
+
+
+def figure_lines(state: dict) -> list[str]:
+    lines = []
+    where = state.get("figure_prefix", "")  # the figures' folder as seen from the report
+    for fig in state.get("figures", []):
+        lines += [f"![{fig}]({where}{fig})", ""] + ([f"*{FIGURE_CAPTIONS[fig]}*", ""] if fig in FIGURE_CAPTIONS else [])
+    return lines
