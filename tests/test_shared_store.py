@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from robprune.experiments import store
+from robprune.experiments import sharing, store
 from robprune.experiments.store import UnitBusy, UnitStore, defer_busy, deferring
 
 pytestmark = pytest.mark.distributed
@@ -62,7 +62,7 @@ def _claim(unit_path, pid, host=None):
     unit_path.mkdir(parents=True, exist_ok=True)
     # as Unit.claim writes it: the holder's host, pid and start time
     (unit_path / ".claim").write_text(json.dumps({"host": host or socket.gethostname(), "pid": pid,
-                                                  "started": store._started(pid)}))
+                                                  "started": sharing.started(pid)}))
 
 
 def test_a_live_claim_is_deferred_or_waited_for_and_a_dead_one_taken_over(tmp_path, monkeypatch):
@@ -122,7 +122,7 @@ def test_a_claim_from_another_host_counts_until_it_is_stale(tmp_path, monkeypatc
 def test_a_pid_reused_by_another_process_does_not_hold_a_claim(tmp_path):
     """After a restart a claimant's pid may belong to some other process: the claim records when its process
     started, and a live pid that started at another time does not hold the unit."""
-    if store._started(os.getpid()) is None:
+    if sharing.started(os.getpid()) is None:
         pytest.skip("no /proc here: the claim falls back to the pid alone")
     s = UnitStore(tmp_path)
     other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
@@ -133,7 +133,7 @@ def test_a_pid_reused_by_another_process_does_not_hold_a_claim(tmp_path):
                                                  "started": "another-boot:123"}))
         assert s.unit("r", {}).claim() is None  # taken over
         (path / ".claim").write_text(json.dumps({"host": socket.gethostname(), "pid": other.pid,
-                                                 "started": store._started(other.pid)}))
+                                                 "started": sharing.started(other.pid)}))
         assert s.unit("r", {}).claim()["pid"] == other.pid  # the same process: still its
     finally:
         other.kill()
@@ -155,7 +155,7 @@ def test_a_claim_that_names_no_holder_is_no_claim(tmp_path, content):
 
 
 def test_a_live_pid_without_a_start_time_does_not_hold_a_claim(tmp_path):
-    if store._started(os.getpid()) is None:
+    if sharing.started(os.getpid()) is None:
         pytest.skip("no /proc here: the claim falls back to the pid alone")
     s = UnitStore(tmp_path)
     path = s.unit("n", {}).path

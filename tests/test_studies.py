@@ -500,7 +500,7 @@ def test_adversarial_extras_come_one_sparsity_at_a_time_highest_first(tmp_path, 
     import sys
     import threading
 
-    from robprune.experiments import store
+    from robprune.experiments import sharing, store
 
     monkeypatch.setattr(store, "POLL_S", 0.2)
     (held,) = (out / "units").glob("suite-s1-CP-0.9-*")
@@ -509,7 +509,7 @@ def test_adversarial_extras_come_one_sparsity_at_a_time_highest_first(tmp_path, 
     sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(300)"])
     try:
         (held / ".claim").write_text(json.dumps({"host": socket.gethostname(), "pid": sleeper.pid,
-                                                 "started": store._started(sleeper.pid)}))
+                                                 "started": sharing.started(sleeper.pid)}))
         result = {}
         walk = threading.Thread(target=lambda: result.update(state=run_adversarial(
             "digits", out, replace(config, extra_sparsities=(0.7, 0.8)), torch.device("cpu"))))

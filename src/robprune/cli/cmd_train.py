@@ -224,8 +224,6 @@ def run(args) -> None:
                   "entirely (warned above), a too-high --lr or --amount")
 
 
-
-
 def _prune_channels_first(model, masks, data, args, seed: int):
     """``--structure channel``: the slim model training starts from (the same every time, so --resume fits it)."""
     from ..pruning.channels import prune_channels

@@ -26,7 +26,6 @@ from ..progress import Progress, progress_counter
 from .store import UnitStore, config_key
 
 
-
 @dataclass(frozen=True)
 class Arm:
     name: str  # label in tables and plots

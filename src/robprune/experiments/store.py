@@ -17,15 +17,11 @@ blocks a unit. Under torchrun the ranks compute every unit together and take no 
 
 from __future__ import annotations
 
-import contextlib
-import contextvars
 import hashlib
 import json
 import logging
 import os
 import shutil
-import socket
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import MISSING, asdict, fields, is_dataclass
@@ -34,6 +30,8 @@ from typing import Any
 
 from ..io import write_json, write_text_atomic
 from ..progress import Progress, emit
+from .sharing import (HEARTBEAT, STALE_S, UnitBusy, alive, defer_busy, deferring, deferring_now, is_mine, me,  # noqa: F401
+                      started)
 
 log = logging.getLogger(__name__)
 
@@ -65,125 +63,7 @@ def unit_dir(out_dir: Path, name: str, key) -> Path:
 
 
 CLAIM_WRITE_S = 5.0  # an unreadable claim younger than this may be a claim being written; older, it is garbage
-STALE_S = 600.0  # a claim not refreshed for this long (the holder refreshes it every minute) is a dead process's
 POLL_S = 10.0  # the longest a process waiting for another's unit sleeps before looking again
-
-
-class UnitBusy(Exception):
-    """Raised inside ``deferring()`` for a unit another live process is computing."""
-
-    def __init__(self, name: str, owner: dict) -> None:
-        super().__init__(f"unit {name} is being computed by pid {owner.get('pid')} on {owner.get('host')}")
-        self.name, self.owner = name, owner
-
-
-_DEFER = contextvars.ContextVar("robprune_defer_busy_units", default=False)
-
-
-@contextlib.contextmanager
-def deferring():
-    """Inside: a unit claimed by another live process raises ``UnitBusy`` instead of being waited for."""
-    token = _DEFER.set(True)
-    try:
-        yield
-    finally:
-        _DEFER.reset(token)
-
-
-def defer_busy(items, step: Callable[[Any], Any]) -> list:
-    """``[step(item) for item in items]``, in the items' order, but an item whose units another process is
-    computing is put off and looked at again after each pass, so processes sharing a store divide independent
-    work instead of queueing. Only when every remaining item is busy elsewhere does this process wait (for the
-    first of them)."""
-    items = list(items)
-    results: dict[int, Any] = {}
-    pending = list(range(len(items)))
-    while pending:
-        later = []
-        for i in pending:
-            try:
-                with deferring():
-                    results[i] = step(items[i])
-            except UnitBusy:
-                later.append(i)
-        if later and len(later) == len(pending):
-            i = later.pop(0)
-            results[i] = step(items[i])
-        pending = later
-    return [results[i] for i in range(len(items))]
-
-
-class _Heartbeat:
-    """Refreshes the claims this process holds, so other hosts can tell a live claim from a dead one."""
-
-    def __init__(self) -> None:
-        self.held: set[Path] = set()
-        self.lock = threading.Lock()
-        self.thread: threading.Thread | None = None
-
-    def add(self, path: Path) -> None:
-        with self.lock:
-            self.held.add(path)
-            if self.thread is None:
-                self.thread = threading.Thread(target=self._run, name="robprune-claims", daemon=True)
-                self.thread.start()
-
-    def discard(self, path: Path) -> None:
-        with self.lock:
-            self.held.discard(path)
-
-    def _run(self) -> None:
-        while True:
-            time.sleep(60.0)
-            with self.lock:
-                held = list(self.held)
-            for path in held:
-                with contextlib.suppress(OSError):
-                    os.utime(path)
-
-
-_HEARTBEAT = _Heartbeat()
-
-
-def _me() -> dict:
-    return {"host": socket.gethostname(), "pid": os.getpid()}
-
-
-def _is_mine(owner: dict) -> bool:
-    return {k: owner.get(k) for k in ("host", "pid")} == _me()
-
-
-def _started(pid: int) -> str | None:
-    """When process ``pid`` started (clock ticks since boot, from /proc, with the boot's id), or None where
-    /proc does not say: a pid reused by another process after a restart then does not pass for the claimant."""
-    try:
-        boot = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
-        stat = Path(f"/proc/{pid}/stat").read_text()
-        return f"{boot}:{stat[stat.rindex(')') + 2:].split()[19]}"
-    except (OSError, ValueError, IndexError):
-        return None
-
-
-def _alive(owner: dict, claim: Path) -> bool:
-    """Whether the process named in a claim may still be computing: its claim was refreshed in the last
-    ``STALE_S`` seconds and, on this host, a process with its pid exists and started when it did."""
-    try:
-        if time.time() - claim.stat().st_mtime >= STALE_S:
-            return False
-    except OSError:
-        return False
-    if owner.get("host") == socket.gethostname() and isinstance(owner.get("pid"), int):
-        try:
-            os.kill(owner["pid"], 0)
-        except ProcessLookupError:
-            return False
-        except PermissionError:  # another user's live process
-            return True
-        now = _started(owner["pid"])
-        if now is None:  # no /proc here: a live pid is all there is to go on
-            return True
-        return owner.get("started") == now  # a claim without a start time cannot show its process is this one
-    return isinstance(owner.get("host"), str) and isinstance(owner.get("pid"), int)  # a claim names its holder
 
 
 class Unit:
@@ -236,7 +116,7 @@ class Unit:
             return None
         self.path.mkdir(parents=True, exist_ok=True)
         claim = self.path / self.CLAIM
-        me = _me() | {"since": time.strftime("%Y-%m-%d %H:%M:%S"), "started": _started(os.getpid())}
+        mine = me() | {"since": time.strftime("%Y-%m-%d %H:%M:%S"), "started": started(os.getpid())}
         try:
             fd = os.open(claim, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
         except FileExistsError:
@@ -248,28 +128,28 @@ class Unit:
                     return {"host": "?", "pid": "?"}
             if not isinstance(owner, dict):
                 owner = {}  # a claim that cannot be read is no claim: its unit is taken over
-            if _is_mine(owner):
+            if is_mine(owner):
                 return None
-            if _alive(owner, claim):
+            if alive(owner, claim):
                 return owner
             log.warning("unit %s: taking over the claim of pid %s on %s, which is gone", self.name,
                         owner.get("pid"), owner.get("host"))
-            write_json(claim, me)
+            write_json(claim, mine)
         else:
             with os.fdopen(fd, "w") as f:
-                f.write(json.dumps(me))
-        _HEARTBEAT.add(claim)
+                f.write(json.dumps(mine))
+        HEARTBEAT.add(claim)
         return None
 
     def release(self) -> None:
         """Give up this process's claim (after completing, or on an error: another process may then compute it)."""
         claim = self.path / self.CLAIM
-        _HEARTBEAT.discard(claim)
+        HEARTBEAT.discard(claim)
         try:
             owner = json.loads(claim.read_text())
         except (OSError, ValueError):
             return
-        if _is_mine(owner):
+        if is_mine(owner):
             claim.unlink(missing_ok=True)
 
 
@@ -296,7 +176,7 @@ class UnitStore:
             return value
         waits = 0
         while (owner := unit.claim()) is not None:  # another live process is computing it
-            if _DEFER.get():
+            if deferring_now():
                 raise UnitBusy(name, owner)
             if not waits:
                 emit(self.progress, kind="note", text=f"waiting for unit {name}: pid {owner.get('pid')} on "

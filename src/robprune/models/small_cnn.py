@@ -39,7 +39,6 @@ class SmallCNN(nn.Module):
         return self.linear(F.adaptive_avg_pool2d(out, 1).flatten(1))
 
 
-
 @register_model("small_cnn", params=56_554, in_channels=1)
 def small_cnn(**kw) -> SmallCNN:
     """Small CNN for 8x8 digits: 56,554 parameters with 1 input channel, 10 classes."""

@@ -4,7 +4,6 @@ the strongest attack, and the verdict in plain words."""
 from __future__ import annotations
 
 
-
 from ..evaluation.accuracy import unpack_bits
 from ..evaluation.significance import (ALPHA, FAILS, HOLDS, UNDECIDED, broken, combine, decide_accuracy,
                                        decide_claim, decide_quantity, spearman)
