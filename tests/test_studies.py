@@ -15,7 +15,7 @@ from robprune.data import load_digits
 from robprune.evaluation.accuracy import evaluate, pack_bits, unpack_bits
 from robprune.evaluation.significance import (FAILS, HOLDS, UNDECIDED, broken, combine, decide_accuracy,
                                               decide_quantity, mcnemar, paired_t)
-from robprune.experiments.study import choose_candidate
+from robprune.experiments.scratch import choose_candidate
 from robprune.pruning.regularizer import max_abs_weight, proximal_shrink
 
 
@@ -278,7 +278,7 @@ def test_claim_e_decides_each_pgd_gain_again_under_the_suite(suite_gain, verdict
 def test_a_restart_keeps_finished_suite_results_of_the_same_model():
     from types import SimpleNamespace
 
-    from robprune.experiments.study import _place
+    from robprune.experiments.study_units import place_row as _place
 
     saved = []
     st = SimpleNamespace(state={"seeds": {}}, save=lambda: saved.append(1))
@@ -301,7 +301,7 @@ def test_a_restart_keeps_finished_suite_results_of_the_same_model():
 def test_processes_sharing_an_output_folder_keep_each_others_rows_and_time(tmp_path, monkeypatch):
     """Two study processes on one --out (store.py's claims divide the units): each save keeps the rows and the
     compute time the other saved; a results.json from another configuration contributes nothing."""
-    import robprune.experiments.study as study
+    import robprune.experiments.study_state as study
 
     clock = [1000.0]
     monkeypatch.setattr(study.time, "time", lambda: clock[0])
@@ -310,8 +310,8 @@ def test_processes_sharing_an_output_folder_keep_each_others_rows_and_time(tmp_p
     def new_state():
         return {"config": {"seeds": (0, 1)}, "data": "digits", "seeds": {}}
 
-    a = study._State(tmp_path, new_state(), lambda st: "report")
-    b = study._State(tmp_path, new_state(), lambda st: "report")
+    a = study.StudyState(tmp_path, new_state(), lambda st: "report")
+    b = study.StudyState(tmp_path, new_state(), lambda st: "report")
     b.me = "other:1:1"  # another process (same host and pid in a test)
     clock[0] += 30
     a.state["seeds"]["0"] = {"CP": {"train": {"epochs": 2}, "clean": 1}}
@@ -328,24 +328,24 @@ def test_processes_sharing_an_output_folder_keep_each_others_rows_and_time(tmp_p
     saved = json.loads((tmp_path / "results.json").read_text())
     assert saved["seeds"]["0"]["CP"] == {"train": {"epochs": 2}, "clean": 1, "suite": {"n": 5}}
     assert saved["seeds"]["1"]["CP"]["clean"] == 2 and saved["elapsed_s"] == pytest.approx(60 + 60)
-    c = study._State(tmp_path, {**new_state(), "config": {"seeds": (0,)}}, lambda st: "report")
+    c = study.StudyState(tmp_path, {**new_state(), "config": {"seeds": (0,)}}, lambda st: "report")
     c.save()  # another configuration: no rows from the file, but the time spent in the folder is still counted
     saved = json.loads((tmp_path / "results.json").read_text())
     assert saved["seeds"] == {} and saved["elapsed_s"] == pytest.approx(120)
 
 
 def test_a_damaged_results_json_does_not_lose_the_earlier_compute_time(tmp_path, monkeypatch):
-    import robprune.experiments.study as study
+    import robprune.experiments.study_state as study
 
     clock = [1000.0]
     monkeypatch.setattr(study.time, "time", lambda: clock[0])
     monkeypatch.setattr("robprune.reporting.study_figures.write_study_figures", lambda state, out: [])
-    first = study._State(tmp_path, {"config": {}, "data": "digits", "seeds": {}}, lambda st: "report")
+    first = study.StudyState(tmp_path, {"config": {}, "data": "digits", "seeds": {}}, lambda st: "report")
     clock[0] += 3600
     first.save()
     text = (tmp_path / "results.json").read_text()
     (tmp_path / "results.json").write_text(text[: len(text) // 2])  # a crash or a full disk cut it short
-    second = study._State(tmp_path, {"config": {}, "data": "digits", "seeds": {}}, lambda st: "report")
+    second = study.StudyState(tmp_path, {"config": {}, "data": "digits", "seeds": {}}, lambda st: "report")
     second.me = "other:2:2"
     clock[0] += 600
     second.save()
@@ -465,7 +465,7 @@ def test_adversarial_extras_come_one_sparsity_at_a_time_highest_first(tmp_path, 
     run stopped part-way leaves whole columns of the benchmark's table rather than half of each."""
     from dataclasses import replace
 
-    from robprune.experiments.study import ADVERSARIAL_QUICK, run_adversarial
+    from robprune.experiments.adversarial import ADVERSARIAL_QUICK, run_adversarial
 
     config = replace(ADVERSARIAL_QUICK, seeds=(0, 1), methods=("CP",), rp_paper=0.0,
                      extra_sparsities=(0.5, 0.8), suite_images=20, pgd_images=50, export=False)

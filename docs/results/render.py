@@ -25,7 +25,7 @@ R56_FIGURES = {"![figure.png](figure.png)": f"![Figure, FGSM reading]({RESNET56}
 
 def render_study(folder: Path, report: Path) -> str:
     """The study report of ``folder``'s results.json, written to ``report`` (figures stay in ``folder``)."""
-    from robprune.experiments.study import default_grid
+    from robprune.experiments.adversarial import default_grid
     from robprune.reporting.study_report import rewrite_study_report
 
     return rewrite_study_report(folder, report=report, default_grid=default_grid())

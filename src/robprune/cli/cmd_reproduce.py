@@ -108,7 +108,7 @@ def _overrides(args, config) -> dict:
 
 
 def run_scratch_protocol(args) -> None:
-    from ..experiments.study import SCRATCH_QUICK, ScratchConfig, run_scratch
+    from ..experiments.scratch import SCRATCH_QUICK, ScratchConfig, run_scratch
     from ..reporting.study_report import rewrite_study_report
 
     if args.init:

@@ -56,7 +56,7 @@ def add_arguments(p) -> None:
 
 
 def run(args) -> None:
-    from ..experiments.study import ADVERSARIAL_QUICK, AdversarialConfig, default_grid, run_adversarial
+    from ..experiments.adversarial import ADVERSARIAL_QUICK, AdversarialConfig, default_grid, run_adversarial
     from ..reporting.study_report import rewrite_study_report
 
     if args.report_only:

@@ -1,0 +1,135 @@
+"""Multi-seed studies over the cached-unit store: the paper's protocol from scratch, and adversarial pruning.
+
+Both are grids of cached units (``grid.finetuned`` and ``grid.evaluated``), run in an order that puts
+the decisive units first (every seed's core arms before the extras), so an interrupted run that is
+restarted continues where it stopped and a report rendered in the middle shows what is done.
+
+- ``run_scratch`` (``robprune reproduce --protocol scratch``): per seed, a Baseline trained from random
+  initialisation, then CP, RP and Ours fine-tuned from it; lam and tau of Ours chosen on held-out
+  training images by the rule in ``choose_candidate``; clean and PGD on the test split with per-image
+  outcomes (McNemar), a stronger suite, Table 1, Eq. 3, and the CP-vs-RP sweep.
+- ``run_adversarial`` (``robprune study adversarial``): per seed, an adversarially trained dense model,
+  then CP, RP and Ours at several sparsities, each fine-tuned adversarially with the same budget;
+  clean, PGD-10 and AutoAttack at 8/255, Table 1, Eq. 3, APB exports.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+
+from ..data import ImageData
+from ..distributed import is_main
+from ..evaluation.accuracy import fixed_subset
+from ..evaluation.significance import broken
+from ..evaluation.bounds import lipschitz_bound, measured_distortion
+from ..evaluation.stats import weight_stats
+from ..io import write_json
+from ..models import create_model
+from .store import UnitStore, unit_dir
+
+
+PAPER_EPS = (1 / 255, 2 / 255, 4 / 255, 8 / 255)
+
+
+def train_history(out: Path, name: str, key) -> list[dict]:
+    path = unit_dir(out, name, key) / "metrics.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.is_file() else []
+
+
+def _describe(model, x_bound, y_bound, shape) -> dict:
+    return {"stats": weight_stats(model),
+            "bounds": {"l1": lipschitz_bound(model, shape, "l1"), "spectral": lipschitz_bound(model, shape, "spectral"),
+                       "measured": measured_distortion(model, x_bound, y_bound, 8 / 255)}}
+
+
+def described(model, key, out: Path, name: str, x_bound, y_bound, progress) -> dict:
+    """Table 1 statistics and the Eq. 3 bounds of a model (a cached unit: the bounds take a while)."""
+    shape = tuple(x_bound.shape[1:])
+
+    def make(path: Path) -> dict:
+        value = _describe(model, x_bound, y_bound, shape)
+        if is_main():
+            write_json(path / "describe.json", value)
+        return value
+
+    return UnitStore(out, progress).compute(f"describe-{name}", {"model": key, "n": len(x_bound)},
+                                            lambda p: json.loads((p / "describe.json").read_text()), make)
+
+
+def suite_unit(model, key, data: ImageData, suite: str, eps_list, n: int, batch: int, out: Path, name: str,
+               progress, checks: bool = True) -> dict:
+    """Worst case over ``suite`` at each eps on ``n`` test images (``fixed_subset``), per-image outcomes kept,
+    plus the sanity checks (a cached unit)."""
+    from ..evaluation.accuracy import pack_bits
+    from ..evaluation.checks import check_images, sanity_checks
+    from ..evaluation.fast import attack_model
+    from ..evaluation.suite import SUITES, BatchLog, worst_case
+    from ..progress import progress_counter
+
+    n = min(n, len(data.x_test))
+
+    def make(path: Path) -> dict:
+        model.eval()  # a model fresh from training is in train mode; attacks and checks judge the eval-mode model
+        x, y = fixed_subset(data.x_test, data.y_test, n)
+        attacks = SUITES[suite]
+        tick = progress_counter(progress, f"suite-{name}", n * len(attacks) * len(eps_list))
+        attacker = attack_model(model)
+        rows = []
+        for i, e in enumerate(eps_list):  # each eps's finished batches are saved: a stopped unit continues
+            row = worst_case(model, x, y, e, attacks, batch, progress=tick, attacker=attacker,
+                             log=BatchLog(path, f"eps{i}"))
+            row["robust_bits"] = pack_bits(torch.tensor(row.pop("robust_mask")))
+            rows.append(row)
+        result = {"n": n, "suite": suite, "attacks": [a.__dict__ for a in attacks], "rows": rows}
+        if checks:
+            x_check, y_check = check_images(x, y, min(200, n))
+            result["sanity_checks"] = sanity_checks(model, x_check, y_check, list(eps_list), 4, batch)
+        if is_main():
+            write_json(path / "suite.json", result)
+        return result
+
+    return UnitStore(out, progress).compute(f"suite-{name}", {"model": key, "suite": suite, "n": n,
+                                                              "eps": [float(e) for e in eps_list]},
+                                            lambda p: json.loads((p / "suite.json").read_text()), make)
+
+
+def place_row(st, seed: int, name: str, row: dict, suite: str, n: int) -> None:
+    """Store ``row`` as arm ``name`` of ``seed`` and save; a suite result (or skip) the row had from an earlier
+    invocation is kept when it was made for the same trained model and the same suite and image count, so that a
+    restarted run's report does not lose finished suite units until its suite stage reaches them again."""
+    old = st.state["seeds"].setdefault(str(seed), {}).get(name, {})
+    if old.get("train") == json.loads(json.dumps(row["train"])):  # as read back from results.json
+        if "suite" in old and (old["suite"].get("suite"), old["suite"].get("n")) == (suite, n):
+            row["suite"] = old["suite"]
+        elif "suite_skipped" in old:
+            row["suite_skipped"] = old["suite_skipped"]
+    st.state["seeds"][str(seed)][name] = row
+    st.save()
+
+
+def suite_or_skip(st, row: dict, ev: dict, attack: Callable[[], dict]) -> None:
+    """``row["suite"] = attack()`` unless the clean evaluation ``ev`` shows a broken model (near chance or
+    near-constant): such a model takes part in no verdict and a constant classifier cannot be attacked at all, so
+    the reason is recorded as ``suite_skipped`` instead of spending the suite on it."""
+    why = broken(ev)
+    if why:
+        row["suite_skipped"] = why
+    else:
+        row["suite"] = attack()
+    st.save()
+
+
+def init_model(arch: str, data: ImageData, seed: int):
+    torch.manual_seed(seed)
+    mean, std = data.channel_stats()
+    return create_model(arch, num_classes=len(data.classes), in_channels=data.in_channels, mean=mean, std=std)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Adversarial pruning (issue 15)
+
+
