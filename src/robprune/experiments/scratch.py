@@ -19,7 +19,8 @@ from ..reporting.study_common import ARMS, REGIME
 from ..training import TrainConfig
 from .grid import EvalConfig, evaluated, finetuned
 from .reproduce import split_holdout
-from .study_units import PAPER_EPS, described, init_model, place_row, suite_or_skip, suite_unit, train_history
+from .study_units import described, init_model, place_row, suite_or_skip, suite_unit, train_history
+from .reproduce_config import PAPER_EPS
 from .store import config_key, defer_busy, machine_line
 from .study_state import StudyState
 

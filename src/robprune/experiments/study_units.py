@@ -32,7 +32,6 @@ from ..models import create_model
 from .store import UnitStore, unit_dir
 
 
-PAPER_EPS = (1 / 255, 2 / 255, 4 / 255, 8 / 255)
 
 
 def train_history(out: Path, name: str, key) -> list[dict]:
