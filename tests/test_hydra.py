@@ -136,6 +136,33 @@ def test_hydra_from_the_cli_then_fine_tuning(base, tmp_path, capsys):
     assert all(torch.equal(kept[k], masks[k]) for k in masks)
 
 
+def test_train_method_hydra_learns_the_mask_prune_would_then_fine_tunes_under_it(base, tmp_path, capsys):
+    """``train --method hydra`` is ``prune --method hydra`` then ``train --init``, in one command and folder."""
+    model, _ = base
+    ckpt = rp.save_checkpoint(tmp_path / "dense.safetensors", model)
+    common = ["--amount", "0.8", "--data", "digits", "--adv", "ce", "--batch-size", "64", "--scope", "global"]
+    assert main(["prune", str(ckpt), "--method", "hydra", *common, "--epochs", "2", "--lr", "0.1",
+                 "--out", str(tmp_path / "p")]) == 0
+    _, pruned_masks, _ = rp.load_checkpoint(tmp_path / "p" / "model.safetensors")
+    out = tmp_path / "t"
+    assert main(["train", "--init", str(ckpt), "--method", "hydra", *common, "--score-epochs", "2",
+                 "--epochs", "1", "--out", str(out)]) == 0
+    tuned, masks, meta = rp.load_checkpoint(out / "model.safetensors")
+    assert all(torch.equal(masks[k], pruned_masks[k]) for k in pruned_masks)  # the same mask as prune learns
+    assert meta["pruned"]["method"] == "hydra" and len(meta["pruned"]["history"]) == 2
+    assert meta["config"]["epochs"] == 1 and meta["pruned"]["config"]["lr"] == 0.1
+    weights = dict(tuned.named_parameters())
+    assert all((weights[n][~m] == 0).all() for n, m in masks.items())
+    assert not torch.equal(weights["conv1.weight"], dict(model.named_parameters())["conv1.weight"] * masks[
+        "conv1.weight"])  # and fine-tuned under it
+    capsys.readouterr()
+    for argv, message in ((["--method", "hydra", "--amount", "0.5"], "give --init"),
+                          (["--init", str(ckpt), "--score-epochs", "2"], "set the score learning of --method hydra")):
+        assert main(["train", "--data", "digits", "--arch", "small_cnn", *argv, "--out", str(tmp_path / "b")]) == 2
+        err = capsys.readouterr().err
+        assert message in err and len(err.strip().splitlines()) == 1 and not (tmp_path / "b").exists()
+
+
 def test_the_hinge_acts_on_score_learning(base):
     """HYDRA + the paper's hinge (Eq. 4 on the masked weights): the penalty reaches the scores, so the learned
     mask keeps smaller weights than without it."""

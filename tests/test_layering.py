@@ -66,3 +66,8 @@ def test_reporting_never_imports_experiments_and_nothing_imports_cli():
 def test_the_layering_check_sees_a_cycle_when_there_is_one():
     assert _cycles({"a": {"b": ["x"]}, "b": {"a": ["y"]}}) == [["a", "b", "a"]]
     assert _cycles({"a": {"b": ["x"]}, "b": {}}) == []
+
+
+def test_no_module_over_300_lines():
+    sizes = {str(p.relative_to(PACKAGE)): len(p.read_text().splitlines()) for p in PACKAGE.rglob("*.py")}
+    assert not {name: n for name, n in sizes.items() if n > 300}

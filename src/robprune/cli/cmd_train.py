@@ -14,7 +14,7 @@ from ..data import load_dataset
 from ..evaluation.checks import CHANCE_MARGIN
 from ..io import write_json
 from ..models import MODELS, create_model
-from ..pruning import sparsity_report
+from ..pruning import LEARNED, sparsity_report
 from ..training import TrainConfig, train
 from .common import (Progress, add_device, amount, device, non_negative, pixel_radius, positive_int, resolved,
                      say_error)
@@ -44,6 +44,11 @@ def add_arguments(p) -> None:
                         "criterion --method (l1, reverse, random, bn_scale), then train the slim model (the hinge "
                         "--lam/--tau works as for weights)")
     add_config_arguments(p)
+    p.add_argument("--score-epochs", type=positive_int, default=None,
+                   help="--method hydra (a mask learned from data): epochs of score learning before the fine-tuning "
+                        "of --epochs (default: --epochs)")
+    p.add_argument("--score-lr", type=non_negative, default=None,
+                   help="--method hydra: peak lr of score learning (default: the method's, 0.1)")
     p.add_argument("--resume", action="store_true", help="continue from OUT/last.safetensors")
     p.add_argument("--nproc", type=positive_int, default=1, help="start N data-parallel processes on this machine "
                                                                   "through torch's elastic launcher (torchrun)")
@@ -67,6 +72,9 @@ def add_config_arguments(p, skip: tuple[str, ...] = ()) -> None:
         choices = f.metadata.get("choices")
         if choices is not None:
             help_text += f" [{', '.join(choices)}]"
+        if f.name == "method":
+            help_text += ("; or a method that learns the mask from the data first (hydra, with --init; then "
+                          "--epochs of fine-tuning under it)")
         if f.type in ("bool", bool):
             if f.default:
                 p.add_argument("--no-" + f.name.replace("_", "-"), dest=f.name, action="store_false",
@@ -160,9 +168,14 @@ def run(args) -> None:
         return None
     dev = device(args.device)
     channel = args.structure == "channel"
-    # channel pruning happens once, before training; the weight-pruning fields of the config then stay off
+    learned = not channel and args.method in LEARNED.names()
+    # channel pruning and a learned mask happen once, before training; the weight-pruning fields then stay off
     config = config_from_args(args, fine_tuning=args.init is not None,
-                              **({"method": None, "amount": 0.0} if channel else {}))
+                              **({"method": None, "amount": 0.0} if channel or learned else {}))
+    if learned and not args.init:
+        raise ValueError(f"{args.method} learns the mask of a trained model: give --init CKPT")
+    if not learned and (args.score_epochs is not None or args.score_lr is not None):
+        raise ValueError("--score-epochs and --score-lr set the score learning of --method hydra")
     group = distributed.setup(dev, args.dist_backend, args.dist_timeout)
     dev = group.device
     if args.sync_bn and group.world == 1:
@@ -197,6 +210,11 @@ def run(args) -> None:
     if channel:
         model, masks, extra = _prune_channels_first(model, masks, data, args, config.seed)
     out = args.out_dir
+    if learned:
+        if group.world > 1:
+            raise ValueError(f"--method {args.method} learns its mask in one process; run it without torchrun or "
+                             "--nproc (prune --method hydra, then train --init on several)")
+        model, masks, extra = _learn_mask_first(model, masks, data, args, config, dev, out)
     if (out / "last.safetensors").exists() and not args.resume:
         raise ValueError(f"{out} already holds a training run; pass --resume to continue it or choose another --out")
     identity = {"data": args.data, "arch": arch, "init": str(Path(args.init).resolve()) if args.init else None}
@@ -222,6 +240,24 @@ def run(args) -> None:
         say_error(f"robprune: WARNING: the final model is at chance ({100 * final['test_acc']:.1f}% test accuracy "
                   f"with {len(data.classes)} classes): it learned nothing usable; look for a layer pruned "
                   "entirely (warned above), a too-high --lr or --amount")
+
+
+def _learn_mask_first(model, masks, data, args, config, dev, out):
+    """``--method hydra``: the mask learned from data (OUT/score-learning, resumable), then fine-tuned under it."""
+    scoring = dataclasses.replace(config, epochs=args.score_epochs or config.epochs,
+                                  lr=LEARNED.info(args.method)["default_lr"] if args.score_lr is None
+                                  else args.score_lr).validate()
+    folder = out / "score-learning"
+    folder.mkdir(parents=True, exist_ok=True)
+    resume = args.resume and any(folder.iterdir())
+    model.to(dev)
+    learned, history = LEARNED.get(args.method)(model, data, scoring, args.amount, config.scope, config.keep_ends,
+                                                previous=masks or None, out_dir=folder, resume=resume,
+                                                progress=Progress())
+    model.cpu()
+    step = {"method": args.method, "amount": args.amount, "scope": config.scope, "source": args.init,
+            "config": asdict(scoring), "history": history}
+    return model, learned, {"pruned": step}
 
 
 def _prune_channels_first(model, masks, data, args, seed: int):
