@@ -27,7 +27,8 @@ from robprune.evaluation.run import EvalRequest, run_evaluation
 def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--data")
-    p.add_argument("--init", help="a community ResNet-56 checkpoint (.th), loaded with weights_only=True")
+    p.add_argument("--init", help="a community checkpoint (.th), loaded with weights_only=True")
+    p.add_argument("--arch", default="resnet56", help="the architecture of --init (resnet20 or resnet56)")
     p.add_argument("--checkpoint", help="a robprune checkpoint (.safetensors) instead of --init")
     p.add_argument("--n", type=int, default=1000)
     p.add_argument("--eps", default="8,1", help="comma-separated, units of 1/255")
@@ -58,7 +59,7 @@ def main() -> None:
 
             model = load_checkpoint(args.checkpoint)[0]
         else:
-            model = import_checkpoint(args.init, "resnet56", num_classes=10)
+            model = import_checkpoint(args.init, args.arch, num_classes=10)
         x, y = fixed_subset(data.x_test, data.y_test, args.n)
         suite, eps_list = "autoattack", [float(e) / 255 for e in args.eps.split(",")]
     model = model.to(device).eval()
