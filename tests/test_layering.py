@@ -71,3 +71,12 @@ def test_the_layering_check_sees_a_cycle_when_there_is_one():
 def test_no_module_over_300_lines():
     sizes = {str(p.relative_to(PACKAGE)): len(p.read_text().splitlines()) for p in PACKAGE.rglob("*.py")}
     assert not {name: n for name, n in sizes.items() if n > 300}
+
+
+def test_no_command_module_imports_another():
+    found = {}
+    for path in (PACKAGE / "cli").glob("cmd_*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("cmd_"):
+                found.setdefault(path.name, []).append(node.module)
+    assert not found

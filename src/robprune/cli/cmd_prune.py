@@ -20,7 +20,7 @@ OWN = ("method", "amount", "scope", "keep_ends", "seed")
 
 
 def add_arguments(p) -> None:
-    from .cmd_train import add_config_arguments
+    from .train_options import add_config_arguments
 
     methods = ", ".join(f"{n}{' (learns from --data)' if v['needs_data'] else ''}" for n, v in list_methods().items())
     p.add_argument("checkpoint")
@@ -94,7 +94,7 @@ def run(args) -> None:
 def _learning(args, meta: dict):
     """(TrainConfig, data) of a method that learns from data: train's objective options, HYDRA's default lr."""
     from ..data import load_dataset
-    from .cmd_train import config_from_args
+    from .train_options import config_from_args
 
     if args.lr is None:
         args.lr = LEARNED.info("hydra" if args.structure == "channel" else args.method)["default_lr"]

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import time
 from dataclasses import replace
 from pathlib import Path
 
-from ..io import write_json
-from ..evaluation.suite import SUITES
 from ..models import MODELS
-from .common import Progress, add_device, device, positive_int, resolved
+from .common import add_device, positive_int
+from .study_options import add_share_argument, add_suite_arguments, run_logged, seed_list
 
 HELP = "The paper's grid on real data: Tables 1-2, Figure 2, Eq. 3, and a report (cached, resumable)."
 EXAMPLE = ("robprune reproduce --data imagefolder:../shared/data/cifar10-jpeg.tar.gz --arch resnet56 "
@@ -40,33 +38,6 @@ def add_arguments(p) -> None:
                    help="only rewrite report.md (and figure.png) from OUT/results.json; computes nothing")
     add_device(p)
     p.add_argument("--out", default="runs/reproduce", help="output folder")
-
-
-def add_share_argument(p) -> None:
-    """--share, shared by reproduce and study: several processes on one output folder divide its units."""
-    p.add_argument("--share", action="store_true",
-                   help="join other processes running this command on the same --out (also started with --share; "
-                        "other hosts through a shared filesystem): each unit is computed by one of them, the "
-                        "others take the next independent unit; results.json sums their compute time")
-
-
-def add_suite_arguments(p, default: str) -> None:
-    """--suite and --suite-images, shared by reproduce and study."""
-    p.add_argument("--suite", choices=tuple(SUITES),
-                   help=f"worst-case suite run on every model (unset: {default}, fast with --quick; autoattack "
-                        "is AutoAttack's standard version and costs several times more where many points survive, "
-                        "see docs/performance.md)")
-    p.add_argument("--suite-images", type=positive_int, help="test images the suite attacks")
-
-
-def seed_list(text: str) -> tuple[int, ...]:
-    try:
-        seeds = tuple(int(t) for t in text.split(",") if t.strip())
-    except ValueError:
-        raise ValueError(f"seeds must be comma-separated integers, got {text!r}") from None
-    if not seeds or any(s < 0 for s in seeds) or len(set(seeds)) != len(seeds):
-        raise ValueError(f"seeds must be distinct integers >= 0, got {text!r}")
-    return seeds
 
 
 def run(args) -> None:
@@ -127,23 +98,3 @@ def run_scratch_protocol(args) -> None:
     run_logged(args, lambda dev, progress: run_scratch(args.data, args.out_dir, config, dev, progress))
 
 
-def run_logged(args, fn, config_name: str | None = None) -> None:
-    """Run ``fn(device, progress)`` with the invocation and its wall time appended to OUT/runs.log; write
-    config.json (with the run's resolved config under ``config_name``) and print the report."""
-    from .. import distributed
-
-    group = distributed.setup(device(args.device))
-    out = args.out_dir
-    command = "robprune " + " ".join(args.argv)
-    t0 = time.perf_counter()
-    if group.is_main:
-        with open(out / "runs.log", "a") as log:
-            log.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} start: {command} ({group.world} process(es))\n")
-    state = fn(group.device, Progress() if group.is_main else None)
-    if not group.is_main:
-        return
-    with open(out / "runs.log", "a") as log:
-        log.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} finished in {time.perf_counter() - t0:.0f} s\n")
-    write_json(out / "config.json", {**resolved(args), **({config_name: state["config"]} if config_name else {})})
-    print((out / "report.md").read_text())
-    print(f"wrote {out}/report.md, results.json and the figures")

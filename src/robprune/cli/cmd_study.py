@@ -7,7 +7,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from ..models import MODELS
-from .cmd_reproduce import add_share_argument, add_suite_arguments, run_logged, seed_list
+from .study_options import add_share_argument, add_suite_arguments, run_logged, seed_list
 from .common import add_device, positive_int
 
 HELP = ("Studies beyond the paper; 'adversarial': CP, RP and Ours on adversarially trained networks at high "

@@ -15,9 +15,9 @@ from ..evaluation.checks import CHANCE_MARGIN
 from ..io import write_json
 from ..models import MODELS, create_model
 from ..pruning import LEARNED, sparsity_report
-from ..training import TrainConfig, train
-from .common import (Progress, add_device, amount, device, non_negative, pixel_radius, positive_int, resolved,
-                     say_error)
+from ..training import train
+from .common import Progress, add_device, device, non_negative, positive_int, resolved, say_error
+from .train_options import FINETUNE_LR, add_config_arguments, config_from_args
 
 HELP = "Train or fine-tune, with pruning, the high-magnitude regulariser and adversarial objectives."
 EXAMPLE = ("robprune train --data digits --arch small_cnn --epochs 20 --out runs/base\n"
@@ -25,11 +25,6 @@ EXAMPLE = ("robprune train --data digits --arch small_cnn --epochs 20 --out runs
            "--lam 0.1 --tau q0.9 --epochs 10 --lr 0.01 --out runs/ours\n"
            "  robprune train --data digits --arch small_cnn --adv pgd --adv-eps 32 --adv-steps 5 --method cp "
            "--amount 0.5 --out runs/adv")
-FINETUNE_LR = 0.01  # default peak lr with --init (the from-scratch 0.1 destroys a trained model)
-# Fields whose CLI value is in units of 1/255 (the library takes pixel units).
-PIXEL_FIELDS = {"adv_eps", "adv_step_size"}
-TYPES = {"amount": amount, "n_train": positive_int, "n_test": positive_int, "epochs": positive_int,
-         "batch_size": positive_int, "adv_steps": positive_int}
 
 
 def add_arguments(p) -> None:
@@ -61,44 +56,6 @@ def add_arguments(p) -> None:
     p.add_argument("--out", default="runs/train", help="output folder")
 
 
-def add_config_arguments(p, skip: tuple[str, ...] = ()) -> None:
-    """One option per ``TrainConfig`` field (but those in ``skip``): train's options, and prune's for the methods
-    that learn their mask by training."""
-    for f in dataclasses.fields(TrainConfig):
-        if f.name in skip:
-            continue
-        flag = "--" + f.name.replace("_", "-")
-        help_text = f.metadata.get("help", "")
-        choices = f.metadata.get("choices")
-        if choices is not None:
-            help_text += f" [{', '.join(choices)}]"
-        if f.name == "method":
-            help_text += ("; or a method that learns the mask from the data first (hydra, with --init; then "
-                          "--epochs of fine-tuning under it)")
-        if f.type in ("bool", bool):
-            if f.default:
-                p.add_argument("--no-" + f.name.replace("_", "-"), dest=f.name, action="store_false",
-                               help=f"turn off what is on by default: {help_text}")
-            else:
-                p.add_argument(flag, action="store_true", help=help_text)
-            continue
-        if f.name == "lr":
-            p.add_argument(flag, type=non_negative, default=None,
-                           help=f"{help_text} (default: {f.default} from scratch, {FINETUNE_LR} with --init)")
-            continue
-        if f.name in PIXEL_FIELDS:
-            default = None if f.default is None else round(f.default * 255, 6)
-            shown = f"{default:g}/255" if default is not None else "0.25*eps for pgd and trades, 1.25*eps for fgsm"
-            p.add_argument(flag, type=pixel_radius, default=f.default, help=f"{help_text} (default: {shown})")
-            continue
-        kind = TYPES.get(f.name)
-        if kind is None:
-            kind = {"int": int, "float": float}.get(f.type if isinstance(f.type, str) else f.type.__name__, str)
-            if f.name in ("momentum", "weight_decay", "lam", "trades_beta"):
-                kind = non_negative
-        p.add_argument(flag, type=kind, default=f.default, help=help_text)
-
-
 def arch_kwargs(text: str) -> dict:
     """``--arch-kwargs``: a JSON object of scalar values (numbers, strings, booleans, null)."""
     import json
@@ -114,14 +71,6 @@ def arch_kwargs(text: str) -> dict:
     if reserved:
         raise argparse.ArgumentTypeError(f"{', '.join(reserved)} come from the data, not --arch-kwargs")
     return value
-
-
-def config_from_args(args, fine_tuning: bool, **fixed) -> TrainConfig:
-    """The ``TrainConfig`` of the command line; ``fixed`` values replace fields the command does not take."""
-    values = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig) if f.name not in fixed}
-    if values["lr"] is None:
-        values["lr"] = FINETUNE_LR if fine_tuning else TrainConfig.lr
-    return TrainConfig(**values, **fixed).validate()
 
 
 def launch(args) -> None:
