@@ -119,6 +119,27 @@ def test_each_criterion_removes_the_channels_it_should(criterion, expect):
     assert record.removed["1"]["out"] == expect and record.removed["3"]["in"] == expect
 
 
+def test_global_scope_removes_the_total_where_normalised_scores_are_lowest():
+    """Two coupled groups (8 and 4 channels). In the first, six filters are near zero relative to the rest; in the
+    second all filters are alike. Layer scope takes 50% of each (4 and 2); global scope takes the same total (6
+    of 12) where the normalised scores are lowest, all six from the first group, and never a group's last
+    channel."""
+    net = _plain_net()
+    with torch.no_grad():
+        net[0].weight.copy_(torch.ones_like(net[0].weight) * torch.tensor([1e-3] * 6 + [1.0] * 2).view(8, 1, 1, 1))
+        net[3].weight.copy_(torch.ones_like(net[3].weight) * torch.tensor([1.0, 1.01, 1.02, 1.03]).view(4, 1, 1, 1))
+    x = torch.rand(2, 3, 8, 8)
+    _, _, layer = prune_channels(net, "l1", 0.5, x)
+    assert {g["root"]: g["removed"] for g in layer.groups} == {"0": 4, "3": 2}
+    _, _, glob = prune_channels(net, "l1", 0.5, x, scope="global")
+    assert [(g["root"], g["removed"]) for g in glob.groups] == [("0", 6)]
+    assert glob.removed["0"]["out"] == [0, 1, 2, 3, 4, 5] and "out" not in glob.removed.get("3", {})
+    _, _, most = prune_channels(net, "l1", 0.9, x, scope="global")  # 11 of 12 asked; every group keeps one
+    assert {g["root"]: g["removed"] for g in most.groups} == {"0": 7, "3": 3}
+    with pytest.raises(ValueError, match="scope"):
+        prune_channels(net, "l1", 0.5, x, scope="per-group")
+
+
 def test_random_criterion_follows_the_seed():
     runs = [prune_channels(_plain_net(), "random", 0.5, torch.rand(2, 3, 8, 8), seed=s)[2].removed["0"]["out"]
             for s in (0, 0, 1, 2, 3)]
@@ -201,9 +222,17 @@ def test_cli_prune_train_eval_a_slim_model(tmp_path, capsys):
     t75, _, meta = load_checkpoint(tmp_path / "t75" / "model.safetensors")
     assert meta["channel_pruning"][0]["method"] == "bn_scale"
     assert sum(p.numel() for p in t75.parameters()) == meta["channel_pruning"][0]["params"][1]
+    # --scope global: the same total, spread unevenly over the groups
+    assert main(["prune", str(base), "--structure", "channel", "--method", "l1", "--amount", "0.5", "--scope",
+                 "global", "--out", str(tmp_path / "g50")]) == 0
+    groups = __import__("json").loads((tmp_path / "g50" / "channels.json").read_text())["groups"]
+    assert sum(g["removed"] for g in groups) == round(0.5 * sum(g["channels"] for g in sizes["groups"]))
+    assert len({round(g["removed"] / g["channels"], 2) for g in groups}) > 1
+    assert load_checkpoint(tmp_path / "g50" / "model.safetensors")[2]["channel_pruning"][0]["scope"] == "global"
     # bad input: one line, exit 2, nothing written
     for argv, message in ((["--amount", "0.99"], "with none of its"), (["--arch", "resnet56"], "not resnet56"),
-                          (["--method", "cp"], "unknown channel criterion")):
+                          (["--method", "cp"], "unknown channel criterion"), (["--scope", "all"], "unknown channel "
+                                                                                                  "pruning scope")):
         args = ["prune", str(base), "--structure", "channel", "--method", "l1", "--amount", "0.5",
                 "--out", str(tmp_path / "bad")]
         for flag, value in zip(argv[::2], argv[1::2]):

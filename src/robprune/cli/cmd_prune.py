@@ -38,7 +38,9 @@ def add_arguments(p) -> None:
                    help="fraction of prunable weights pruned in the result, [0, 1); on a pruned checkpoint this is "
                         "the total, its old zeros included (they stay pruned), so it must be at least its sparsity")
     p.add_argument("--scope", default=None, help=f"one of {', '.join(SCOPES)} (default: global; layer for hydra, as "
-                                                 "in its paper)")
+                                                 "in its paper; with --structure channel: layer, the same fraction "
+                                                 "of every coupled group, or global, the lowest normalised channel "
+                                                 "scores of all groups)")
     p.add_argument("--keep-ends", action="store_true", help="leave the first conv and last linear layer dense")
     p.add_argument("--seed", type=int, default=0, help="seed of the random criterion and of score learning")
     p.add_argument("--arch", help="a package.module:factory the checkpoint was built by (allows importing it)")
@@ -120,6 +122,9 @@ def run_channels(args) -> None:
     if learned != bool(args.data):
         raise ValueError("--structure channel --method hydra learns channel scores from --data; the other channel "
                          "criteria score the weights and take no --data")
+    if learned and args.scope == "global":
+        raise ValueError("channel HYDRA learns the channels of every coupled group under that group's budget; "
+                         "--scope global is for the one-shot channel criteria")
     model, masks, meta = load_checkpoint(args.checkpoint, expect_arch=args.arch)
     x = example_input(meta, args.input_size)
     scores, history = None, None
@@ -130,13 +135,14 @@ def run_channels(args) -> None:
         model.to(device(args.device))
         scores, history = learn_channel_scores(model, data, config, args.amount, x, progress=Progress())
         model.cpu()
-    slim, masks, record = prune_channels(model, "l1", args.amount, x, seed=args.seed, masks=masks or None,
-                                         scores=scores) if learned else \
-        prune_channels(model, args.method, args.amount, x, seed=args.seed, masks=masks or None)
+    scope = args.scope or "layer"
+    slim, masks, record = prune_channels(model, "l1" if learned else args.method, args.amount, x, seed=args.seed,
+                                         masks=masks or None, scores=scores, scope=scope)
     (macs0, params0), (macs1, params1) = count_macs(model, x[:1]), count_macs(slim, x[:1])
     sizes = {"input_size": list(x.shape[1:]), "params": [params0, params1], "macs": [macs0, macs1]}
     steps = list(meta.get("channel_pruning") or [])
-    steps.append({"method": args.method, "amount": args.amount, "seed": args.seed, "source": args.checkpoint,
+    steps.append({"method": args.method, "amount": args.amount, "scope": scope, "seed": args.seed,
+                  "source": args.checkpoint,
                   "groups": record.groups, **sizes, **({"score_learning": history} if learned else {})})
     keep = {k: v for k, v in meta.items() if k not in ("format", "robprune_version", "structure")}
     save_checkpoint(args.out_dir / "model.safetensors", slim, masks, {**keep, "channel_pruning": steps})

@@ -116,8 +116,11 @@ def prune_channels(
     masks: Mapping[str, torch.Tensor] | None = None,
     ignored: Sequence[nn.Module] = (),
     scores: Mapping[str, torch.Tensor] | None = None,
+    scope: str = "layer",
 ) -> tuple[nn.Module, Masks, ChannelPruning]:
-    """A slim copy of ``model`` with ``round(amount * channels)`` channels removed from every coupled group.
+    """A slim copy of ``model`` with ``round(amount * channels)`` channels removed from every coupled group
+    (``scope="layer"``), or that many of all groups' channels together (``scope="global"``: each group's scores
+    divided by their mean, the lowest removed wherever they are, every group keeping at least one channel).
 
     Returns (slim model, the weight masks carried over to its shapes, a record
     of what was removed); ``model`` itself is never changed. Refused when a
@@ -139,18 +142,28 @@ def prune_channels(
     model.eval()
     dg = dependency_graph(model, example_inputs)
     generator = torch.Generator().manual_seed(seed)
+    if scope not in ("layer", "global"):
+        raise ValueError(f"unknown channel pruning scope {scope!r}; choose layer or global")
+    groups = list(coupled_groups(dg, skip))
+
+    def score_of(group) -> torch.Tensor:
+        root = group[0].dep.target.module
+        ranked = scores[names[root]] if scores is not None else scorer(_channel_group(dg, group), generator)
+        return ranked.detach().float().cpu()
+
+    known = [score_of(g) for g in groups] if scope == "global" else [None] * len(groups)
+    counts = (_global_counts(known, amount) if scope == "global"
+              else [round(amount * len(g[0].idxs)) for g in groups])
     plans = []
-    for group in coupled_groups(dg, skip):
+    for group, score, k in zip(groups, known, counts):
         root, fn = group[0].dep.target.module, group[0].dep.handler
         channels = len(group[0].idxs)
-        k = round(amount * channels)
         if k == 0:
             continue
         if k >= channels:
             raise ValueError(f"removing {amount:.0%} of the channels would leave {names.get(root, root)} with none "
                              f"of its {channels}; nothing was changed")
-        ranked = scores[names[root]] if scores is not None else scorer(_channel_group(dg, group), generator)
-        order = torch.sort(ranked.detach().float().cpu(), stable=True).indices
+        order = torch.sort(score_of(group) if score is None else score, stable=True).indices
         plans.append((root, fn, channels, sorted(order[:k].tolist())))
     record = ChannelPruning(params_before=sum(p.numel() for p in model.parameters()))
     alive: dict[tuple[str, str], list[int]] = {}
@@ -178,6 +191,22 @@ def prune_channels(
     model.robprune_channel_pruned = True
     model.train(was_training)
     return model, new_masks, record
+
+
+def _global_counts(scores: Sequence[torch.Tensor], amount: float) -> list[int]:
+    """Channels to remove per group so that ``round(amount * all channels)`` go, lowest normalised score first
+    (a group's scores over their mean absolute value), no group losing its last channel."""
+    total = sum(len(score) for score in scores)
+    entries = sorted((float(v) / max(float(score.abs().mean()), 1e-12), g, i)
+                     for g, score in enumerate(scores) for i, v in enumerate(score))
+    counts, left = [0] * len(scores), round(amount * total)
+    for _, g, _ in entries:
+        if left == 0:
+            break
+        if counts[g] < len(scores[g]) - 1:
+            counts[g] += 1
+            left -= 1
+    return counts
 
 
 def _carry_masks(masks: Mapping[str, torch.Tensor], removed: Mapping[str, Mapping[str, list[int]]]) -> Masks:
