@@ -80,3 +80,9 @@ def test_no_command_module_imports_another():
             if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("cmd_"):
                 found.setdefault(path.name, []).append(node.module)
     assert not found
+
+
+def test_stored_per_image_outcomes_are_read_in_one_place():
+    """Only evaluation/outcomes.py unpacks stored bits (accuracy.py defines the encoding)."""
+    readers = {str(p.relative_to(PACKAGE)) for p in PACKAGE.rglob("*.py") if "unpack_bits(" in p.read_text()}
+    assert readers <= {"evaluation/outcomes.py", "evaluation/accuracy.py"}, readers

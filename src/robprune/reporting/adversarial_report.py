@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..evaluation.accuracy import unpack_bits
+from ..evaluation.outcomes import suite_robust
 from ..evaluation.significance import (broken, decide_accuracy)
 from .markdown import eps_label
 from .study_common import (RULE_TEXT, acc, bits, bounds_lines, figure_lines, fmt_decision, hours, invocations,
@@ -63,9 +63,8 @@ def adversarial_claims(state: dict) -> dict:
         with_suite = [k for k in seeds if "suite" in rows[k][a] and "suite" in rows[k][b]]
         if with_suite:
             parts[f"{cfg['suite']} {eps_label(cfg['suite_eps'])}"] = decide_accuracy(
-                [(unpack_bits(rows[k][a]["suite"]["rows"][0]["robust_bits"], rows[k][a]["suite"]["n"]),
-                  unpack_bits(rows[k][b]["suite"]["rows"][0]["robust_bits"], rows[k][b]["suite"]["n"]))
-                 for k in with_suite], broken_reasons=reasons)
+                [(suite_robust(rows[k][a]["suite"]), suite_robust(rows[k][b]["suite"])) for k in with_suite],
+                broken_reasons=reasons)
         out[question] = {"seeds": seeds, "parts": parts}
     return out
 

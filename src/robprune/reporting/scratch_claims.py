@@ -4,7 +4,7 @@ the strongest attack, and the verdict in plain words."""
 from __future__ import annotations
 
 
-from ..evaluation.accuracy import unpack_bits
+from ..evaluation.outcomes import suite_robust
 from ..evaluation.significance import (ALPHA, FAILS, HOLDS, UNDECIDED, broken, combine, decide_accuracy,
                                        decide_claim, decide_quantity, spearman)
 from .markdown import eps_label
@@ -34,8 +34,7 @@ def scratch_claims(state: dict, reading: str = "pixel", suite: bool = False, our
 
     def robust_bits(s, arm, i):
         if suite:
-            row = rows[s][arm]["suite"]["rows"][i]
-            return unpack_bits(row["robust_bits"], rows[s][arm]["suite"]["n"])
+            return suite_robust(rows[s][arm]["suite"], i)
         return bits(rows[s][arm][reading], i)
 
     def compare(a, b, i):

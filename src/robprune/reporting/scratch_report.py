@@ -7,7 +7,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..evaluation.accuracy import subset_indices, unpack_bits
+from ..evaluation.accuracy import subset_indices
+from ..evaluation.outcomes import correct
 from .markdown import eps_label
 from .study_common import (ARMS, PAPER_TABLE1, READING_TEXT, REGIME, RULE_TEXT, acc, arms_of, bounds_lines, c_label,
                            claim_lines, done_seeds, figure_lines, hours, invocations, machine_text, mean_sd, per_seed,
@@ -87,7 +88,7 @@ def _suite_lines(state: dict, seeds: list[str]) -> list[str]:
         for s in have[arm]:
             ev = rows[s][arm]["pixel"]
             same = subset_indices(ev["n"], first["n"])  # the suite attacked fixed_subset's images, not the first n
-            ref.append([100 * unpack_bits(r["correct_bits"], ev["n"])[same].mean() for r in ev["robust"]])
+            ref.append([100 * correct(ev, i)[same].mean() for i in range(len(ev["robust"]))])
         ref_cells = " / ".join(f"{np.mean([r[i] for r in ref]):.2f}" for i in range(len(eps)))
         failed = sorted({c["name"] for su in suites for c in su.get("sanity_checks", []) if not c["passed"]})
         lines.append(f"| {arm} | {', '.join(have[arm])} | " + " | ".join(cells) + f" | {ref_cells} | "

@@ -7,7 +7,7 @@ import math
 
 import numpy as np
 
-from ..evaluation.accuracy import unpack_bits
+from ..evaluation.outcomes import correct
 from ..evaluation.significance import (ALPHA, spearman_models_needed)
 
 
@@ -49,8 +49,7 @@ def per_seed(values) -> str:
 
 
 def bits(ev: dict, i: int | None) -> np.ndarray:
-    text = ev["clean_correct_bits"] if i is None else ev["robust"][i]["correct_bits"]
-    return unpack_bits(text, ev["n"])
+    return correct(ev, i)
 
 
 def acc(ev: dict, i: int | None) -> float:
