@@ -93,33 +93,27 @@ def import_model(path: str | os.PathLike, arch: str, fmt: str = "community", num
     model = create_model(arch, num_classes=num_classes, mean=mean, std=std)
     if isinstance(obj.get("structure"), dict):  # a channel-pruned export
         reshape_to(model, {k: v.shape for k, v in state.items()}, obj["structure"])
+    return _load_into(model, state, path, arch, fmt)
+
+
+def _load_into(model: nn.Module, state: dict, path, arch: str, fmt: str) -> tuple[nn.Module, Masks | None]:
+    """``state`` loaded strictly into ``model`` (its normalisation and BatchNorm counters where the file has
+    none), with the masks of the file's zeros (None when nothing is zero)."""
     for name, buf in model.state_dict().items():
-        if name.startswith("normalize.") and name not in state:
+        if name not in state and (name.startswith("normalize.") or name.endswith("num_batches_tracked")):
             state[name] = buf
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as err:
         raise ValueError(f"{path} does not fit {arch} ({fmt} layout): {summarise_key_mismatch(err)}") from None
-    return model, _zero_pattern(model)
-
-
-def _zero_pattern(model: nn.Module) -> Masks | None:
-    """The masks of a sparse file's zeros (None when nothing is zero)."""
     masks = {n: w.detach() != 0 for n, w in prunable_parameters(model).items()}
-    return masks if any(not m.all() for m in masks.values()) else None
+    return model, (masks if any(not m.all() for m in masks.values()) else None)
 
 
 def _import_robustbench(path, arch: str, num_classes: int, mean, std) -> tuple[nn.Module, Masks | None]:
     state, _ = read_torch_state_dict(path)
     refuse_nonfinite(path, state)
-    state, file_mean, file_std, _ = robustbench_state(state, arch)
+    state, file_mean, file_std = robustbench_state(state, arch)
     model = create_model(arch, num_classes=num_classes, mean=file_mean if mean is None else tuple(mean),
                          std=file_std if std is None else tuple(std))
-    for name, buf in model.state_dict().items():
-        if name.startswith("normalize.") or (name.endswith("num_batches_tracked") and name not in state):
-            state[name] = buf
-    try:
-        model.load_state_dict(state, strict=True)
-    except RuntimeError as err:
-        raise ValueError(f"{path} does not fit {arch} (robustbench layout): {summarise_key_mismatch(err)}") from None
-    return model, _zero_pattern(model)
+    return _load_into(model, state, path, arch, "robustbench")

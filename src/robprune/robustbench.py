@@ -34,9 +34,8 @@ def _channels(value: torch.Tensor) -> list[float]:
     return [float(v) for v in value.flatten()]
 
 
-def robustbench_state(state: dict[str, torch.Tensor], arch: str) -> tuple[dict[str, torch.Tensor], tuple, tuple,
-                                                                          bool]:
-    """(our state dict, mean, std, whether the file carried its normalisation) of a RobustBench state dict."""
+def robustbench_state(state: dict[str, torch.Tensor], arch: str) -> tuple[dict[str, torch.Tensor], tuple, tuple]:
+    """(our state dict, mean, std) of a RobustBench state dict: the file's mu/sigma, else the identity."""
     kind = ARCHS.get(arch)
     if kind is None:
         raise ValueError(f"the robustbench format maps {', '.join(ARCHS)}; not {arch}")
@@ -61,8 +60,8 @@ def robustbench_state(state: dict[str, torch.Tensor], arch: str) -> tuple[dict[s
                          "preact_resnet18 the pre-activated one; it is another network and cannot be imported")
     if mu is None:
         channels = next((v.shape[1] for k, v in out.items() if k == "conv1.weight"), 3)
-        return out, (0.0,) * channels, (1.0,) * channels, False
-    return out, tuple(_channels(mu)), tuple(_channels(sigma)), True
+        return out, (0.0,) * channels, (1.0,) * channels
+    return out, tuple(_channels(mu)), tuple(_channels(sigma))
 
 
 __all__ = ["ARCHS", "robustbench_state"]
