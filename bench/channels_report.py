@@ -34,7 +34,7 @@ def arms_of(out: Path) -> dict[int, dict[str, dict]]:
         seed = int(seed_dir.name[1:])
         found[seed] = {}
         models = {}
-        for name in ("eval", "eval-hydra"):
+        for name in ("eval", "eval-hydra", "eval-global"):
             if (seed_dir / name / "eval.json").is_file():
                 models |= json.loads((seed_dir / name / "eval.json").read_text())["models"]
         for path, entry in models.items():
@@ -48,10 +48,21 @@ def bits(entry: dict) -> np.ndarray:
     return np.asarray(entry["robust"][0]["robust_mask"], dtype=bool)
 
 
+def shape_key(arm: str) -> str:
+    """The model shape an arm has: dense, an amount (every criterion per group gives the same shapes), or
+    g<amount> (l1 over all groups: its own widths)."""
+    if arm == "dense":
+        return "dense"
+    amount = arm.split("-")[-1].split("/")[0]
+    return f"g{amount}" if arm.startswith("l1global") else amount
+
+
 def latency(out: Path, threads: int, repeats: int) -> dict:
     torch.set_num_threads(threads)
     models = {"dense": out / "s0" / "dense" / "model.safetensors"}
     models |= {a: out / "s0" / f"l1-{a}" / "plain" / "model.safetensors" for a in AMOUNTS}
+    models |= {f"g{a}": out / "s0" / f"l1global-{a}" / "plain" / "model.safetensors" for a in AMOUNTS
+               if (out / "s0" / f"l1global-{a}" / "plain" / "model.safetensors").is_file()}
     loaded = {k: load_checkpoint(p)[0].eval() for k, p in models.items()}
     result = {}
     for side in (8, 32):
@@ -79,11 +90,15 @@ def main() -> None:
     runs = arms_of(out)
     seeds = sorted(runs)
     arms = ["dense"] + [f"{m}-{a}/{h}" for a in AMOUNTS for m in CRITERIA for h in ("plain", "hinge")]
+    arms += [f"l1global-{a}/plain" for a in AMOUNTS]
     sizes = {}
     for a in AMOUNTS:
-        info = json.loads((out / "s0" / f"l1-{a}" / "mask" / "channels.json").read_text())
-        sizes["dense"] = (info["params"][0], info["macs"][0])
-        sizes[a] = (info["params"][1], info["macs"][1])
+        for key, folder in ((a, f"l1-{a}"), (f"g{a}", f"l1global-{a}")):
+            path = out / "s0" / folder / "mask" / "channels.json"
+            if path.is_file():
+                info = json.loads(path.read_text())
+                sizes["dense"] = (info["params"][0], info["macs"][0])
+                sizes[key] = (info["params"][1], info["macs"][1])
     lat = latency(out, args.threads, args.repeats)
     key = "32x32 batch 256"
 
@@ -98,29 +113,35 @@ def main() -> None:
              f"latency measured on: {machine()}, fp32, median of interleaved rounds. Fine-tuning with the hinge used "
              "the demo's lam 0.1 and tau q0.9, not tuned for channel pruning.", "",
              "Robust accuracy: worst case of the `fast` suite (APGD-CE, APGD-DLR, Square) at 16/255 on the 359 test "
-             "images, mean over seeds. Latency: the seed-0 model of each amount (all criteria give the same shapes "
-             f"at one amount), {key}.", "",
+             "images, mean over seeds. Latency: the seed-0 model of each amount (all per-group criteria give the same "
+             "shapes at one amount; l1global, l1 with `--scope global`, removes the same total with its own "
+             f"widths), {key}.", "",
              "| arm | clean % | robust % | parameters | MACs (8x8) | latency ms | speedup |",
              "|---|---:|---:|---:|---:|---:|---:|"]
     for arm in arms:
         if any(arm not in runs[s] for s in seeds):
             continue
-        amount = "dense" if arm == "dense" else arm.split("-")[-1].split("/")[0]
-        params, macs = sizes[amount]
-        ms = lat[key][amount]
+        params, macs = sizes[shape_key(arm)]
+        ms = lat[key][shape_key(arm)]
         lines.append(f"| {arm} | {mean(arm, 'clean'):.2f} | {mean(arm, 'robust'):.2f} | {params:,} | {macs:,} | "
                      f"{ms:.2f} | {lat[key]['dense'] / ms:.2f}x |")
-    lines += ["", "## Measured latency (ms; speedup over dense)", "", "| input, batch | dense | 50% | 75% |",
-              "|---|---:|---:|---:|"]
+    shapes = [k for k in ("0.5", "0.75", "g0.5", "g0.75") if k in lat[key]]
+    names = {"0.5": "50%", "0.75": "75%", "g0.5": "50% global", "g0.75": "75% global"}
+    lines += ["", "## Measured latency (ms; speedup over dense)", "",
+              "| input, batch | dense | " + " | ".join(names[k] for k in shapes) + " |",
+              "|---|---:|" + "---:|" * len(shapes)]
     for k, t in lat.items():
-        lines.append(f"| {k} | {t['dense']:.2f} | {t['0.5']:.2f} ({t['dense'] / t['0.5']:.2f}x) | "
-                     f"{t['0.75']:.2f} ({t['dense'] / t['0.75']:.2f}x) |")
+        lines.append(f"| {k} | {t['dense']:.2f} | " + " | ".join(f"{t[s]:.2f} ({t['dense'] / t[s]:.2f}x)"
+                                                               for s in shapes) + " |")
     parts = {}
     for a in AMOUNTS:
         for other in ("reverse", "bn_scale", "hydra"):
             parts[f"{other} beats l1 at {a} (no hinge)"] = (f"{other}-{a}/plain", f"l1-{a}/plain")
         for m in CRITERIA:
             parts[f"the hinge helps {m} at {a}"] = (f"{m}-{a}/hinge", f"{m}-{a}/plain")
+        if all(f"l1global-{a}/plain" in runs[s] for s in seeds):
+            parts[f"l1 over all groups beats l1 per group at {a} (no hinge)"] = (f"l1global-{a}/plain",
+                                                                                f"l1-{a}/plain")
     decided = {name: decide_accuracy([(bits(runs[s][x]), bits(runs[s][y])) for s in seeds])
                for name, (x, y) in parts.items()}
     decided = holm(decided)
@@ -142,7 +163,7 @@ def plot(out: Path, runs, seeds, arms, lat: dict, mean) -> None:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6, 4))
-    markers = {"l1": "o", "reverse": "s", "bn_scale": "^", "hydra": "D"}
+    markers = {"l1": "o", "reverse": "s", "bn_scale": "^", "hydra": "D", "l1global": "v"}
     for arm in arms:
         if any(arm not in runs[s] for s in seeds):
             continue
@@ -151,7 +172,7 @@ def plot(out: Path, runs, seeds, arms, lat: dict, mean) -> None:
             continue
         crit, rest = arm.split("-", 1)
         amount, hinge = rest.split("/")
-        ax.scatter(lat[amount], mean(arm, "robust"), marker=markers[crit],
+        ax.scatter(lat[shape_key(arm)], mean(arm, "robust"), marker=markers[crit],
                    facecolors="C0" if hinge == "hinge" else "none", edgecolors="C0" if amount == "0.5" else "C3",
                    label=f"{crit} {float(amount):.0%} {hinge}")
     ax.set_xlabel("measured latency, 32x32 batch 256 (ms, CPU)")
