@@ -23,7 +23,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 # (name, file under src/robprune, text, replacement, tests to run)
 MUTANTS = [
-    ("pgd returns its input", "attacks/pgd.py", "    return x_adv.detach()\n", "    return x.detach()\n",
+    ("pgd returns its input", "attacks/pgd.py",
+     "    return x_adv.detach().contiguous() if nchw else x_adv.detach()\n", "    return x.detach()\n",
      ["tests/test_registries.py::test_each_attack_alone_lowers_accuracy"]),
     ("pgd ignores restarts", "attacks/common.py", "    for r in range(restarts):\n", "    for r in range(1):\n",
      ["tests/test_strong_attacks.py::test_restarts_break_more_and_never_fewer_points"]),
