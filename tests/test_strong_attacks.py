@@ -22,6 +22,39 @@ def test_apgd_checkpoints_match_the_paper():
     assert apgd_checkpoints(100) == [22, 41, 57, 70, 80, 87, 93, 99]
 
 
+def test_apgd_steps_with_the_papers_momentum():
+    """Eq. 2 of Croce & Hein: z = P(x_k + eta * sign(grad)), x_{k+1} = P(x_k + 0.75 (z - x_k) + 0.25 (x_k - x_{k-1})).
+    Read off the points APGD evaluates on a model it never fools (every step runs), before the first checkpoint
+    (eta = 2 eps); an APGD without momentum (alpha 1) steps to z instead."""
+
+    class Wavy(torch.nn.Module):  # class 0 always wins by at least 1.6; the CE gradient changes sign inside the ball
+        def __init__(self):
+            super().__init__()
+            self.seen = []
+
+        def forward(self, x):
+            self.seen.append(x.detach().clone())
+            flat = x.flatten(1)
+            return torch.stack([4 + 0.3 * torch.sin(7 * flat).sum(1), 0.3 * torch.cos(5 * flat).sum(1),
+                                torch.zeros(len(x))], dim=1)
+
+    model, eps = Wavy(), 0.1
+    x, y = torch.tensor([[[[0.5, 0.45], [0.3, 0.6]]]]), torch.tensor([0])
+    apgd(model, x, y, eps, steps=20, seed=0)  # the first checkpoint comes after step 5
+    path = list(model.seen)  # x_0 (the random start), then one point per step
+    assert len(path) == 21
+    lower, upper = x - eps, x + eps
+    differs = 0
+    for k in (1, 2, 3, 4):
+        x_k = path[k].clone().requires_grad_(True)
+        (grad,) = torch.autograd.grad(torch.nn.functional.cross_entropy(model(x_k), y, reduction="sum"), x_k)
+        z = torch.minimum(torch.maximum(x_k + 2 * eps * grad.sign(), lower), upper).detach()
+        expected = torch.minimum(torch.maximum(x_k + 0.75 * (z - x_k) + 0.25 * (x_k - path[k - 1]), lower), upper)
+        differs += not torch.allclose(expected, z)
+        assert torch.allclose(path[k + 1], expected.detach(), atol=1e-6), k
+    assert differs >= 2  # steps where momentum moves the point away from z: the check can fail
+
+
 def test_dlr_is_scale_and_shift_invariant_and_cw_sign():
     torch.manual_seed(0)
     z, y = torch.randn(6, 10), torch.randint(0, 10, (6,))
