@@ -147,7 +147,7 @@ def any_in_group(gid: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
 
 @torch.no_grad()
 def misclassified(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    with frozen(model), torch.no_grad():  # no graph: the same kernels as any no_grad check of the result
+    with frozen(model):  # no graph (the decorator): the same kernels as any no_grad check of the result
         logits = model(x)
         return (logits.argmax(1) != y) | ~torch.isfinite(logits).all(1)  # a NaN output is no correct answer
 

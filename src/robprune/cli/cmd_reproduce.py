@@ -41,7 +41,8 @@ def add_arguments(p) -> None:
 
 
 def run(args) -> None:
-    from ..experiments.reproduce import QUICK, ReproduceConfig, rewrite_report, run_reproduce
+    from ..experiments.reproduce import rewrite_report, run_reproduce
+    from ..experiments.reproduce_config import QUICK, ReproduceConfig
 
     if args.protocol == "scratch":
         run_scratch_protocol(args)

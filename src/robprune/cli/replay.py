@@ -18,7 +18,8 @@ import json
 from pathlib import Path
 
 COMMANDS = ("train", "prune", "eval")
-NOT_REPLAYED = ("config", "overwrite", "resume")
+FOLDER_DECISIONS = ("overwrite", "resume")  # about the new run's folder: never taken from a recorded run
+NOT_REPLAYED = ("config", *FOLDER_DECISIONS)
 MAX_BYTES = 1 << 20  # a config.json is a few kilobytes
 MAX_DEPTH = 4
 
@@ -106,7 +107,7 @@ def parse_with_config(parser: argparse.ArgumentParser, argv: list[str], depth: i
                          "config.json")
     command, path = asked
     sub = _subparser(parser, command)
-    recorded = parse_with_config(parser, _without(recorded_argv(path, command), sub, ("overwrite", "resume")),
+    recorded = parse_with_config(parser, _without(recorded_argv(path, command), sub, FOLDER_DECISIONS),
                                  depth + 1)
     saved = [(a, a.default, a.required, a.nargs) for a in sub._actions if a.dest != "help"]
     try:

@@ -43,7 +43,8 @@ def add_config_arguments(p, skip: tuple[str, ...] = ()) -> None:
             continue
         if f.name in PIXEL_FIELDS:
             default = None if f.default is None else round(f.default * 255, 6)
-            shown = f"{default:g}/255" if default is not None else "0.25*eps for pgd and trades, 1.25*eps for fgsm"
+            shown = f"{default:g}/255" if default is not None else ("0.25*eps for pgd and trades, 1.25*eps for "
+                                                                     "fgsm; 2.5*eps/steps with --adv-norm l2")
             p.add_argument(flag, type=pixel_radius, default=f.default, help=f"{help_text} (default: {shown})")
             continue
         kind = TYPES.get(f.name)

@@ -37,7 +37,7 @@ from ..reporting.reproduce_report import render_report
 from ..evaluation.accuracy import fixed_subset
 from ..evaluation.stats import weight_stats
 from ..training import TrainConfig
-from .reproduce_config import PAPER_EPS, QUICK, READINGS, Reading, ReproduceConfig  # noqa: F401  (QUICK re-exported)
+from .reproduce_config import PAPER_EPS, READINGS, Reading, ReproduceConfig
 
 
 def split_holdout(data: ImageData, holdout: int, limit: int | None, seed: int = 0) -> ImageData:

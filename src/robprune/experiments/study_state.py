@@ -5,18 +5,16 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import socket
 import time
 from collections.abc import Callable
 from pathlib import Path
 
-
 from ..distributed import is_main
-from ..io import write_json
-
+from ..io import write_json, write_text_atomic
 
 FIGURES_EVERY_S = 60.0  # a running study redraws its figures at most this often (and always at the end)
-
-
 ELAPSED_FILE = "elapsed.json"  # compute seconds per invocation, beside results.json
 
 
@@ -60,9 +58,6 @@ class StudyState:
     """results.json and the report, rewritten after every unit so a partial run is readable."""
 
     def __init__(self, out: Path, state: dict, render: Callable[[dict], str], on_update=None) -> None:
-        import os
-        import socket
-
         self.out, self.state, self.render, self.t0, self.on_update = out, state, render, time.time(), on_update
         self.me = f"{socket.gethostname()}:{os.getpid()}:{int(self.t0)}"
         # compute time of earlier (and concurrent) invocations; elapsed.json keeps it should results.json be damaged
@@ -77,8 +72,6 @@ class StudyState:
         return saved if isinstance(saved, dict) else {}
 
     def save(self) -> None:
-        from ..io import write_text_atomic
-
         # Processes sharing the output folder (store.py's claims) each add what the others saved: rows they have not
         # computed or loaded yet, and their compute time, which the total sums over every invocation.
         disk = self._on_disk()

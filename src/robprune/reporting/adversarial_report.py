@@ -7,10 +7,10 @@ from pathlib import Path
 
 import numpy as np
 
-from ..evaluation.outcomes import suite_robust
-from ..evaluation.significance import (broken, decide_accuracy)
+from ..evaluation.outcomes import correct, suite_robust
+from ..evaluation.significance import broken, decide_accuracy
 from .markdown import eps_label
-from .study_common import (RULE_TEXT, acc, bits, bounds_lines, figure_lines, fmt_decision, hours, invocations,
+from .study_common import (RULE_TEXT, acc, bounds_lines, figure_lines, fmt_decision, hours, invocations,
                            machine_text, mean_sd, table1)
 
 
@@ -55,11 +55,11 @@ def adversarial_claims(state: dict) -> dict:
             continue
         rows = state["seeds"]
         reasons = [f"{m} (seed {k}): {w}" for k in seeds for m in (a, b) if (w := broken(rows[k][m]["clean"]))]
-        parts = {"clean": decide_accuracy([(bits(rows[k][a]["clean"], None), bits(rows[k][b]["clean"], None))
+        parts = {"clean": decide_accuracy([(correct(rows[k][a]["clean"], None), correct(rows[k][b]["clean"], None))
                                           for k in seeds], broken_reasons=reasons)}
         last = len(cfg["pgd_eps"]) - 1
         parts[f"PGD-{cfg['pgd_steps']} {eps_label(cfg['pgd_eps'][last])}"] = decide_accuracy(
-            [(bits(rows[k][a]["pgd"], last), bits(rows[k][b]["pgd"], last)) for k in seeds], broken_reasons=reasons)
+            [(correct(rows[k][a]["pgd"], last), correct(rows[k][b]["pgd"], last)) for k in seeds], broken_reasons=reasons)
         with_suite = [k for k in seeds if "suite" in rows[k][a] and "suite" in rows[k][b]]
         if with_suite:
             parts[f"{cfg['suite']} {eps_label(cfg['suite_eps'])}"] = decide_accuracy(

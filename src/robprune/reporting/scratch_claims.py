@@ -3,12 +3,11 @@ the strongest attack, and the verdict in plain words."""
 
 from __future__ import annotations
 
-
-from ..evaluation.outcomes import suite_robust
+from ..evaluation.outcomes import correct, suite_robust
 from ..evaluation.significance import (ALPHA, FAILS, HOLDS, UNDECIDED, broken, combine, decide_accuracy,
                                        decide_claim, decide_quantity, spearman)
 from .markdown import eps_label
-from .study_common import (ARMS, REGIME, bits, done_seeds, fmt_decision)
+from .study_common import ARMS, REGIME, done_seeds, fmt_decision
 
 
 def scratch_claims(state: dict, reading: str = "pixel", suite: bool = False, ours: str = "Ours") -> dict:
@@ -35,11 +34,11 @@ def scratch_claims(state: dict, reading: str = "pixel", suite: bool = False, our
     def robust_bits(s, arm, i):
         if suite:
             return suite_robust(rows[s][arm]["suite"], i)
-        return bits(rows[s][arm][reading], i)
+        return correct(rows[s][arm][reading], i)
 
     def compare(a, b, i):
         seeds_ab = both(a, b)
-        pairs = [(bits(rows[s][a][reading], None), bits(rows[s][b][reading], None)) if i is None else
+        pairs = [(correct(rows[s][a][reading], None), correct(rows[s][b][reading], None)) if i is None else
                  (robust_bits(s, a, i), robust_bits(s, b, i)) for s in seeds_ab]
         return decide_accuracy(pairs, broken_reasons=reasons((a, b))) | {"seeds": seeds_ab}
 

@@ -7,8 +7,7 @@ import math
 
 import numpy as np
 
-from ..evaluation.outcomes import correct
-from ..evaluation.significance import (ALPHA, spearman_models_needed)
+from ..evaluation.significance import ALPHA, spearman_models_needed
 
 
 PAPER_TABLE1 = {"Baseline": (-1.337, -0.029, -0.004, 0.021, 1.811, 28082.62),
@@ -46,10 +45,6 @@ def mean_sd(values) -> str:
 
 def per_seed(values) -> str:
     return " / ".join("-" if v is None else f"{v:.2f}" for v in values)
-
-
-def bits(ev: dict, i: int | None) -> np.ndarray:
-    return correct(ev, i)
 
 
 def acc(ev: dict, i: int | None) -> float:

@@ -21,7 +21,6 @@ ATTACK_BN_MODES = ("eval", "train")
 ADV_NORMS = ("linf", "l2")
 TRAIN_PRECISIONS = ("fp32", "bf16", "fp16")
 PENALTY_MODES = ("gradient", "proximal")
-L2_OBJECTIVES = ("pgd", "trades")
 
 
 def _f(default, help_text: str, **meta):
@@ -102,9 +101,11 @@ class TrainConfig:
         if self.method is not None:
             CRITERIA.get(self.method)
         OBJECTIVES.get(self.adv)
-        if self.adv_norm != "linf" and OBJECTIVES.info(self.adv)["adversarial"] and self.adv not in L2_OBJECTIVES:
-            raise ValueError(f"adv_norm {self.adv_norm!r} is implemented for the objectives "
-                             f"{', '.join(L2_OBJECTIVES)}; {self.adv!r} trains under linf only")
+        norms = OBJECTIVES.info(self.adv)["norms"]
+        if OBJECTIVES.info(self.adv)["adversarial"] and self.adv_norm not in norms:
+            capable = ", ".join(n for n in OBJECTIVES.names() if self.adv_norm in OBJECTIVES.info(n)["norms"])
+            raise ValueError(f"adv_norm {self.adv_norm!r} is implemented for the objectives {capable}; "
+                             f"{self.adv!r} trains under {', '.join(norms)} only")
         if self.p not in (1, 2):
             raise ValueError(f"p must be 1 or 2, got {self.p!r}")
         if self.penalty_mode == "proximal" and self.p != 1:

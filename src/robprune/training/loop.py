@@ -147,7 +147,7 @@ def train(
 
     if resume and last is not None and last.is_file():
         start_epoch, tau, history, masks = restore(last, model, optimizer, (generator, attack_generator), config,
-                                                    names, device, meta.get("identity"))
+                                                   names, device, meta.get("identity"))
 
     memory_format = torch.channels_last if channels_last else torch.contiguous_format
     model.to(memory_format=memory_format)

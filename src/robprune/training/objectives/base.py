@@ -22,12 +22,14 @@ class Outcome:
     adv_logits: torch.Tensor | None  # logits on the training attack's points (adversarial objectives)
 
 
-def register_objective(name: str, *, default_step: float = 0.25, adversarial: bool = True):
+def register_objective(name: str, *, default_step: float = 0.25, adversarial: bool = True,
+                       norms: tuple[str, ...] = ("linf",)):
     """Register ``objective(model, x, y, config, generator, autocast) -> Outcome``.
 
-    ``default_step`` is the attack step as a multiple of eps when the user gives none.
+    ``default_step`` is the attack step as a multiple of eps when the user gives none; ``norms`` the training
+    attack's norms (``config.adv_norm``) the objective implements.
     """
-    return OBJECTIVES.register(name, default_step=default_step, adversarial=adversarial)
+    return OBJECTIVES.register(name, default_step=default_step, adversarial=adversarial, norms=norms)
 
 
 def list_objectives() -> list[str]:
@@ -110,13 +112,14 @@ def l2_pgd_steps(model: nn.Module, x: torch.Tensor, x_adv: torch.Tensor, eps: fl
 def pgd_steps(model: nn.Module, x: torch.Tensor, x_adv: torch.Tensor, config, steps: int,
               loss_fn: Callable[[torch.Tensor], torch.Tensor], autocast) -> torch.Tensor:
     """The training attack's steps in the config's norm (``adv_norm``), radius ``adv_eps``."""
-    steps_in_norm = l2_pgd_steps if getattr(config, "adv_norm", "linf") == "l2" else linf_pgd_steps
+    steps_in_norm = l2_pgd_steps if config.adv_norm == "l2" else linf_pgd_steps
     return steps_in_norm(model, x, x_adv, config.adv_eps, config.step_size(), steps, loss_fn, autocast)
 
 
 def random_start(x: torch.Tensor, config, generator: torch.Generator) -> torch.Tensor:
-    """A uniform point of the config's eps-ball around x, in [0, 1]."""
-    if getattr(config, "adv_norm", "linf") == "l2":
+    """A random start in the config's eps-ball around x, clipped to [0, 1]: uniform in the linf box, or a random
+    direction at a radius uniform in [0, eps] for l2 (as the pgd-l2 attack)."""
+    if config.adv_norm == "l2":
         return (x + l2_ball_noise(x, config.adv_eps, generator)).clamp(0.0, 1.0)
     return (x + uniform_noise(x, config.adv_eps, generator)).clamp(0.0, 1.0)
 

@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from .base import Outcome, crafting_mode, cross_entropy, pgd_steps, random_start, register_objective
 
 
-@register_objective("pgd", default_step=0.25)
+@register_objective("pgd", default_step=0.25, norms=("linf", "l2"))
 def pgd(model, x, y, config, generator, autocast) -> Outcome:
     with crafting_mode(model, config.adv_bn):
         start = random_start(x, config, generator)

@@ -18,7 +18,7 @@ def _kl(logits_adv: torch.Tensor, p_clean: torch.Tensor, reduction: str) -> torc
     return F.kl_div(F.log_softmax(logits_adv, dim=1), p_clean, reduction=reduction)
 
 
-@register_objective("trades", default_step=0.25)
+@register_objective("trades", default_step=0.25, norms=("linf", "l2"))
 def trades(model, x, y, config, generator, autocast) -> Outcome:
     with crafting_mode(model, config.adv_bn):
         with torch.no_grad(), autocast():
