@@ -7,7 +7,8 @@ from pathlib import Path
 
 from ..models import MODELS
 from .common import add_device, positive_int
-from .study_options import add_share_argument, add_suite_arguments, run_logged, seed_list
+from .study_options import (add_only_argument, add_share_argument, add_suite_arguments, only_filter, run_logged,
+                            seed_list)
 
 HELP = "The paper's grid on real data: Tables 1-2, Figure 2, Eq. 3, and a report (cached, resumable)."
 EXAMPLE = ("robprune reproduce --data imagefolder:../shared/data/cifar10-jpeg.tar.gz --arch resnet56 "
@@ -34,6 +35,7 @@ def add_arguments(p) -> None:
     p.add_argument("--eval-images", type=positive_int, help="test images for Table 2 (default: all)")
     add_suite_arguments(p, "standard")
     add_share_argument(p)
+    add_only_argument(p)
     p.add_argument("--report-only", action="store_true",
                    help="only rewrite report.md (and figure.png) from OUT/results.json; computes nothing")
     add_device(p)
@@ -49,6 +51,8 @@ def run(args) -> None:
         return
     if args.seeds:
         raise ValueError("--seeds belongs to --protocol scratch (the fine-tuning protocol has one seed)")
+    if args.only:
+        raise ValueError("--only belongs to --protocol scratch")
     if args.report_only:
         print(rewrite_report(Path(args.out)))
         return
@@ -96,6 +100,7 @@ def run_scratch_protocol(args) -> None:
         changes["search_seed"] = args.seeds[0]
         changes["sweep_seeds"] = args.seeds[:len(config.sweep_seeds)]
     config = replace(config, **changes)
-    run_logged(args, lambda dev, progress: run_scratch(args.data, args.out_dir, config, dev, progress))
+    only = only_filter(args.only)
+    run_logged(args, lambda dev, progress: run_scratch(args.data, args.out_dir, config, dev, progress, only))
 
 

@@ -7,15 +7,26 @@ from dataclasses import replace
 from pathlib import Path
 
 from ..models import MODELS
-from .study_options import add_share_argument, add_suite_arguments, run_logged, seed_list
+from .study_options import (add_only_argument, add_share_argument, add_suite_arguments, only_filter, run_logged,
+                            seed_list)
 from .common import add_device, positive_int
 
 HELP = ("Studies beyond the paper; 'adversarial': CP, RP and Ours on adversarially trained networks at high "
-        "sparsity, under AutoAttack (cached, resumable)")
+        "sparsity, under AutoAttack; 'methods': HYDRA against CP and LAMP, each with and without the hinge "
+        "(cached, resumable)")
 EXAMPLE = ("robprune study adversarial --data imagefolder:../shared/data/cifar10-jpeg.tar.gz --out "
            "runs/adversarial")
 RESUMABLE = True
-STUDIES = ("adversarial",)
+STUDIES = ("adversarial", "methods")
+METHOD_LABELS = ("CP", "LAMP", "HYDRA")
+
+
+def method_list(text: str) -> tuple[str, ...]:
+    """Comma-separated method labels of the methods study (CP, LAMP, HYDRA; any case)."""
+    names = tuple(t.strip().upper() for t in text.split(",") if t.strip())
+    if not names or any(n not in METHOD_LABELS for n in names) or len(set(names)) != len(names):
+        raise argparse.ArgumentTypeError(f"expected distinct methods among {', '.join(METHOD_LABELS)}, got {text!r}")
+    return names
 
 
 def sparsity_list(text: str) -> tuple[float, ...]:
@@ -43,12 +54,16 @@ def add_arguments(p) -> None:
     p.add_argument("--dense-epochs", type=positive_int, help="epochs of the dense adversarial training")
     p.add_argument("--epochs", type=positive_int, help="adversarial fine-tuning epochs of every pruned arm")
     p.add_argument("--sparsities", type=sparsity_list,
-                   help="the core grid's sparsities, every seed (default 0.9,0.99)")
+                   help="the sparsities every seed gets (default: adversarial 0.9,0.99; methods 0.99,0.95,0.9)")
     p.add_argument("--extra-sparsities", type=sparsity_list,
-                   help="sparsities on the first seed only, after the core, the highest first; 'none' cuts them "
-                        "(default 0.5,0.95). Cached units stay valid when the grid changes")
+                   help="adversarial: sparsities on the first seed only, after the core, the highest first; 'none' "
+                        "cuts them (default 0.5,0.95). Cached units stay valid when the grid changes")
+    p.add_argument("--methods", type=method_list, help="methods study: which of CP, LAMP, HYDRA (default all)")
+    p.add_argument("--score-epochs", type=positive_int, help="methods study: HYDRA's score-learning epochs")
+    p.add_argument("--no-hinge", action="store_true", help="methods study: no '+hinge' arms")
     add_suite_arguments(p, "autoattack")
     add_share_argument(p)
+    add_only_argument(p)
     p.add_argument("--report-only", action="store_true",
                    help="only rewrite report.md and the figures from OUT/results.json; computes nothing")
     add_device(p)
@@ -56,30 +71,41 @@ def add_arguments(p) -> None:
 
 
 def run(args) -> None:
-    from ..experiments.adversarial import ADVERSARIAL_QUICK, AdversarialConfig, default_grid, run_adversarial
     from ..reporting.study_report import rewrite_study_report
 
+    if args.study == "adversarial":
+        from ..experiments.adversarial import ADVERSARIAL_QUICK as QUICK, AdversarialConfig as Config, \
+            default_grid, run_adversarial as run_study
+        grid = default_grid()
+        wrong = [o for o, v in (("--methods", args.methods), ("--score-epochs", args.score_epochs),
+                                ("--no-hinge", args.no_hinge)) if v]
+    else:
+        from ..experiments.methods import METHODS_QUICK as QUICK, MethodsConfig as Config, run_methods as run_study
+        grid = None
+        wrong = ["--extra-sparsities"] if args.extra_sparsities is not None else []
+    if wrong:
+        raise ValueError(f"{', '.join(wrong)} do(es) not apply to the {args.study} study")
     if args.report_only:
-        print(rewrite_study_report(Path(args.out), default_grid=default_grid()))
+        print(rewrite_study_report(Path(args.out), default_grid=grid))
         return
-    config = ADVERSARIAL_QUICK if args.quick else AdversarialConfig()
+    config = QUICK if args.quick else Config()
     changes = {}
     if args.arch:
         MODELS.get(args.arch)
         changes["arch"] = args.arch
-    if args.seeds:
-        changes["seeds"] = args.seeds
+    for field, value in (("seeds", args.seeds), ("sparsities", args.sparsities), ("suite", args.suite),
+                         ("suite_images", args.suite_images), ("extra_sparsities", args.extra_sparsities),
+                         ("methods", args.methods), ("score_epochs", args.score_epochs)):
+        if value is not None:
+            changes[field] = value
+    if args.no_hinge:
+        changes["hinge"] = False
     if args.dense_epochs:
         changes["dense"] = replace(config.dense, epochs=args.dense_epochs)
     if args.epochs:
         changes["finetune"] = replace(config.finetune, epochs=args.epochs)
-    if args.sparsities is not None:
-        changes["sparsities"] = args.sparsities
-    if args.extra_sparsities is not None:
-        changes["extra_sparsities"] = args.extra_sparsities
-    if args.suite:
-        changes["suite"] = args.suite
-    if args.suite_images:
-        changes["suite_images"] = args.suite_images
+    if changes.get("sparsities") == ():
+        raise ValueError("--sparsities needs at least one sparsity")
     config = replace(config, **changes)
-    run_logged(args, lambda dev, progress: run_adversarial(args.data, args.out_dir, config, dev, progress))
+    only = only_filter(args.only)
+    run_logged(args, lambda dev, progress: run_study(args.data, args.out_dir, config, dev, progress, only))

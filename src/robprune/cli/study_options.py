@@ -18,6 +18,22 @@ def add_share_argument(p) -> None:
                         "others take the next independent unit; results.json sums their compute time")
 
 
+def add_only_argument(p) -> None:
+    """--only, shared by reproduce --protocol scratch and study: a process that takes part of the plan."""
+    p.add_argument("--only", type=lambda t: tuple(m.strip() for m in t.split(",") if m.strip()),
+                   help="take only the steps of these measures (comma-separated: record, suite, and for the "
+                        "scratch protocol search, sweep), e.g. a second process with --share --only suite that "
+                        "attacks while the first trains; the models a step needs are loaded from the cache or "
+                        "trained. The study is marked done only by a run without --only")
+
+
+def only_filter(measures):
+    """The step filter of ``--only`` (None: every step)."""
+    if not measures:
+        return None
+    return lambda step: any(m in measures for m in step.measures)
+
+
 def add_suite_arguments(p, default: str) -> None:
     """--suite and --suite-images, shared by reproduce and study."""
     p.add_argument("--suite", choices=tuple(SUITES),

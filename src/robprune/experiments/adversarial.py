@@ -4,21 +4,19 @@ sparsity, fine-tuned adversarially, evaluated under the suite; every unit cached
 from __future__ import annotations
 
 import functools
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
 
-from ..data import load_dataset
 from ..distributed import is_main
 from ..evaluation.accuracy import fixed_subset
-from ..io import prepare_out_dir
 from ..progress import Progress
 from ..training import TrainConfig
-from .grid import EvalConfig, evaluated, finetuned
-from .study_units import described, init_model, place_row, suite_or_skip, suite_unit, train_history
-from .store import config_key, defer_busy, machine_line, unit_dir
-from .study_state import StudyState
+from .engine import Arm, Context, Measure, Step, Study, Trained, run_study
+from .grid import EvalConfig, evaluated
+from .store import unit_dir
+from .study_units import described, suite_unit
 
 
 @dataclass(frozen=True)
@@ -78,108 +76,84 @@ def default_grid() -> dict:
     return {"sparsities": default.sparsities, "extra_sparsities": default.extra_sparsities, "seeds": default.seeds}
 
 
-def run_adversarial(data_spec: str, out_dir: str | Path, config: AdversarialConfig, device: torch.device,
-                    progress: Progress | None = None) -> dict:
-    """The adversarial pruning study (issue 15's grid), every unit cached; returns the results state."""
+def adversarial_study(config: AdversarialConfig, data_spec: str) -> Study:
+    """The study's declaration: a dense arm per seed, the pruned arms fine-tuned from it, and the plan."""
     from ..export import APB_ARCHS, export_model
     from ..reporting.study_report import render_adversarial
 
-    out = prepare_out_dir(out_dir)
-    data = load_dataset(data_spec)
-    if config.train_images is not None:
-        data = replace(data, x_train=data.x_train[:config.train_images], y_train=data.y_train[:config.train_images])
-    x_bound, y_bound = fixed_subset(data.x_test, data.y_test, config.bound_images)
-    st = StudyState(out, {"study": "adversarial", "config": asdict(config), "data": data_spec, "device": str(device),
-                      "torch_threads": torch.get_num_threads(), "machine": machine_line(), "seeds": {}},
-                     functools.partial(render_adversarial, default_grid=default_grid()))
     clean_eval = EvalConfig(eps=(), n_images=None, batch_size=config.eval_batch, per_image=True)
     pgd_eval = EvalConfig(eps=config.pgd_eps, steps=config.pgd_steps, step_scale=2.5, random_start=True,
                           n_images=config.pgd_images, batch_size=config.eval_batch, per_image=True)
-    dense_models = {}
-
-    def dense(seed: int):
-        if seed not in dense_models:
-            init = init_model(config.arch, data, seed).to(device)
-            key0 = {"init": "scratch", "arch": config.arch, "seed": seed, "data": data_spec,
-                    "train_images": config.train_images}
-            cfg = replace(config.dense, seed=seed).validate()
-            model, _ = finetuned(init, key0, data, cfg, out, f"s{seed}-Dense", progress, keep_best=True)
-            dense_models[seed] = (model, {"base": key0, "train": config_key(cfg)}, cfg, key0)
-        return dense_models[seed]
-
-    def pruned(seed: int, name: str, changes: dict):
-        base, bkey, _, _ = dense(seed)
-        cfg = replace(config.finetune, seed=seed, **changes).validate()
-        model, masks = finetuned(base, bkey, data, cfg, out, f"s{seed}-{name}", progress, keep_best=True)
-        return model, {"base": bkey, "train": config_key(cfg)}, cfg, masks
-
-    def record(seed: int, name: str, model, key, cfg) -> None:
-        row = {"train": asdict(cfg), "history": train_history(out, f"s{seed}-{name}", key),
-               "checkpoint": str((unit_dir(out, f"s{seed}-{name}", key) / "model.safetensors").relative_to(out))}
-        row["clean"] = evaluated(model, key, data, clean_eval, out, f"clean-s{seed}-{name}", progress)
-        row["pgd"] = evaluated(model, key, data, pgd_eval, out, f"pgd-s{seed}-{name}", progress)
-        row.update(described(model, key, out, f"s{seed}-{name}", x_bound, y_bound, progress))
-        place_row(st, seed, name, row, config.suite, config.suite_images)
-
     core = [("Dense", None)] + adversarial_arms(config, config.sparsities) + (
         [(f"RP-{config.rp_paper:g}", {"method": "rp", "amount": config.rp_paper})] if config.rp_paper else [])
-    models = {}
+    extras = adversarial_arms(config, config.extra_sparsities)
+    arms = {"Dense": Arm("Dense", config.dense, keep_best=True)}
+    arms |= {name: Arm(name, replace(config.finetune, **changes), parent="Dense", keep_best=True)
+             for name, changes in core[1:] + extras}
 
-    def get(seed, name, changes):
-        if (seed, name) not in models:
-            if changes is None:
-                model, key, cfg, _ = dense(seed)
-                masks = {}
-            else:
-                model, key, cfg, masks = pruned(seed, name, changes)
-            models[(seed, name)] = (model, key, cfg, masks)
-        return models[(seed, name)]
+    def record(ctx: Context, t: Trained) -> dict:
+        """Clean, PGD-10, Table 1 and Eq. 3 of one model (trained first when not cached)."""
+        x_bound, y_bound = fixed_subset(ctx.data.x_test, ctx.data.y_test, config.bound_images)
+        name = f"s{t.seed}-{t.arm}"
+        row = {**ctx.train_record(t), "checkpoint": str((unit_dir(ctx.out, t.unit, t.key) / "model.safetensors")
+                                                       .relative_to(ctx.out))}
+        row["clean"] = evaluated(t.model, t.key, ctx.data, clean_eval, ctx.out, f"clean-{name}", ctx.progress)
+        row["pgd"] = evaluated(t.model, t.key, ctx.data, pgd_eval, ctx.out, f"pgd-{name}", ctx.progress)
+        row.update(described(t.model, t.key, ctx.out, name, x_bound, y_bound, ctx.progress))
+        return row | export(ctx, t)
 
-    # every seed's dense model, then each arm on every seed before the next arm: a run stopped part-way leaves
-    # comparisons with all their seeds rather than one seed with every arm
-    core_plan = [(seed, name, changes) for name, changes in core for seed in config.seeds]
+    def export(ctx: Context, t: Trained) -> dict:
+        """The model in the benchmark's format (it knows its own base models, ResNet-18 and VGG-16-bn; others
+        export as torch)."""
+        if not config.export or not is_main():
+            return {}
+        fmt = "apb" if config.arch in APB_ARCHS else "torch"
+        path = ctx.out / "export" / f"{config.arch}-s{t.seed}-{t.arm}.{fmt}.pt"
+        if not path.is_file():
+            export_model(t.model, t.masks, {"arch": config.arch, "unit": f"s{t.seed}-{t.arm}"}, fmt, path)
+        return {"export": {"format": fmt, "path": str(path.relative_to(ctx.out))}}
 
-    def by_verdict(plan, sparsities):
-        """``plan`` in the order the verdicts need it: CP and Ours (then RP) at each sparsity, the rest after."""
+    def suite(ctx: Context, t: Trained) -> dict:
+        return suite_unit(t.model, t.key, ctx.data, config.suite, (config.suite_eps,), config.suite_images,
+                          config.eval_batch, ctx.out, f"s{t.seed}-{t.arm}", ctx.progress)
+
+    def by_verdict(names, sparsities):
+        """``names`` in the order the verdicts need them: CP and Ours (then RP) at each sparsity, the rest after."""
         rank = {f"{m}-{s:g}": i for i, (s, m) in enumerate((s, m) for s in sparsities for m in ("CP", "Ours", "RP"))}
-        return sorted(plan, key=lambda p: rank.get(p[1], len(rank)))
+        return sorted(names, key=lambda n: rank.get(n[1], len(rank)))
 
-    recorded = set()  # (seed, name) whose row this process has recorded
+    def plan(ctx: Context) -> None:
+        # Every seed's dense model, then each arm on every seed before the next arm (a run stopped part-way leaves
+        # comparisons with all their seeds rather than one seed with every arm); then the suite (AutoAttack, ~40
+        # min a ResNet-20 model on one CPU core) on the core grid, the dense reference after the pruned arms; then
+        # the extras (cut first when the budget runs out) on the first seed, one sparsity at a time, the highest
+        # first (the benchmark's table has 95%, not 50%), each trained then attacked before the next, so a run
+        # stopped part-way leaves whole columns. One walk over all of it: a process sharing the folder that meets a
+        # unit another one holds goes on to the next step rather than waiting at the end of a stage.
+        core_plan = [(seed, name) for name, _ in core for seed in config.seeds]
+        steps = [Step(seed, name, ("record",)) for seed, name in core_plan]
+        steps += [Step(seed, name, ("suite",)) for seed, name in by_verdict(core_plan, config.sparsities)]
+        for s in sorted(config.extra_sparsities, reverse=True):
+            names = by_verdict([(config.seeds[0], n) for n, _ in adversarial_arms(config, (s,))], (s,))
+            steps += [Step(seed, n, ("record",)) for seed, n in names]
+            steps += [Step(seed, n, ("suite",)) for seed, n in names]
+        ctx.run(steps)
 
-    def train_and_evaluate_one(seed, name, changes) -> None:
-        """Clean, PGD-10, Table 1 and Eq. 3 of one model (trained first when not cached), and its export."""
-        model, key, cfg, masks = get(seed, name, changes)
-        record(seed, name, model, key, cfg)
-        if config.export and is_main():
-            # the benchmark's format knows its own base models (ResNet-18, VGG-16-bn); others export as torch
-            fmt = "apb" if config.arch in APB_ARCHS else "torch"
-            path = out / "export" / f"{config.arch}-s{seed}-{name}.{fmt}.pt"
-            if not path.is_file():
-                export_model(model, masks, {"arch": config.arch, "unit": f"s{seed}-{name}"}, fmt, path)
-            st.state["seeds"][str(seed)][name]["export"] = {"format": fmt, "path": str(path.relative_to(out))}
-        recorded.add((seed, name))
+    def prepare(data):
+        if config.train_images is not None:
+            data = replace(data, x_train=data.x_train[:config.train_images],
+                           y_train=data.y_train[:config.train_images])
+        return data, data
 
-    def attack_one(seed, name, changes) -> None:
-        """The suite at suite_eps on one model, after its own evaluation (which another process may hold)."""
-        if (seed, name) not in recorded:
-            train_and_evaluate_one(seed, name, changes)
-        row = st.state["seeds"][str(seed)][name]
-        suite_or_skip(st, row, row["clean"], lambda: suite_unit(
-            *get(seed, name, changes)[:2], data, config.suite, (config.suite_eps,), config.suite_images,
-            config.eval_batch, out, f"s{seed}-{name}", progress))
+    return Study(kind={"study": "adversarial"}, config=config, arch=config.arch,
+                 root_key=lambda seed: {"init": "scratch", "arch": config.arch, "seed": seed, "data": data_spec,
+                                        "train_images": config.train_images},
+                 arms=arms, measures={"record": Measure(record, row=True), "suite": Measure(suite, gate="clean")},
+                 plan=plan, render=functools.partial(render_adversarial, default_grid=default_grid()),
+                 prepare=prepare, suite_identity=(config.suite, config.suite_images))
 
-    # Every model's evaluation; then the suite (AutoAttack, ~40 min a ResNet-20 model on one CPU core) on the
-    # core grid, the dense reference after the pruned arms; then the extras (cut first when the budget runs out)
-    # on the first seed, one sparsity at a time, the highest first (the benchmark's table has 95%, not 50%), each
-    # trained then attacked before the next, so a run stopped part-way leaves whole columns. One walk over all of
-    # it: a process sharing the folder that meets a unit another one holds goes on to the next step rather than
-    # waiting at the end of a stage.
-    steps = [(train_and_evaluate_one, p) for p in core_plan]
-    steps += [(attack_one, p) for p in by_verdict(core_plan, config.sparsities)]
-    for s in sorted(config.extra_sparsities, reverse=True):
-        plan = by_verdict([(config.seeds[0], name, changes) for name, changes in adversarial_arms(config, (s,))], (s,))
-        steps += [(train_and_evaluate_one, p) for p in plan] + [(attack_one, p) for p in plan]
-    defer_busy(steps, lambda step: step[0](*step[1]))
-    st.state["done"] = True
-    st.save()
-    return st.state
+
+def run_adversarial(data_spec: str, out_dir: str | Path, config: AdversarialConfig, device: torch.device,
+                    progress: Progress | None = None, only=None) -> dict:
+    """The adversarial pruning study (issue 15's grid), every unit cached; returns the results state."""
+    return run_study(adversarial_study(config, data_spec), data_spec, out_dir, device, progress, only)

@@ -60,8 +60,10 @@ class GridConfig:
 
 
 def finetuned(base: nn.Module, base_key, data: ImageData, config: TrainConfig, out_dir: Path, name: str,
-              progress: Progress | None = None, keep_best: bool = False) -> tuple[nn.Module, dict]:
-    """``base`` fine-tuned with ``config`` (a cached unit); returns (model, masks).
+              progress: Progress | None = None, keep_best: bool = False, masks: dict | None = None
+              ) -> tuple[nn.Module, dict]:
+    """``base`` fine-tuned with ``config`` (a cached unit); returns (model, masks). ``masks``: a mask to train
+    under (e.g. learned by HYDRA; ``base_key`` then says how it was found).
 
     ``keep_best``: when adversarial training collapses (catastrophic overfitting, caught by the guard), the unit
     keeps the guard's best checkpoint and says so in its metadata ("stopped"), instead of failing the grid.
@@ -78,14 +80,15 @@ def finetuned(base: nn.Module, base_key, data: ImageData, config: TrainConfig, o
         model = copy.deepcopy(base)
         stopped = None
         try:
-            result = train(model, data, config, out_dir=path, resume=True, progress=progress, meta={"unit": name})
+            result = train(model, data, config, out_dir=path, masks=masks, resume=True, progress=progress,
+                           meta={"unit": name})
         except CatastrophicOverfitting as err:
             if not keep_best or not (path / "best.safetensors").is_file():
                 raise
-            best, masks, meta = load_checkpoint(path / "best.safetensors")
+            best, kept, meta = load_checkpoint(path / "best.safetensors")
             model.load_state_dict(best.state_dict())
             stopped = str(err)
-            result = {"masks": masks, "tau_resolved": meta.get("tau_resolved"), "history": meta.get("history", [])}
+            result = {"masks": kept, "tau_resolved": meta.get("tau_resolved"), "history": meta.get("history", [])}
         if is_main():
             save_checkpoint(path / "model.safetensors", model, result["masks"],
                             {"unit": name, "config": asdict(config), "tau_resolved": result["tau_resolved"],

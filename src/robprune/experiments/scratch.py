@@ -4,25 +4,21 @@ cached."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import torch
 
-from ..data import load_dataset
 from ..evaluation.accuracy import fixed_subset
 from ..evaluation.stats import weight_stats
-from ..io import prepare_out_dir
 from ..progress import Progress
 from ..reporting.study_common import ARMS, REGIME
 from ..training import TrainConfig
-from .grid import EvalConfig, evaluated, finetuned
+from .engine import Arm, Context, Measure, Step, Study, Trained, run_study
+from .grid import EvalConfig, evaluated
 from .reproduce import split_holdout
-from .study_units import described, init_model, place_row, suite_or_skip, suite_unit, train_history
 from .reproduce_config import PAPER_EPS
-from .store import config_key, defer_busy, machine_line
-from .study_state import StudyState
+from .study_units import described, suite_unit
 
 
 LATE = ("added after seeds 0 and 1 had run, when the first three candidates had stopped at max |w| >= 0.59, to "
@@ -98,132 +94,105 @@ def choose_candidate(search: dict, max_clean_drop: float) -> str:
     return max(allowed, key=lambda n: sum(r["accuracy"] for r in search[n]["robust"]))
 
 
-def run_scratch(data_spec: str, out_dir: str | Path, config: ScratchConfig, device: torch.device,
-                progress: Progress | None = None, render: Callable[[dict], str] | None = None) -> dict:
-    """The paper's protocol from scratch (issue 14's grid), every unit cached; returns the results state."""
+def scratch_study(config: ScratchConfig, data_spec: str) -> Study:
+    """The study's declaration: per seed a Baseline from random initialisation, CP, RP and Ours fine-tuned from it
+    (Ours' setting chosen by a held-out search on the search seed), the sweep, and the plan."""
     from ..reporting.study_report import render_scratch
 
-    out = prepare_out_dir(out_dir)
-    data = load_dataset(data_spec)
-    train_data = split_holdout(data, config.holdout, config.train_images)
-    x_bound, y_bound = fixed_subset(data.x_test, data.y_test, config.bound_images)
-    st = StudyState(out, {"protocol": "scratch", "config": asdict(config), "data": data_spec, "device": str(device),
-                      "torch_threads": torch.get_num_threads(), "machine": machine_line(), "seeds": {}, "search": {},
-                      "sweep": []},
-                render or render_scratch)
     pixel = EvalConfig(eps=PAPER_EPS, steps=4, step_scale=2.5, n_images=config.eval_images,
                        batch_size=config.eval_batch, per_image=True)
-    fgsm = replace(pixel, steps=1, step_scale=1.0)
-    readings = {"pixel": pixel, "pixel-fgsm": fgsm}
+    readings = {"pixel": pixel, "pixel-fgsm": replace(pixel, steps=1, step_scale=1.0)}
     search_eval = replace(pixel, n_images=config.search_images, per_image=False)
-
-    def base_key(seed: int) -> dict:
-        return {"init": "scratch", "arch": config.arch, "seed": seed, "data": data_spec, "holdout": config.holdout,
-                "train_images": config.train_images}
-
-    baselines = {}
-
-    def baseline(seed: int):
-        if seed not in baselines:
-            init = init_model(config.arch, data, seed).to(device)
-            cfg = replace(config.baseline, seed=seed).validate()
-            model, _ = finetuned(init, base_key(seed), train_data, cfg, out, f"s{seed}-Baseline", progress)
-            key = {"base": base_key(seed), "train": config_key(cfg)}
-            baselines[seed] = (model, key, cfg)
-        return baselines[seed]
-
-    arms = {}
-
-    def arm(seed: int, unit: str, **changes):
-        """Unit ``s{seed}-{unit}`` fine-tuned from the seed's Baseline (each loaded or trained once)."""
-        if (seed, unit) not in arms:
-            base, bkey, _ = baseline(seed)
-            cfg = replace(config.finetune, seed=seed, **changes).validate()
-            model, _ = finetuned(base, bkey, train_data, cfg, out, f"s{seed}-{unit}", progress)
-            arms[(seed, unit)] = (model, {"base": bkey, "train": config_key(cfg)}, cfg)
-        return arms[(seed, unit)]
-
-    def record(seed: int, name: str, model, key, cfg, unit_name: str) -> None:
-        row = {"train": asdict(cfg), "history": train_history(out, unit_name, key)}
-        for label, ev in readings.items():
-            row[label] = evaluated(model, key, data, ev, out, f"test-{label}-s{seed}-{name}", progress)
-        row.update(described(model, key, out, f"s{seed}-{name}", x_bound, y_bound, progress))
-        place_row(st, seed, name, row, config.suite, config.suite_images)
-
+    sweep_eval = replace(pixel, n_images=config.sweep_images, per_image=False)
     cp = {"method": "cp", "amount": config.cp_amount}
 
-    def ours(c: Candidate) -> tuple[str, dict]:
-        return f"Ours-{c.label}", {**cp, "lam": c.lam, "tau": c.tau, "penalty_mode": c.mode}
+    def ours(c: Candidate) -> dict:
+        return {**cp, "lam": c.lam, "tau": c.tau, "penalty_mode": c.mode}
 
-    # 1. the search on the search seed: CP and every candidate, evaluated on held-out training images
-    s0 = config.search_seed
-    search_units = {"CP": ("CP", cp)} | {c.label: ours(c) for c in config.candidates}
-    def search(label: str) -> dict:
-        unit, changes = search_units[label]
-        model, key, cfg = arm(s0, unit, **changes)
-        ev = evaluated(model, key, train_data, search_eval, out, f"holdout-s{s0}-{label}", progress)
-        st.state["search"][label] = {"eval": ev, "stats": weight_stats(model), "train": asdict(cfg),
-                                     "history": train_history(out, f"s{s0}-{unit}", key)}
-        return ev
+    def tuned(name: str, changes: dict, unit: str | None = None) -> Arm:
+        return Arm(name, replace(config.finetune, **changes), parent="Baseline", unit=unit)
 
-    # processes sharing the store divide the independent units (store.py); held is in the candidates' order
-    held = dict(zip(search_units, defer_busy(search_units, search)))
-    chosen = choose_candidate(held, config.max_clean_drop)
-    cand = next(c for c in config.candidates if c.label == chosen)
-    st.state["chosen"] = asdict(cand) | {"label": chosen}
-    st.save()
-    specs = {"CP": ("CP", cp), "RP": ("RP", {"method": "rp", "amount": config.rp_amount}), "Ours": ours(cand)}
-    extra_arms = ()
+    rp = {"method": "rp", "amount": config.rp_amount}
+    arms = [Arm("Baseline", config.baseline), tuned("CP", cp), tuned("RP", rp)]
+    arms += [tuned(f"Ours-{c.label}", ours(c)) for c in config.candidates]
     if config.regime is not None:
-        specs[REGIME] = ours(config.regime)
-        extra_arms = (REGIME,)
+        arms.append(tuned(REGIME, ours(config.regime), unit=f"Ours-{config.regime.label}"))
+    sweeps = {f"sweep-{m}-{r:g}": (m, r) for m in ("cp", "rp") for r in config.sweep_ratios}
+    arms += [tuned(name, {"epochs": config.sweep_epochs, "method": m, "amount": r}) for name, (m, r) in sweeps.items()]
 
-    def model_of(seed: int, name: str):
-        """(model, key, config, unit name) of arm ``name`` of ``seed``."""
-        if name == "Baseline":
-            return (*baseline(seed), f"s{seed}-Baseline")
-        unit, changes = specs[name]
-        return (*arm(seed, unit, **changes), f"s{seed}-{unit}")
+    def record(ctx: Context, t: Trained) -> dict:
+        x_bound, y_bound = fixed_subset(ctx.data.x_test, ctx.data.y_test, config.bound_images)
+        row = ctx.train_record(t)
+        for label, ev in readings.items():
+            row[label] = evaluated(t.model, t.key, ctx.data, ev, ctx.out, f"test-{label}-s{t.seed}-{t.arm}",
+                                   ctx.progress)
+        row.update(described(t.model, t.key, ctx.out, f"s{t.seed}-{t.arm}", x_bound, y_bound, ctx.progress))
+        return row
 
-    # 2. every seed's core: Baseline, CP, RP, Ours on the test split (the decisive units first), then Ours in the
-    # paper's weight regime on every seed
-    for names in (ARMS, extra_arms):
-        defer_busy([(seed, name) for seed in config.seeds for name in names],
-                   lambda item: record(*item, *model_of(*item)))
+    def label(arm: str) -> str:
+        return arm.removeprefix("Ours-")
 
-    def suite(names) -> None:
-        """The strongest suite on arms ``names`` of every seed, seed by seed (a comparison has two seeds as soon
-        as possible: the decision rule needs two)."""
-        def one(item) -> None:
-            seed, name = item
-            row = st.state["seeds"][str(seed)][name]
-            suite_or_skip(st, row, row["pixel"], lambda: suite_unit(
-                *model_of(seed, name)[:2], data, config.suite, PAPER_EPS, config.suite_images, config.eval_batch,
-                out, f"s{seed}-{name}", progress))
+    def search(ctx: Context, t: Trained) -> dict:
+        """A candidate (or CP) on held-out training images."""
+        ev = evaluated(t.model, t.key, ctx.train_data, search_eval, ctx.out, f"holdout-s{t.seed}-{label(t.arm)}",
+                       ctx.progress)
+        return {"eval": ev, "stats": weight_stats(t.model), **ctx.train_record(t)}
 
-        defer_busy([(seed, name) for seed in config.seeds for name in names], one)
+    def sweep(ctx: Context, t: Trained) -> dict:
+        method, ratio = sweeps[t.arm]
+        ev = evaluated(t.model, t.key, ctx.data, sweep_eval, ctx.out, f"test-s{t.seed}-{t.arm}", ctx.progress)
+        return {"seed": t.seed, "method": method, "ratio": ratio, "eval": ev}
 
-    # 3. Figure 2: CP vs RP over the ratios, one-shot from each sweep seed's Baseline (about an hour on a CPU core,
-    # before the suite's ~25 min a model: the suite's CP and Ours come next, the arms claim (e) is about)
-    sweep_eval = replace(pixel, n_images=config.sweep_images, per_image=False)
+    def place_search(state: dict, t: Trained, value: dict) -> None:
+        state["search"][label(t.arm)] = value
 
-    def sweep(item) -> None:
-        seed, method, ratio = item
-        unit = f"sweep-{method}-{ratio:g}"
-        model, key, _ = arm(seed, unit, epochs=config.sweep_epochs, method=method, amount=ratio)
-        ev = evaluated(model, key, data, sweep_eval, out, f"test-s{seed}-{unit}", progress)
-        st.state["sweep"] = [s for s in st.state["sweep"] if not (
-            s["seed"] == seed and s["method"] == method and s["ratio"] == ratio)]
-        st.state["sweep"].append({"seed": seed, "method": method, "ratio": ratio, "eval": ev})
-        st.save()
+    def place_sweep(state: dict, t: Trained, value: dict) -> None:
+        state["sweep"] = [s for s in state["sweep"] if not (
+            s["seed"] == value["seed"] and s["method"] == value["method"] and s["ratio"] == value["ratio"])]
+        state["sweep"].append(value)
 
-    defer_busy([(seed, method, ratio) for seed in config.sweep_seeds for method in ("cp", "rp")
-                for ratio in config.sweep_ratios], sweep)
+    def suite(ctx: Context, t: Trained) -> dict:
+        return suite_unit(t.model, t.key, ctx.data, config.suite, PAPER_EPS, config.suite_images, config.eval_batch,
+                          ctx.out, f"s{t.seed}-{t.arm}", ctx.progress)
 
-    # 4. the strongest suite on every model of every seed: the arms whose gains claim (e) tests first (CP, Ours, Ours
-    # in the weight regime), then Baseline and RP (RP's gain at large eps already FAILS under PGD)
-    suite(("CP", "Ours") + extra_arms)
-    suite(("Baseline", "RP"))
-    st.state["done"] = True
-    st.save()
-    return st.state
+    def plan(ctx: Context) -> None:
+        # 1. the search on the search seed: CP and every candidate, evaluated on held-out training images
+        s0 = config.search_seed
+        labels = ["CP"] + [c.label for c in config.candidates]
+        held = ctx.run([Step(s0, "CP" if lab == "CP" else f"Ours-{lab}", ("search",)) for lab in labels])
+        chosen = choose_candidate({lab: v["eval"] for lab, v in zip(labels, held)}, config.max_clean_drop)
+        cand = next(c for c in config.candidates if c.label == chosen)
+        ctx.state["chosen"] = asdict(cand) | {"label": chosen}
+        ctx.st.save()
+        ctx.add_arm(tuned("Ours", ours(cand), unit=f"Ours-{chosen}"))
+        extra = (REGIME,) if config.regime is not None else ()
+        # 2. every seed's core: Baseline, CP, RP, Ours on the test split (the decisive units first), then Ours in
+        # the paper's weight regime on every seed
+        for names in (ARMS, extra):
+            ctx.run([Step(seed, name, ("record",)) for seed in config.seeds for name in names])
+        # 3. Figure 2: CP vs RP over the ratios, one-shot from each sweep seed's Baseline (about an hour on a CPU
+        # core, before the suite's ~25 min a model: the suite's CP and Ours come next, the arms claim (e) is about)
+        ctx.run([Step(seed, name, ("sweep",)) for seed in config.sweep_seeds for name in sweeps])
+        # 4. the strongest suite on every model of every seed, seed by seed (a comparison has two seeds as soon as
+        # possible: the decision rule needs two): the arms whose gains claim (e) tests first (CP, Ours, Ours in the
+        # weight regime), then Baseline and RP (RP's gain at large eps already FAILS under PGD)
+        for names in (("CP", "Ours") + extra, ("Baseline", "RP")):
+            ctx.run([Step(seed, name, ("suite",)) for seed in config.seeds for name in names])
+
+    def prepare(data):
+        return data, split_holdout(data, config.holdout, config.train_images)
+
+    return Study(kind={"protocol": "scratch"}, config=config, arch=config.arch,
+                 root_key=lambda seed: {"init": "scratch", "arch": config.arch, "seed": seed, "data": data_spec,
+                                        "holdout": config.holdout, "train_images": config.train_images},
+                 arms={a.name: a for a in arms},
+                 measures={"record": Measure(record, row=True), "search": Measure(search, place=place_search),
+                           "sweep": Measure(sweep, place=place_sweep), "suite": Measure(suite, gate="pixel")},
+                 plan=plan, render=render_scratch, prepare=prepare, state={"search": {}, "sweep": []},
+                 suite_identity=(config.suite, config.suite_images))
+
+
+def run_scratch(data_spec: str, out_dir: str | Path, config: ScratchConfig, device: torch.device,
+                progress: Progress | None = None, only=None) -> dict:
+    """The paper's protocol from scratch (issue 14's grid), every unit cached; returns the results state."""
+    return run_study(scratch_study(config, data_spec), data_spec, out_dir, device, progress, only)

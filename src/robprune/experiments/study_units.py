@@ -1,16 +1,6 @@
-"""Multi-seed studies over the cached-unit store: the paper's protocol from scratch, and adversarial pruning.
-
-Both are grids of cached units (``grid.finetuned`` and ``grid.evaluated``), run in an order that puts
-the decisive units first (every seed's core arms before the extras), so an interrupted run that is
-restarted continues where it stopped and a report rendered in the middle shows what is done.
-
-- ``run_scratch`` (``robprune reproduce --protocol scratch``): per seed, a Baseline trained from random
-  initialisation, then CP, RP and Ours fine-tuned from it; lam and tau of Ours chosen on held-out
-  training images by the rule in ``choose_candidate``; clean and PGD on the test split with per-image
-  outcomes (McNemar), a stronger suite, Table 1, Eq. 3, and the CP-vs-RP sweep.
-- ``run_adversarial`` (``robprune study adversarial``): per seed, an adversarially trained dense model,
-  then CP, RP and Ours at several sparsities, each fine-tuned adversarially with the same budget;
-  clean, PGD-10 and AutoAttack at 8/255, Table 1, Eq. 3, APB exports.
+"""Cached units and row helpers the studies share (experiments/engine.py runs them): Table 1 and the Eq. 3 bounds
+of a model, the attack suite with its sanity checks, a seed's random initialisation, and how a row is placed in
+the results (an earlier suite result of the same model kept) or its suite skipped on a broken model.
 """
 
 from __future__ import annotations
@@ -110,15 +100,15 @@ def place_row(st, seed: int, name: str, row: dict, suite: str, n: int) -> None:
     st.save()
 
 
-def suite_or_skip(st, row: dict, ev: dict, attack: Callable[[], dict]) -> None:
-    """``row["suite"] = attack()`` unless the clean evaluation ``ev`` shows a broken model (near chance or
+def suite_or_skip(st, row: dict, ev: dict, attack: Callable[[], dict], name: str = "suite") -> None:
+    """``row[name] = attack()`` unless the clean evaluation ``ev`` shows a broken model (near chance or
     near-constant): such a model takes part in no verdict and a constant classifier cannot be attacked at all, so
-    the reason is recorded as ``suite_skipped`` instead of spending the suite on it."""
+    the reason is recorded as ``{name}_skipped`` instead of spending the suite on it."""
     why = broken(ev)
     if why:
-        row["suite_skipped"] = why
+        row[f"{name}_skipped"] = why
     else:
-        row["suite"] = attack()
+        row[name] = attack()
     st.save()
 
 

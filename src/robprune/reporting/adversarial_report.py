@@ -7,8 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..evaluation.outcomes import correct, suite_robust
-from ..evaluation.significance import broken, decide_accuracy
+from .claims import Metric, decide_all
 from .markdown import eps_label
 from .study_common import (RULE_TEXT, acc, bounds_lines, figure_lines, fmt_decision, hours, invocations,
                            machine_text, mean_sd, table1)
@@ -44,29 +43,14 @@ def adversarial_claims(state: dict) -> dict:
     """RP vs CP and Ours vs CP at every sparsity, and RP at the paper's 10% vs Dense: clean, PGD-10 8/255 and
     (when done) AutoAttack."""
     cfg = state["config"]
-    out = {}
     pairs = [(f"{other}-{s:g}", f"CP-{s:g}", f"{other} vs CP at {100 * s:g}%")
              for s in list(cfg["sparsities"]) + list(cfg["extra_sparsities"]) for other in ("RP", "Ours")]
     if cfg.get("rp_paper"):  # the paper's RP (10%) against the dense model it was pruned from
         pairs.append((f"RP-{cfg['rp_paper']:g}", "Dense", f"RP at {100 * cfg['rp_paper']:g}% vs Dense"))
-    for a, b, question in pairs:
-        seeds = [k for k, rows in state.get("seeds", {}).items() if a in rows and b in rows]
-        if not seeds:
-            continue
-        rows = state["seeds"]
-        reasons = [f"{m} (seed {k}): {w}" for k in seeds for m in (a, b) if (w := broken(rows[k][m]["clean"]))]
-        parts = {"clean": decide_accuracy([(correct(rows[k][a]["clean"], None), correct(rows[k][b]["clean"], None))
-                                          for k in seeds], broken_reasons=reasons)}
-        last = len(cfg["pgd_eps"]) - 1
-        parts[f"PGD-{cfg['pgd_steps']} {eps_label(cfg['pgd_eps'][last])}"] = decide_accuracy(
-            [(correct(rows[k][a]["pgd"], last), correct(rows[k][b]["pgd"], last)) for k in seeds], broken_reasons=reasons)
-        with_suite = [k for k in seeds if "suite" in rows[k][a] and "suite" in rows[k][b]]
-        if with_suite:
-            parts[f"{cfg['suite']} {eps_label(cfg['suite_eps'])}"] = decide_accuracy(
-                [(suite_robust(rows[k][a]["suite"]), suite_robust(rows[k][b]["suite"])) for k in with_suite],
-                broken_reasons=reasons)
-        out[question] = {"seeds": seeds, "parts": parts}
-    return out
+    last = len(cfg["pgd_eps"]) - 1
+    return decide_all(state, pairs, [
+        Metric("clean", "clean"), Metric(f"PGD-{cfg['pgd_steps']} {eps_label(cfg['pgd_eps'][last])}", "pgd", last),
+        Metric(f"{cfg['suite']} {eps_label(cfg['suite_eps'])}", "suite", optional=True)])
 
 
 def _cut_sentence(cfg: dict, default_grid: dict | None) -> str:

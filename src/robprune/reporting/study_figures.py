@@ -18,6 +18,8 @@ def _mean_std(values: list[float]) -> tuple[float, float]:
 def write_study_figures(state: dict, out: Path) -> list[str]:
     if state.get("study") == "adversarial":
         return _adversarial(state, out)
+    if state.get("study") == "methods":
+        return _methods(state, out)
     return _scratch(state, out)
 
 
@@ -108,10 +110,27 @@ def _scratch(state: dict, out: Path) -> list[str]:
 
 def _adversarial(state: dict, out: Path) -> list[str]:
     cfg = state["config"]
+    lines = [(m, lambda s, m=m: f"{m}-{s:g}", f"C{i}", "-") for i, m in enumerate(cfg["methods"])]
+    return _sparsity_figure(state, out, sorted(set(cfg["sparsities"]) | set(cfg["extra_sparsities"])), lines,
+                            f"{cfg['arch']}, FGSM-RS adversarial training; mean ± std over seeds")
+
+
+def _methods(state: dict, out: Path) -> list[str]:
+    cfg = state["config"]
+    lines = [(m + ("+hinge" if h else ""), lambda s, m=m, h=h: f"{m}{'+hinge' if h else ''}-{s:g}", f"C{i}",
+              "--" if h else "-")
+             for h in ((False, True) if cfg["hinge"] else (False,)) for i, m in enumerate(cfg["methods"])]
+    return _sparsity_figure(state, out, sorted(cfg["sparsities"]), lines,
+                            f"{cfg['arch']}, {cfg['dense']['adv']} adversarial training; mean ± std over seeds")
+
+
+def _sparsity_figure(state: dict, out: Path, sparsities: list[float], lines, title_text: str) -> list[str]:
+    """Clean, PGD and suite accuracy against sparsity: one line per (label, arm name of a sparsity, colour,
+    style), the dense model dashed in gray."""
+    cfg = state["config"]
     seeds = list(state.get("seeds", {}))
     if not seeds:
         return []
-    sparsities = sorted(set(cfg["sparsities"]) | set(cfg["extra_sparsities"]))
     panels = [("clean", lambda r: 100 * r["clean"]["clean"]["accuracy"]),
               (f"PGD-{cfg['pgd_steps']} {eps_label(cfg['pgd_eps'][-1])}", lambda r: 100 * r["pgd"]["robust"][-1]["accuracy"]),
               (f"{cfg['suite']} {eps_label(cfg['suite_eps'])}",
@@ -123,19 +142,19 @@ def _adversarial(state: dict, out: Path) -> list[str]:
         dense = [v for v in dense if v is not None]
         if dense:
             ax.axhline(np.mean(dense), color="gray", linestyle="--", label="dense")
-        for shift, m in enumerate(cfg["methods"]):
+        for shift, (label, name_of, color, style) in enumerate(lines):
             xs, ys, es = [], [], []
             for s in sparsities:
-                vals = [get(state["seeds"][k][f"{m}-{s:g}"]) for k in seeds if f"{m}-{s:g}" in state["seeds"][k]]
+                vals = [get(state["seeds"][k][name_of(s)]) for k in seeds if name_of(s) in state["seeds"][k]]
                 vals = [v for v in vals if v is not None]
                 if vals:
                     mean, sd = _mean_std(vals)
-                    # evenly spaced sparsities (90/95/99% would crowd a linear axis); methods side by side
-                    xs.append(sparsities.index(s) + 0.08 * (shift - 1))
+                    # evenly spaced sparsities (90/95/99% would crowd a linear axis); lines side by side
+                    xs.append(sparsities.index(s) + 0.08 * (shift - (len(lines) - 1) / 2))
                     ys.append(mean)
                     es.append(sd)
-            if xs:  # one colour per method in every panel, also when a panel has only some methods yet
-                ax.errorbar(xs, ys, yerr=es, marker="o", capsize=3, label=m, color=f"C{shift}")
+            if xs:  # one colour per line in every panel, also when a panel has only some lines yet
+                ax.errorbar(xs, ys, yerr=es, marker="o", capsize=3, label=label, color=color, linestyle=style)
         ax.set_xticks(range(len(sparsities)), [f"{100 * s:g}%" for s in sparsities])
         ax.set_xlim(-0.4, len(sparsities) - 0.6)
         ax.set_title(title, fontsize=9)
@@ -145,7 +164,7 @@ def _adversarial(state: dict, out: Path) -> list[str]:
             ax.legend(fontsize=7)
         else:
             ax.text(0.5, 0.5, "pending", transform=ax.transAxes, ha="center")
-    fig.suptitle(f"{cfg['arch']}, FGSM-RS adversarial training; mean ± std over seeds", fontsize=10)
+    fig.suptitle(title_text, fontsize=10)
     fig.tight_layout()
     save_figure(fig, out / "figure-sparsity.png")
     return ["figure-sparsity.png"]

@@ -1,8 +1,8 @@
 """Reports of the multi-seed studies: mean +- std over seeds with the per-seed values, and every claim decided by
 the rule in ``evaluation.significance`` (or UNDECIDED with the numbers).
 
-``render_scratch`` renders ``reproduce --protocol scratch``; ``render_adversarial`` renders ``study adversarial``.
-Both work on a partial results file (a run in progress): what is not done yet is listed as pending.
+``render_scratch`` renders ``reproduce --protocol scratch``; ``render_adversarial`` renders ``study adversarial``;
+``render_methods`` renders ``study methods``. All work on a partial results file (a run in progress): what is not done yet is listed as pending.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ import os
 from pathlib import Path
 
 from .adversarial_report import adversarial_claims, render_adversarial
+from .methods_report import render_methods
 from .scratch_claims import gains_survive, scratch_claims
 from .scratch_report import render_scratch
 from .study_common import ARMS, READING_TEXT, REGIME
@@ -41,6 +42,8 @@ def rewrite_study_report(out, report=None, default_grid: dict | None = None) -> 
         state["figure_prefix"] = Path(os.path.relpath(out.resolve(), report.parent.resolve())).as_posix() + "/"
     if state.get("study") == "adversarial":
         text = render_adversarial(state, default_grid)
+    elif state.get("study") == "methods":
+        text = render_methods(state)
     else:
         text = render_scratch(state)
     write_text_atomic(report, text)
@@ -48,4 +51,4 @@ def rewrite_study_report(out, report=None, default_grid: dict | None = None) -> 
 
 
 __all__ = ["ARMS", "READING_TEXT", "REGIME", "adversarial_claims", "gains_survive", "render_adversarial",
-           "render_scratch", "rewrite_study_report", "scratch_claims"]
+           "render_methods", "render_scratch", "rewrite_study_report", "scratch_claims"]

@@ -1,0 +1,142 @@
+"""The study engine (experiments/engine.py), the claims module and the methods study (HYDRA vs CP and LAMP, the
+hinge on top of each)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+
+import numpy as np
+import pytest
+import torch
+
+from robprune.cli import main
+from robprune.evaluation.accuracy import pack_bits
+from robprune.evaluation.significance import FAILS, HOLDS, UNDECIDED
+from robprune.experiments import grid
+from robprune.experiments.engine import Arm, Learn, Measure, Step, Study, run_study
+from robprune.experiments.grid import EvalConfig, evaluated
+from robprune.pruning import LEARNED
+from robprune.reporting.claims import Metric, compare
+from robprune.training import TrainConfig
+
+CFG = TrainConfig(epochs=1, batch_size=64, lr=0.05, n_train=200)
+
+
+def _toy(calls: list, plan_steps: list[Step]) -> Study:
+    arms = {"A": Arm("A", CFG), "B": Arm("B", replace(CFG, method="cp", amount=0.5), parent="A"),
+            "B2": Arm("B2", replace(CFG, method="cp", amount=0.5), parent="A", unit="B"),
+            "H": Arm("H", CFG, parent="A", learn=Learn("hydra", 0.5, replace(CFG, lr=0.1)))}
+    clean = EvalConfig(eps=(), n_images=100, per_image=True)
+
+    def record(ctx, t):
+        calls.append(("record", t.seed, t.arm))
+        return {**ctx.train_record(t), "clean": evaluated(t.model, t.key, ctx.data, clean, ctx.out,
+                                                          f"clean-s{t.seed}-{t.arm}", ctx.progress)}
+
+    def extra(ctx, t):
+        calls.append(("extra", t.seed, t.arm))
+        return {"extra": t.unit, "sparsity": sum(int((~m).sum()) for m in t.masks.values())
+                / max(1, sum(m.numel() for m in t.masks.values()))}
+
+    return Study(kind={"study": "toy"}, config=CFG, arch="small_cnn", root_key=lambda seed: {"toy": seed},
+                 arms=arms, measures={"record": Measure(record, row=True), "extra": Measure(extra)},
+                 plan=lambda ctx: ctx.run(plan_steps), render=lambda state: "toy report\n")
+
+
+def test_the_engine_trains_through_the_parent_chain_once_and_a_rerun_computes_nothing(tmp_path, monkeypatch):
+    calls = []
+    plan = [Step(0, "A", ("record",)), Step(0, "B", ("record", "extra")), Step(0, "B2", ("extra",)),
+            Step(0, "H", ("record", "extra"))]
+    state = run_study(_toy(calls, plan), "digits", tmp_path, torch.device("cpu"))
+    assert state["done"] and set(state["seeds"]["0"]) == {"A", "B", "B2", "H"}
+    rows = state["seeds"]["0"]
+    # B2 shares B's unit (one model, trained once) but is its own row; its extra step recorded the row first
+    assert rows["B2"]["extra"] == "s0-B" and "clean" in rows["B2"]
+    assert ("record", 0, "B2") in calls and calls.index(("record", 0, "B2")) < calls.index(("extra", 0, "B2"))
+    units = sorted(d.name.rsplit("-", 1)[0] for d in (tmp_path / "units").iterdir() if d.name.startswith("s0-"))
+    assert units == ["s0-A", "s0-B", "s0-H", "s0-H-masks"]
+    # HYDRA's learned mask is the arm's mask: exactly half of each layer pruned (HYDRA's default, per layer)
+    assert rows["H"]["extra"] == "s0-H" and rows["H"]["sparsity"] == pytest.approx(0.5, abs=0.01)
+    assert rows["B"]["sparsity"] == pytest.approx(0.5, abs=0.01)
+    assert (tmp_path / "report.md").read_text() == "toy report\n"
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a cached unit was computed again")
+
+    monkeypatch.setattr(grid, "train", refuse)
+    monkeypatch.setattr(grid, "evaluate", refuse)
+    monkeypatch.setitem(LEARNED._entries, "hydra", refuse)
+    again = run_study(_toy([], plan), "digits", tmp_path, torch.device("cpu"))
+    assert {k: {f: v for f, v in r.items() if f != "history"} for k, r in again["seeds"]["0"].items()} == \
+        {k: {f: v for f, v in r.items() if f != "history"} for k, r in json.loads(json.dumps(rows)).items()}
+
+
+def test_only_takes_part_of_the_plan_and_does_not_mark_the_study_done(tmp_path):
+    calls = []
+    plan = [Step(0, "A", ("record",)), Step(0, "B", ("record",)), Step(0, "B", ("extra",))]
+    state = run_study(_toy(calls, plan), "digits", tmp_path, torch.device("cpu"),
+                      only=lambda step: "extra" in step.measures)
+    assert not state.get("done")
+    assert set(state["seeds"]["0"]) == {"B"} and state["seeds"]["0"]["B"]["extra"] == "s0-B"
+    assert ("record", 0, "A") not in calls  # A was trained as B's parent, never recorded
+
+
+def _eval(bits: np.ndarray) -> dict:
+    return {"n": len(bits), "clean": {"accuracy": float(bits.mean())}, "robust": [],
+            "clean_correct_bits": pack_bits(torch.tensor(bits))}
+
+
+def test_compare_decides_each_metric_by_the_rule_on_the_seeds_that_have_it():
+    rng = np.random.default_rng(0)
+    base = rng.random(400) < 0.5
+    better = base | (rng.random(400) < 0.4)
+    state = {"seeds": {str(k): {"a": {"clean": _eval(better)}, "b": {"clean": _eval(base)}} for k in range(3)}}
+    metrics = [Metric("clean", "clean"), Metric("suite", "suite", optional=True)]
+    result = compare(state, "a", "b", metrics)
+    assert result["seeds"] == ["0", "1", "2"] and list(result["parts"]) == ["clean"]  # no suite yet: not decided
+    assert result["parts"]["clean"]["verdict"] == HOLDS
+    assert compare(state, "b", "a", metrics)["parts"]["clean"]["verdict"] == FAILS
+    assert compare(state, "a", "missing", metrics) is None
+    state["seeds"]["1"]["b"]["clean"] = _eval(np.zeros(400, bool))  # a broken model decides nothing
+    assert compare(state, "a", "b", metrics)["parts"]["clean"]["verdict"] == UNDECIDED
+
+
+@pytest.mark.slow
+def test_methods_quick_runs_reports_and_resumes(tmp_path, capsys):
+    out = tmp_path / "m"
+    argv = ["study", "methods", "--quick", "--methods", "cp,hydra", "--data", "digits", "--out", str(out),
+            "--device", "cpu", "--suite-images", "20"]
+    assert main(argv) == 0
+    text = capsys.readouterr().out
+    state = json.loads((out / "results.json").read_text())
+    assert state["done"] and state["study"] == "methods"
+    names = {"Dense", "CP-0.9", "HYDRA-0.9", "CP+hinge-0.9", "HYDRA+hinge-0.9"}
+    for seed in ("0", "1"):
+        assert set(state["seeds"][seed]) == names
+        for name, row in state["seeds"][seed].items():
+            assert row["stats"]["sparsity"] == pytest.approx(0.0 if name == "Dense" else 0.9, abs=0.01)
+            assert ("suite" in row) != ("suite_skipped" in row)
+        rows = state["seeds"][seed]
+        assert rows["CP+hinge-0.9"]["train"]["lam"] > 0 == rows["CP-0.9"]["train"]["lam"]
+    masks = list((out / "units").glob("s0-HYDRA_hinge-0.9-masks-*/model.safetensors"))
+    assert len(masks) == 1
+    for part in ("**1. Does learning the mask", "**2. Does the paper's hinge", "| HYDRA vs CP at 90% |",
+                 "| CP+hinge vs CP at 90% |", "| HYDRA+hinge vs HYDRA at 90% |", "HARP (published, ResNet-18)"):
+        assert part in text
+    assert (out / "figure-sparsity.png").is_file()
+    before = {p.name: p.stat().st_mtime_ns for p in (out / "units").iterdir()}
+    assert main(argv) == 0  # everything cached: nothing computed again
+    assert {p.name: p.stat().st_mtime_ns for p in (out / "units").iterdir()} == before
+    capsys.readouterr()
+    assert main(["study", "methods", "--report-only", "--data", "digits", "--out", str(out)]) == 0
+    assert "| HYDRA vs CP at 90% |" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("extra", [["--extra-sparsities", "0.5"], ["--methods", "cp,foo"], ["--sparsities", "none"]])
+def test_methods_study_arguments_are_checked(tmp_path, extra):
+    out = tmp_path / "never"
+    assert main(["study", "methods", "--data", "digits", "--out", str(out)] + extra) != 0
+    assert not out.exists()
+    assert main(["study", "adversarial", "--data", "digits", "--score-epochs", "2", "--out", str(out)]) != 0
+    assert not out.exists()
