@@ -67,7 +67,11 @@ def add_arguments(p) -> None:
     p.add_argument("--report-only", action="store_true",
                    help="only rewrite report.md and the figures from OUT/results.json; computes nothing")
     add_device(p)
-    p.add_argument("--out", default="runs/adversarial", help="output folder")
+    p.add_argument("--out", default=None, help="output folder (default runs/STUDY)")
+
+
+def default_out(args) -> str:
+    return f"runs/{args.study}"
 
 
 def run(args) -> None:

@@ -127,6 +127,9 @@ def main(argv: list[str] | None = None) -> int:
         check_env()
         args = parse_with_config(build_parser(), list(sys.argv[1:] if argv is None else argv))
         args.argv = list(sys.argv[1:] if argv is None else argv)  # recorded with the results
+        default_out = getattr(COMMANDS[args.command], "default_out", None)
+        if default_out is not None and getattr(args, "out", "") is None:
+            args.out = default_out(args)
         _check_inputs(args)
         folder = _check_out(args)
         created = folder if not folder.exists() else None
