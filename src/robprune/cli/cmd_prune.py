@@ -64,6 +64,9 @@ def run(args) -> None:
     scope = args.scope or (LEARNED.info(args.method)["default_scope"] if learned else "global")
     if scope not in SCOPES:
         raise ValueError(f"unknown pruning scope {scope!r}; choose one of {', '.join(SCOPES)}")
+    if learned and scope not in LEARNED.info(args.method).get("scopes", SCOPES):
+        raise ValueError(f"--method {args.method} takes --scope {' or '.join(LEARNED.info(args.method)['scopes'])} "
+                         "(it learns how much of each layer to keep under one global target)")
     model, old_masks, meta = load_checkpoint(args.checkpoint, expect_arch=args.arch)
     out = args.out_dir
     pruned = {"method": args.method, "amount": args.amount, "scope": scope, "source": args.checkpoint}

@@ -12,13 +12,13 @@ from .study_options import (add_only_argument, add_share_argument, add_suite_arg
 from .common import add_device, positive_int
 
 HELP = ("Studies beyond the paper; 'adversarial': CP, RP and Ours on adversarially trained networks at high "
-        "sparsity, under AutoAttack; 'methods': HYDRA against CP and LAMP, each with and without the hinge "
-        "(cached, resumable)")
+        "sparsity, under AutoAttack; 'methods': HYDRA and HYDRA with learned layer rates against CP and LAMP, "
+        "each with and without the hinge (cached, resumable)")
 EXAMPLE = ("robprune study adversarial --data imagefolder:../shared/data/cifar10-jpeg.tar.gz --out "
            "runs/adversarial")
 RESUMABLE = True
 STUDIES = ("adversarial", "methods")
-METHOD_LABELS = ("CP", "LAMP", "HYDRA")
+METHOD_LABELS = ("CP", "LAMP", "HYDRA", "RATES")
 
 
 def method_list(text: str) -> tuple[str, ...]:
@@ -58,8 +58,9 @@ def add_arguments(p) -> None:
     p.add_argument("--extra-sparsities", type=sparsity_list,
                    help="adversarial: sparsities on the first seed only, after the core, the highest first; 'none' "
                         "cuts them (default 0.5,0.95). Cached units stay valid when the grid changes")
-    p.add_argument("--methods", type=method_list, help="methods study: which of CP, LAMP, HYDRA (default all)")
-    p.add_argument("--score-epochs", type=positive_int, help="methods study: HYDRA's score-learning epochs")
+    p.add_argument("--methods", type=method_list,
+                   help="methods study: which of CP, LAMP, HYDRA, RATES (HYDRA with learned layer rates; default all)")
+    p.add_argument("--score-epochs", type=positive_int, help="methods study: score-learning epochs of HYDRA and RATES")
     p.add_argument("--no-hinge", action="store_true", help="methods study: no '+hinge' arms")
     add_suite_arguments(p, "autoattack")
     add_share_argument(p)

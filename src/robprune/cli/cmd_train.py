@@ -123,6 +123,8 @@ def run(args) -> None:
                               **({"method": None, "amount": 0.0} if channel or learned else {}))
     if learned and not args.init:
         raise ValueError(f"{args.method} learns the mask of a trained model: give --init CKPT")
+    if learned and config.scope not in LEARNED.info(args.method).get("scopes", (config.scope,)):
+        raise ValueError(f"--method {args.method} takes --scope {' or '.join(LEARNED.info(args.method)['scopes'])}")
     if not learned and (args.score_epochs is not None or args.score_lr is not None):
         raise ValueError("--score-epochs and --score-lr set the score learning of --method hydra")
     group = distributed.setup(dev, args.dist_backend, args.dist_timeout)

@@ -23,7 +23,9 @@ from .engine import Arm, Context, Learn, Measure, Step, Study, Trained, run_stud
 from .grid import EvalConfig, evaluated
 from .study_units import suite_unit
 
-METHODS = {"CP": "cp", "LAMP": "lamp", "HYDRA": "hydra"}  # label -> pruning method (HYDRA learns its mask)
+# label -> pruning method; HYDRA learns its mask, RATES also each layer's rate (learned/rates.py, HARP-like)
+METHODS = {"CP": "cp", "LAMP": "lamp", "HYDRA": "hydra", "RATES": "hydra-rates"}
+LEARNED_SCOPE = {"hydra": None, "hydra-rates": "global"}  # None: the config's hydra_scope
 HINGE = "+hinge"
 
 
@@ -37,7 +39,7 @@ class MethodsConfig:
     score_lr: float = 0.1  # HYDRA's default
     hydra_scope: str = "layer"  # HYDRA's default; CP and LAMP rank globally (LAMP's scores are made for it)
     sparsities: tuple[float, ...] = (0.99, 0.95, 0.9)  # run in this order: the highest, the question, first
-    methods: tuple[str, ...] = ("CP", "LAMP", "HYDRA")
+    methods: tuple[str, ...] = ("CP", "LAMP", "HYDRA", "RATES")
     hinge: bool = True  # every method also with the paper's hinge
     lam: float = 0.003  # the hinge, fixed before the run (the adversarial study's setting)
     tau: float | str = "q0.9"
@@ -70,12 +72,13 @@ def method_arms(config: MethodsConfig, sparsity: float) -> list[Arm]:
         lam = {"lam": config.lam, "tau": config.tau} if hinge else {}
         for label in config.methods:
             name = arm_name(label, sparsity, hinge)
-            if METHODS[label] == "hydra":
+            method = METHODS[label]
+            if method in LEARNED_SCOPE:
                 scoring = replace(config.finetune, epochs=config.score_epochs, lr=config.score_lr, **lam)
                 arms.append(Arm(name, replace(config.finetune, **lam), parent="Dense", keep_best=True,
-                                learn=Learn("hydra", sparsity, scoring, config.hydra_scope)))
+                                learn=Learn(method, sparsity, scoring, LEARNED_SCOPE[method] or config.hydra_scope)))
             else:
-                arms.append(Arm(name, replace(config.finetune, method=METHODS[label], amount=sparsity, **lam),
+                arms.append(Arm(name, replace(config.finetune, method=method, amount=sparsity, **lam),
                                 parent="Dense", keep_best=True))
     return arms
 

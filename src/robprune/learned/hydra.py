@@ -84,6 +84,37 @@ def learn_masks(model: nn.Module, data, config, amount: float, scope: str = "lay
     Returns the masks and one metrics dict per epoch."""
 
     amount = check_amount(amount)
+    if scope not in SCOPES:
+        raise ValueError(f"unknown pruning scope {scope!r}; choose one of {', '.join(SCOPES)}")
+    return learn_with(model, data, config, amount, keep_ends, previous, out_dir, resume, progress,
+                      lambda inits: TopK(inits, amount, scope, previous), scope)
+
+
+class TopK:
+    """HYDRA's strategy: each layer's (or the network's) top-k of |s|, exactly ``round(amount * n)`` pruned."""
+
+    def __init__(self, inits: dict[str, torch.Tensor], amount: float, scope: str, previous: Masks | None) -> None:
+        self.amount, self.scope, self.previous = amount, scope, previous
+        self.parts = {n: _ScoredWeight(s) for n, s in inits.items()}
+        self.params = {n: p.scores for n, p in self.parts.items()}
+
+    def masks(self) -> Masks:
+        return _current_masks(self.params, self.amount, self.scope, self.previous)
+
+    final = masks
+
+    def loss(self, done: float) -> torch.Tensor | None:  # no term beyond the objective (and the hinge)
+        return None
+
+    def summary(self) -> dict:
+        return {}
+
+
+def learn_with(model: nn.Module, data, config, amount: float, keep_ends: bool, previous: Masks | None, out_dir,
+               resume: bool, progress, strategy_of: Callable, scope: str) -> tuple[Masks, list[dict]]:
+    """Score learning with a strategy (``TopK``: HYDRA; ``rates.LearnedRates``): its parametrisations on every
+    prunable weight, its parameters trained by SGD on the objective (+ the hinge, + its own loss term), its masks
+    set before every step; weights, buffers, flags and mode restored at the end; returns its final masks."""
     config.validate()
     weights = prunable_parameters(model, keep_ends)
     if not weights:
@@ -95,29 +126,28 @@ def learn_masks(model: nn.Module, data, config, amount: float, scope: str = "lay
     was_training = model.training
     tau = resolve_tau(model, config.tau, keep_ends) if config.lam > 0 else None
     owners = {name: model.get_submodule(name.rsplit(".", 1)[0]) if "." in name else model for name in weights}
-    parts = {}
+    inits = {}
     for name, w in weights.items():
         init = initial_scores(w)
         if previous is not None and name in previous:
             init = torch.where(previous[name].to(init.device), init, torch.zeros_like(init))
-        parts[name] = _ScoredWeight(init.to(device))
+        inits[name] = init.to(device)
     if previous is not None:  # an amount below the old sparsity would unmask old zeros
         ranks = {n: torch.where(previous[n].to(w.device), w.detach().abs(), torch.full_like(w, -torch.inf))
                  if n in previous else w.detach().abs() for n, w in weights.items()}
         _check_keeps_previous(ranks, amount, scope)
+    strategy = strategy_of(inits)
     try:
         for p in model.parameters():
             p.requires_grad_(False)
-        for name, part in parts.items():
-            parametrize.register_parametrization(owners[name], name.rsplit(".", 1)[-1], part)
-        scores = {name: part.scores for name, part in parts.items()}
-        history = _learn(model, data, config, amount, scope, previous, scores, parts, tau, out_dir, resume,
-                         progress, lambda: weights_penalty(
-                             [getattr(owners[n], n.rsplit(".", 1)[-1]) for n in parts], tau, config.p), device)
-        masks = _current_masks(scores, amount, scope, previous)
+        for name, part in strategy.parts.items():
+            parametrize.register_parametrization(owners[name], name.rsplit(".", 1)[-1], part.to(device))
+        history = _learn(model, data, config, amount, strategy, tau, out_dir, resume, progress, lambda: weights_penalty(
+            [getattr(owners[n], n.rsplit(".", 1)[-1]) for n in strategy.parts], tau, config.p), device)
+        masks = strategy.final()
         warn_collapsed(masks)
     finally:
-        for name in parts:
+        for name in strategy.parts:
             if parametrize.is_parametrized(owners[name], name.rsplit(".", 1)[-1]):
                 parametrize.remove_parametrizations(owners[name], name.rsplit(".", 1)[-1], leave_parametrized=False)
         for n, p in model.named_parameters():
@@ -138,32 +168,36 @@ def _current_masks(scores, amount, scope, previous) -> Masks:
     return _lowest_ranks_pruned(ranks, amount, scope)
 
 
-def _learn(model, data, config, amount, scope, previous, scores, parts, tau, out_dir, resume, progress, penalty_of,
-           device) -> list[dict]:
-    """The epochs of score learning (``learn_masks`` has set up the parametrisations); returns the history."""
+def _learn(model, data, config, amount, strategy, tau, out_dir, resume, progress, penalty_of, device) -> list[dict]:
+    """The epochs of score learning (``learn_with`` has set up the parametrisations); returns the history."""
 
-    objective, optimizer, generator, attack_generator, autocast, augment = score_learning(scores, config, data,
-                                                                                          device)
+    params = strategy.params
+    objective, optimizer, generator, attack_generator, autocast, augment = score_learning(
+        params, config, data, device, no_decay=getattr(strategy, "no_decay", ()))
     state_path = Path(out_dir) / STATE_FILE if out_dir is not None else None
     history, start = [], 0
     if resume and state_path is not None and state_path.is_file():
-        start, history = _restore(state_path, model, scores, optimizer, (generator, attack_generator), config,
+        start, history = _restore(state_path, model, params, optimizer, (generator, attack_generator), config,
                                   amount)
     x_train, y_train = data.x_train.to(device), data.y_train.to(device)
     steps_per_epoch = max(1, len(x_train) // config.batch_size)
     total = steps_per_epoch * config.epochs
     for epoch in range(start, config.epochs):
         model.train()  # as HYDRA: BatchNorm normalises by the masked network's batches (buffers restored after)
-        before = {n: m.clone() for n, m in _current_masks(scores, amount, scope, previous).items()}
+        before = {n: m.clone() for n, m in strategy.masks().items()}
         loss_sum, seen = 0.0, 0
         for i, (x, y) in enumerate(iterate_batches(x_train, y_train, config.batch_size, generator, augment,
                                                    data.crop_padding)):
+            step = epoch * steps_per_epoch + i
             for group in optimizer.param_groups:
-                group["lr"] = learning_rate(config, epoch * steps_per_epoch + i, total)
-            for name, mask in _current_masks(scores, amount, scope, previous).items():
-                parts[name].mask = mask
+                group["lr"] = learning_rate(config, step, total)
+            for name, mask in strategy.masks().items():
+                strategy.parts[name].mask = mask
             outcome = objective(model, x, y, config, attack_generator, autocast)
             loss = outcome.loss if tau is None else outcome.loss + config.lam * penalty_of()  # on the masked weights
+            extra = strategy.loss(step / total)
+            if extra is not None:
+                loss = loss + extra
             if not math.isfinite(loss.item()):
                 raise RuntimeError(f"the score-learning loss became {loss.item()} at epoch {epoch + 1}; lower --lr")
             optimizer.zero_grad(set_to_none=True)
@@ -174,16 +208,16 @@ def _learn(model, data, config, amount, scope, previous, scores, parts, tau, out
             if progress is not None:
                 progress({"kind": "step", "epoch": epoch + 1, "epochs": config.epochs, "step": i + 1,
                           "steps": steps_per_epoch, "loss": loss.item(), "images": len(y)})
-        after = _current_masks(scores, amount, scope, previous)
+        after = strategy.masks()
         for name, mask in after.items():
-            parts[name].mask = mask
+            strategy.parts[name].mask = mask
         changed = sum(int((before[n] != after[n]).sum()) for n in after)
         metrics = {"epoch": epoch + 1, "train_loss": loss_sum / max(seen, 1),
                    "test_acc": float((predict(model, data.x_test) == data.y_test).float().mean()),
-                   "mask_changes": changed, "lr_end": optimizer.param_groups[0]["lr"]}
+                   "mask_changes": changed, "lr_end": optimizer.param_groups[0]["lr"], **strategy.summary()}
         history.append(metrics)
         if state_path is not None:
-            _save(state_path, model, scores, optimizer, (generator, attack_generator), config, amount, history)
+            _save(state_path, model, params, optimizer, (generator, attack_generator), config, amount, history)
         if progress is not None:
             progress({"kind": "note", "text": f"  scores epoch {epoch + 1}: loss {metrics['train_loss']:.4f}  "
                                               f"test (masked, frozen weights) {100 * metrics['test_acc']:.2f}%  "
@@ -191,12 +225,15 @@ def _learn(model, data, config, amount, scope, previous, scores, parts, tau, out
     return history
 
 
-def score_learning(scores: dict[str, torch.Tensor], config, data, device: torch.device):
+def score_learning(scores: dict[str, torch.Tensor], config, data, device: torch.device, no_decay=()):
     """What learning scores under ``config`` needs (HYDRA's masks here, channel scores in hydra_channels.py): the
-    objective, SGD on the scores, the data and attack generators, autocast and the augmentation."""
+    objective, SGD on the scores (those named in ``no_decay`` without weight decay), the data and attack
+    generators, autocast and the augmentation."""
 
-    optimizer = torch.optim.SGD(list(scores.values()), lr=config.lr, momentum=config.momentum,
-                                weight_decay=config.weight_decay)
+    groups = [{"params": [p for n, p in scores.items() if n not in no_decay]}]
+    if any(n in no_decay for n in scores):
+        groups.append({"params": [p for n, p in scores.items() if n in no_decay], "weight_decay": 0.0})
+    optimizer = torch.optim.SGD(groups, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
     generator = torch.Generator(device=device).manual_seed(config.seed)
     attack_generator = torch.Generator(device=device).manual_seed(config.seed + 1)
     augment = data.augment if config.augment == "auto" else config.augment

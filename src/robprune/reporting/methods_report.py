@@ -1,5 +1,6 @@
-"""The report of ``study methods`` (templates/methods.md.j2): HYDRA against CP and LAMP at each sparsity, the hinge on
-top of each, the two questions answered in words from the rule's verdicts. Works on a partial results file."""
+"""The report of ``study methods`` (templates/methods.md.j2): the learned masks (HYDRA, RATES) against magnitude (CP,
+LAMP) at each sparsity, the hinge on top of each, the two questions answered in words from the rule's verdicts.
+Works on a partial results file."""
 
 from __future__ import annotations
 
@@ -18,6 +19,8 @@ APB_ROWS = {"HARP (published, ResNet-18)": {0.9: (83.38, 45.40), 0.95: (83.38, 4
             "FlyingBird (published, ResNet-18)": {0.9: (80.69, 46.49), 0.95: (77.42, 46.10), 0.99: (75.40, 42.02)},
             "HYDRA (published, ResNet-18)": {0.99: (72.2, 38.8)}}
 HINGE = "+hinge"
+LEARNED = ("HYDRA", "RATES")  # methods that learn their mask from data
+MAGNITUDE = ("CP", "LAMP")
 
 _ENV = jinja2.Environment(loader=jinja2.FileSystemLoader(Path(__file__).parent / "templates"),
                           undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True,
@@ -55,11 +58,13 @@ def _robust(state: dict, name: str) -> tuple[float | None, str]:
 def methods_claims(state: dict) -> dict:
     cfg = state["config"]
     pairs = []
+    ours = cfg["methods"]
     for s in cfg["sparsities"]:
-        if "HYDRA" in cfg["methods"]:
-            pairs += [(_name("HYDRA", s), _name(m, s), f"HYDRA vs {m} at {100 * s:g}%")
-                      for m in cfg["methods"] if m != "HYDRA"]
-        if "LAMP" in cfg["methods"] and "CP" in cfg["methods"]:
+        pairs += [(_name(a, s), _name(b, s), f"{a} vs {b} at {100 * s:g}%")
+                  for a in LEARNED if a in ours for b in MAGNITUDE if b in ours]
+        if "RATES" in ours and "HYDRA" in ours:
+            pairs.append((_name("RATES", s), _name("HYDRA", s), f"RATES vs HYDRA at {100 * s:g}%"))
+        if "LAMP" in ours and "CP" in ours:
             pairs.append((_name("LAMP", s), _name("CP", s), f"LAMP vs CP at {100 * s:g}%"))
         if cfg["hinge"]:
             pairs += [(_name(m, s, True), _name(m, s), f"{m}+hinge vs {m} at {100 * s:g}%") for m in cfg["methods"]]
@@ -82,7 +87,8 @@ def _answers(state: dict, claims: dict) -> dict:
     cfg = state["config"]
     learned, hinge = [], []
     for s in cfg["sparsities"]:
-        learned += [_sentence(q, c) for q, c in claims.items() if q.startswith("HYDRA vs") and q.endswith(f" {100 * s:g}%")]
+        learned += [_sentence(q, c) for q, c in claims.items()
+                    if q.split(" ")[0] in LEARNED and "hinge" not in q and q.endswith(f" {100 * s:g}%")]
         scored = [(v, m) for m in cfg["methods"] if (v := _robust(state, _name(m, s))[0]) is not None]
         if not scored or not cfg["hinge"]:
             continue
