@@ -13,7 +13,7 @@ import torch
 from robprune.cli import main
 from robprune.evaluation.accuracy import pack_bits
 from robprune.evaluation.significance import FAILS, HOLDS, UNDECIDED
-from robprune.experiments import grid
+from robprune.experiments import engine, grid
 from robprune.experiments.engine import Arm, Learn, Measure, Step, Study, run_study
 from robprune.experiments.grid import EvalConfig, evaluated
 from robprune.pruning import LEARNED
@@ -140,3 +140,24 @@ def test_methods_study_arguments_are_checked(tmp_path, extra):
     assert not out.exists()
     assert main(["study", "adversarial", "--data", "digits", "--score-epochs", "2", "--out", str(out)]) != 0
     assert not out.exists()
+
+
+@pytest.mark.slow
+def test_a_study_killed_part_way_continues_without_overwrite(tmp_path, monkeypatch, capsys):
+    """A study stopped before its end (here: by an error after its last unit) has written its results but not
+    finished; the same command continues it, without --overwrite, and computes no unit again."""
+    out = tmp_path / "k"
+    argv = ["study", "methods", "--quick", "--methods", "cp", "--no-hinge", "--data", "digits", "--out", str(out),
+            "--device", "cpu", "--suite-images", "10"]
+
+    def killed(self):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(engine.Context, "finish", killed)
+    assert main(argv) != 0
+    assert (out / "results.json").is_file() and not json.loads((out / "results.json").read_text()).get("done")
+    monkeypatch.undo()
+    before = {p.name: p.stat().st_mtime_ns for p in (out / "units").iterdir()}
+    assert main(argv) == 0, capsys.readouterr().err
+    assert json.loads((out / "results.json").read_text())["done"]
+    assert {p.name: p.stat().st_mtime_ns for p in (out / "units").iterdir()} == before

@@ -65,6 +65,8 @@ def run_logged(args, fn, config_name: str | None = None) -> None:
     if group.is_main:
         with open(out / "runs.log", "a") as log:
             log.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} start: {command} ({group.world} process(es))\n")
+        if not (out / "config.json").is_file():  # marks the folder as this command's: a killed run continues
+            write_json(out / "config.json", resolved(args))
     state = fn(group.device, Progress() if group.is_main else None)
     if not group.is_main:
         return
