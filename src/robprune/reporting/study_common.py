@@ -149,6 +149,8 @@ FIGURE_CAPTIONS = {
                          "seeds where both arms were attacked): claims (c) and (e). Right: held-out accuracy by epoch, "
                          "first seed.",
     "figure-sweep.png": "Figure 2: CP and RP over pruning ratios, clean and PGD-4 per eps (mean ± std over seeds).",
+    "figure-layers.png": "The fraction of each prunable layer kept at the highest sparsity, by method (log scale): "
+                         "CP and LAMP rank globally, HYDRA keeps the same fraction of every layer, RATES learns it.",
     "figure-sparsity.png": "Accuracy against sparsity, one line per method (mean ± std over seeds; methods side by "
                            "side at each sparsity); the dashed line is the dense model.",
 }

@@ -120,8 +120,33 @@ def _methods(state: dict, out: Path) -> list[str]:
     lines = [(m + ("+hinge" if h else ""), lambda s, m=m, h=h: f"{m}{'+hinge' if h else ''}-{s:g}", f"C{i}",
               "--" if h else "-")
              for h in ((False, True) if cfg["hinge"] else (False,)) for i, m in enumerate(cfg["methods"])]
-    return _sparsity_figure(state, out, sorted(cfg["sparsities"]), lines,
-                            f"{cfg['arch']}, {cfg['dense']['adv']} adversarial training; mean ± std over seeds")
+    names = _sparsity_figure(state, out, sorted(cfg["sparsities"]), lines,
+                             f"{cfg['arch']}, {cfg['dense']['adv']} adversarial training; mean ± std over seeds")
+    return names + _layers_figure(state, out, max(cfg["sparsities"]), cfg["methods"])
+
+
+def _layers_figure(state: dict, out: Path, sparsity: float, methods) -> list[str]:
+    """The fraction of each layer kept at ``sparsity`` by each method (mean over seeds): where the budget went."""
+    rows = {m: [r[f"{m}-{sparsity:g}"] for r in state.get("seeds", {}).values() if f"{m}-{sparsity:g}" in r]
+            for m in methods}
+    rows = {m: v for m, v in rows.items() if v}
+    if not rows:
+        return []
+    layers = list(next(iter(rows.values()))[0]["stats"]["layers"])
+    fig = Figure(figsize=(9, 3.6))
+    ax = fig.add_subplot(1, 1, 1)
+    for i, (m, rs) in enumerate(rows.items()):
+        kept = [np.mean([1 - r["stats"]["layers"][name]["sparsity"] for r in rs]) for name in layers]
+        ax.plot(range(len(layers)), kept, marker="o", label=f"{m} ({len(rs)} seed(s))", color=f"C{i}")
+    ax.set_yscale("log")
+    ax.set_xticks(range(len(layers)), [name.removesuffix(".weight") for name in layers], rotation=90, fontsize=6)
+    ax.set_ylabel("fraction of the layer kept")
+    ax.set_title(f"Where each method keeps its weights at {100 * sparsity:g}% sparsity (mean over seeds)",
+                 fontsize=10)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    save_figure(fig, out / "figure-layers.png")
+    return ["figure-layers.png"]
 
 
 def _sparsity_figure(state: dict, out: Path, sparsities: list[float], lines, title_text: str) -> list[str]:
