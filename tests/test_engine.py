@@ -161,3 +161,32 @@ def test_a_study_killed_part_way_continues_without_overwrite(tmp_path, monkeypat
     assert main(argv) == 0, capsys.readouterr().err
     assert json.loads((out / "results.json").read_text())["done"]
     assert {p.name: p.stat().st_mtime_ns for p in (out / "units").iterdir()} == before
+
+
+def test_train_into_writes_one_schema_and_keeps_the_best_checkpoint_on_a_collapse(tmp_path, monkeypatch):
+    import robprune as rp
+    from robprune.training import CatastrophicOverfitting, folder
+
+    data = rp.load_dataset("digits")
+    model = rp.create_model("small_cnn", in_channels=1)
+    result = folder.train_into(tmp_path / "ok", model, data, CFG, meta={"unit": "x"})
+    _, _, meta = rp.load_checkpoint(tmp_path / "ok" / "model.safetensors")
+    assert {"config", "tau_resolved", "history", "stopped", "unit"} <= set(meta) and meta["stopped"] is None
+    assert len(result["history"]) == CFG.epochs
+
+    best = rp.create_model("small_cnn", in_channels=1)
+
+    def collapses(model, data, config, out_dir, **kwargs):  # the guard's best epoch saved, then the collapse
+        rp.save_checkpoint(out_dir / "best.safetensors", best, {}, {"history": [{"epoch": 1}]})
+        raise CatastrophicOverfitting("PGD accuracy collapsed")
+
+    monkeypatch.setattr(folder, "train", collapses)
+    (tmp_path / "bad").mkdir()
+    with pytest.raises(CatastrophicOverfitting):
+        folder.train_into(tmp_path / "bad", rp.create_model("small_cnn", in_channels=1), data, CFG)
+    kept = rp.create_model("small_cnn", in_channels=1)
+    result = folder.train_into(tmp_path / "bad", kept, data, CFG, keep_best=True)
+    assert "collapsed" in result["stopped"] and result["history"] == [{"epoch": 1}]
+    assert all(torch.equal(a, b) for a, b in zip(kept.state_dict().values(), best.state_dict().values()))
+    _, _, meta = rp.load_checkpoint(tmp_path / "bad" / "model.safetensors")
+    assert "collapsed" in meta["stopped"]

@@ -9,13 +9,13 @@ from pathlib import Path
 
 import torch
 
-from ..checkpoint import load_checkpoint, save_checkpoint
+from ..checkpoint import load_checkpoint
 from ..data import load_dataset
 from ..evaluation.checks import CHANCE_MARGIN
 from ..io import write_json
 from ..models import MODELS, create_model
 from ..pruning import LEARNED, sparsity_report
-from ..training import train
+from ..training import train_into
 from .common import Progress, add_device, device, non_negative, positive_int, resolved, say_error
 from .train_options import FINETUNE_LR, add_config_arguments, config_from_args
 
@@ -174,14 +174,11 @@ def run(args) -> None:
         model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
     if group.is_main:
         write_json(out / "config.json", {**resolved(args), "train_config": asdict(config), "world_size": group.world})
-    result = train(model, data, config, out_dir=out, masks=masks, resume=args.resume,
-                   progress=Progress() if group.is_main else None,
-                   meta={"data": args.data, "identity": identity, "world_size": group.world, **extra})
+    result = train_into(out, model, data, config, masks=masks, resume=args.resume,
+                        progress=Progress() if group.is_main else None,
+                        meta={"data": args.data, "identity": identity, "world_size": group.world, **extra})
     if not group.is_main:
         return
-    save_checkpoint(out / "model.safetensors", model, result["masks"],
-                    {"data": args.data, "config": asdict(config), "tau_resolved": result["tau_resolved"],
-                     "history": result["history"], "identity": identity, "world_size": group.world, **extra})
     final = result["history"][-1] if result["history"] else {}
     adv = f", adversarial train {100 * final['train_adv_acc']:.2f}%" if "train_adv_acc" in final else ""
     print(f"test accuracy {100 * final.get('test_acc', float('nan')):.2f}%{adv}, "

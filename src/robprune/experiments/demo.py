@@ -12,7 +12,7 @@ from pathlib import Path
 
 import torch
 
-from ..checkpoint import load_checkpoint, save_checkpoint
+from ..checkpoint import load_checkpoint
 from ..data import load_digits
 from ..distributed import is_main
 from .grid import Arm, EvalConfig, GridConfig, Progress, config_key, run_grid
@@ -20,7 +20,7 @@ from .store import UnitStore
 from ..io import prepare_out_dir, write_json, write_text_atomic
 from ..models import create_model
 from ..reporting.markdown import grid_markdown, plot_grid
-from ..training import TrainConfig, train
+from ..training import TrainConfig, train_into
 
 # ---- Demo hyperparameters (one block, as the results are stored with them) ----
 BASELINE = TrainConfig(epochs=30, batch_size=64, lr=0.05, weight_decay=5e-4, schedule="cosine", seed=0)
@@ -53,10 +53,7 @@ def run_demo(out_dir: str | Path, device: str | torch.device = "cpu", progress: 
     def make(path: Path):
         torch.manual_seed(BASELINE.seed)
         model = create_model("small_cnn", num_classes=10, in_channels=1, mean=mean, std=std).to(device)
-        result = train(model, data, BASELINE, out_dir=path, resume=True, progress=progress)
-        if is_main():
-            save_checkpoint(path / "model.safetensors", model, None, {"unit": "Baseline",
-                                                                       "history": result["history"]})
+        train_into(path, model, data, BASELINE, progress=progress, meta={"unit": "Baseline"})
         return model
 
     base = UnitStore(out, progress).compute("baseline", base_key,

@@ -15,13 +15,13 @@ from pathlib import Path
 
 from torch import nn
 
-from ..checkpoint import load_checkpoint, save_checkpoint
+from ..checkpoint import load_checkpoint
 from ..data import ImageData
 from ..distributed import is_main
 from ..evaluation.accuracy import evaluate, fixed_subset
 from ..io import write_json
 from ..evaluation.stats import weight_stats
-from ..training import TrainConfig, train
+from ..training import TrainConfig, train_into
 from ..progress import Progress, progress_counter
 from .store import UnitStore, config_key
 
@@ -75,24 +75,9 @@ def finetuned(base: nn.Module, base_key, data: ImageData, config: TrainConfig, o
         return model.to(device), masks
 
     def make(path: Path):
-        from ..training.loop import CatastrophicOverfitting
-
         model = copy.deepcopy(base)
-        stopped = None
-        try:
-            result = train(model, data, config, out_dir=path, masks=masks, resume=True, progress=progress,
-                           meta={"unit": name})
-        except CatastrophicOverfitting as err:
-            if not keep_best or not (path / "best.safetensors").is_file():
-                raise
-            best, kept, meta = load_checkpoint(path / "best.safetensors")
-            model.load_state_dict(best.state_dict())
-            stopped = str(err)
-            result = {"masks": kept, "tau_resolved": meta.get("tau_resolved"), "history": meta.get("history", [])}
-        if is_main():
-            save_checkpoint(path / "model.safetensors", model, result["masks"],
-                            {"unit": name, "config": asdict(config), "tau_resolved": result["tau_resolved"],
-                             "history": result["history"], "stopped": stopped})
+        result = train_into(path, model, data, config, masks=masks, progress=progress, meta={"unit": name},
+                            keep_best=keep_best)
         return model, result["masks"]
 
     return UnitStore(out_dir, progress).compute(name, {"base": base_key, "train": config_key(config)}, load, make)
