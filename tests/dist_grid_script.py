@@ -1,27 +1,45 @@
-"""Run by test_distributed under torchrun: a tiny grid of cached units with every rank taking part."""
+"""Run by test_distributed under torchrun: a tiny study of cached units on the engine, every rank taking part."""
 
 import json
 import sys
+from dataclasses import replace
 
 import torch
 
 from robprune import distributed
-from robprune.data import load_digits
-from robprune.experiments.grid import Arm, EvalConfig, GridConfig, run_grid
+from robprune.experiments.engine import Arm, Measure, Step, Study, run_study
+from robprune.experiments.grid import EvalConfig, evaluated
 from robprune.models import create_model
 from robprune.training import TrainConfig, subset_data
 
 out = sys.argv[1]
 group = distributed.setup(torch.device("cpu"))
-data = subset_data(load_digits(), TrainConfig(n_train=256, n_test=96))
 torch.manual_seed(0)
 base = create_model("user_models.nets:tiny_mlp")
 ft = TrainConfig(epochs=1, batch_size=64, lr=0.05, augment="none")
-grid = GridConfig(finetune=ft, evaluation=EvalConfig(eps=(16 / 255,), steps=3, batch_size=32),
-                  arms=(Arm("Base", None, 0.0), Arm("CP", "cp", 0.5)), sweep_ratios=(0.3,), sweep_epochs=1)
-result = run_grid(base, {"tiny": 1}, data, grid, out)
-counts = [result["rows"][a]["eval"]["robust"][0]["correct"] for a in ("Base", "CP")]
+evaluation = EvalConfig(eps=(16 / 255,), steps=3, batch_size=32)
+arms = {"Base": Arm("Base"), "CP": Arm("CP", replace(ft, method="cp", amount=0.5), parent="Base")}
+for m in ("cp", "rp"):
+    arms[f"sweep-{m}-0.3"] = Arm(f"sweep-{m}-0.3", replace(ft, method=m, amount=0.3), parent="Base")
+
+
+def correct(ctx, t):
+    return evaluated(t.model, t.key, ctx.data, evaluation, ctx.out, t.arm)["robust"][0]["correct"]
+
+
+def place(state, t, value):
+    state["counts"][t.arm] = value
+
+
+study = Study(kind={}, config=ft, arch="user_models.nets:tiny_mlp", root_key=lambda seed: {},
+              root=lambda ctx, seed: (base, {"tiny": 1}), unit_name=lambda seed, unit: unit, arms=arms,
+              measures={"correct": Measure(correct, place=place)},
+              plan=lambda ctx: ctx.run([Step(0, a, ("correct",)) for a in arms]), render=lambda state: "tiny\n",
+              prepare=lambda data: (subset_data(data, TrainConfig(n_train=256, n_test=96)),) * 2,
+              state={"counts": {}}, figures=lambda state, out: [])
+result = run_study(study, "digits", out, torch.device("cpu"))
+counts = [result["counts"][a] for a in ("Base", "CP")]
 with open(f"{out}.rank{group.rank}.json", "w") as f:  # one file per rank: their stdout lines interleave
     json.dump({"rank": group.rank, "counts": counts,
-               "sweep": [s["eval"]["robust"][0]["correct"] for s in result["sweep"]]}, f)
+               "sweep": [result["counts"][f"sweep-{m}-0.3"] for m in ("cp", "rp")]}, f)
 distributed.teardown()

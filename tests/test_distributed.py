@@ -263,8 +263,8 @@ def test_two_sharing_processes_divide_a_study_and_report_it_whole(tmp_path):
 
 
 def test_grid_units_run_on_every_rank_and_only_rank_0_writes(tmp_path):
-    """reproduce, the demo and the grid cache units through one store: under torchrun each unit is computed by
-    all ranks together, written once by rank 0, and both ranks see the same results."""
+    """The study engine (reproduce, the demo, the studies) caches units through one store: under torchrun each unit
+    is computed by all ranks together, written once by rank 0, and both ranks see the same results."""
     script = str(ROOT / "tests" / "dist_grid_script.py")
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", script,
            str(tmp_path / "g")]

@@ -64,7 +64,9 @@ def test_the_engine_trains_through_the_parent_chain_once_and_a_rerun_computes_no
     def refuse(*args, **kwargs):
         raise AssertionError("a cached unit was computed again")
 
-    monkeypatch.setattr(grid, "train", refuse)
+    from robprune.training import folder
+
+    monkeypatch.setattr(folder, "train", refuse)
     monkeypatch.setattr(grid, "evaluate", refuse)
     monkeypatch.setitem(LEARNED._entries, "hydra", refuse)
     again = run_study(_toy([], plan), "digits", tmp_path, torch.device("cpu"))

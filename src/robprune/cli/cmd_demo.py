@@ -25,6 +25,9 @@ def run(args) -> None:
     group = distributed.setup(device(args.device))
     dev = group.device
     t0 = time.perf_counter()
+    if group.is_main and not (Path(args.out) / "config.json").is_file():  # marks the folder: a killed demo continues
+        Path(args.out).mkdir(parents=True, exist_ok=True)
+        write_json(Path(args.out) / "config.json", resolved(args))
     run_demo(args.out, dev, Progress() if group.is_main else None)
     if not group.is_main:
         return

@@ -104,6 +104,10 @@ class Study:
     prepare: Callable[[ImageData], tuple[ImageData, ImageData]] = lambda data: (data, data)  # (data, train data)
     state: dict = field(default_factory=dict)  # further fields of results.json (before any row)
     suite_identity: tuple[str, int] | None = None  # (suite, images): a row keeps an earlier suite result made so
+    root: Callable[[Context, int], tuple[nn.Module, dict]] | None = None  # (model, key) a root arm starts from;
+    # None: a random initialisation of ``arch`` keyed by ``root_key``
+    unit_name: Callable[[int, str], str] = lambda seed, unit: f"s{seed}-{unit}"  # a model's cached unit
+    figures: Callable[[dict, Path], list[str]] | None = None  # None: the studies' figures (study_figures)
 
 
 class Context:
@@ -118,7 +122,7 @@ class Context:
         self.st = StudyState(out, {**study.kind, "config": asdict(study.config), "data": data_spec,
                                    "device": str(device), "torch_threads": torch.get_num_threads(),
                                    "machine": machine_line(), "seeds": {}, **copy.deepcopy(study.state)},
-                             study.render)
+                             study.render, figures=study.figures)
         self._models: dict[tuple[int, str], Trained] = {}
         self.recorded: set[tuple[int, str]] = set()  # rows this process has recorded
 
@@ -133,16 +137,21 @@ class Context:
     def model(self, seed: int, name: str) -> Trained:
         """Arm ``name``'s model of ``seed``: from the store, or trained (its parent first)."""
         arm = self.arms[name]
-        unit = f"s{seed}-{arm.unit or arm.name}"
+        unit = self.study.unit_name(seed, arm.unit or arm.name)
         if (seed, unit) in self._models:  # arms that share a unit share its model, each under its own name
             return replace(self._models[(seed, unit)], arm=name)
-        if arm.parent is None:
+        if arm.parent is None and self.study.root is not None:
+            base, base_key = self.study.root(self, seed)
+        elif arm.parent is None:
             base, base_key = init_model(self.study.arch, self.data, seed).to(self.device), self.study.root_key(seed)
         else:
             parent = self.model(seed, arm.parent)
             if arm.train is None:
                 return replace(parent, arm=name)
             base, base_key = parent.model, parent.key
+        if arm.train is None:  # a root arm without training: the root model itself
+            self._models[(seed, unit)] = Trained(seed, name, unit, base, base_key, None, {})
+            return self._models[(seed, unit)]
         masks = None
         if arm.learn is not None:
             base, masks, base_key = self._learned(base, base_key, seed, unit, arm.learn)

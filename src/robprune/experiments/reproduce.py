@@ -17,27 +17,26 @@ what is done and an interrupted run continues):
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable
 from dataclasses import asdict, replace
 from pathlib import Path
 
 import torch
 
-from ..evaluation.bounds import lipschitz_bound, measured_distortion
 from ..checkpoint import import_checkpoint, load_checkpoint
-from ..data import ImageData, load_dataset
+from ..data import ImageData
 from ..distributed import is_main
-from .grid import EvalConfig, Progress, config_key, evaluated, finetuned, run_sweep
-from .store import defer_busy
-from ..io import prepare_out_dir, write_json, write_text_atomic
+from ..evaluation.accuracy import fixed_subset
+from ..evaluation.bounds import lipschitz_bound, measured_distortion
+from ..evaluation.stats import weight_stats
+from ..io import write_json, write_text_atomic
 from ..models import create_model
 from ..reporting.markdown import plot_grid
 from ..reporting.reproduce_report import render_report
-from ..evaluation.accuracy import fixed_subset
-from ..evaluation.stats import weight_stats
-from ..training import TrainConfig
+from .engine import Arm, Context, Measure, Step, Study, Trained, run_study
+from .grid import EvalConfig, Progress, evaluated
 from .reproduce_config import PAPER_EPS, READINGS, Reading, ReproduceConfig
+
+ARMS = ("Baseline", "CP", "RP", "Ours")
 
 
 def split_holdout(data: ImageData, holdout: int, limit: int | None, seed: int = 0) -> ImageData:
@@ -73,111 +72,115 @@ def _load_init(path: str | None, arch: str, data: ImageData) -> tuple[torch.nn.M
     return model, {"init": str(Path(path).resolve()), "arch": arch}
 
 
-def run_reproduce(data_spec: str, init: str | None, out_dir: str | Path, config: ReproduceConfig,
-                  device: torch.device, progress: Progress | None = None,
-                  on_stage: Callable[[dict], None] | None = None) -> dict:
-    """Run every stage (cached); the report is rewritten after each stage so partial results are visible."""
-    t0 = time.time()
-    out = prepare_out_dir(out_dir)
-    data = load_dataset(data_spec)
-    train_data = split_holdout(data, config.holdout, config.train_images)
-    init_model, init_key = _load_init(init, config.arch, data)
-    init_model.to(device)
-    std = tuple(float(s) for s in init_model.normalize.std.flatten())
-    state: dict = {"config": asdict(config), "data": data_spec, "init": init, "device": str(device),
-                   "stages": {}}
-    base_key = {**init_key, "data": data_spec, "holdout": config.holdout, "train_images": config.train_images}
+def reproduce_study(data_spec: str, init: str | None, config: ReproduceConfig) -> Study:
+    """The fine-tuning protocol's declaration (one seed; its units keep the names of the earlier pipeline, without
+    a seed prefix, so an earlier run's cache holds)."""
+    env: dict = {}  # what the first stages find: the init's std, the best reading
 
-    def stage_done(name: str, value) -> None:
-        state["stages"][name] = value
-        state["elapsed_s"] = time.time() - t0 + state.get("elapsed_before_s", 0.0)
-        if is_main():
-            write_json(out / "results.json", state)
-            write_text_atomic(out / "report.md", render_report(state, _runs_log(out)))
-        if on_stage is not None:
-            on_stage({"stage": name})
+    def root(ctx: Context, seed: int):
+        model, init_key = _load_init(init, config.arch, ctx.data)
+        env["std"] = tuple(float(s) for s in model.normalize.std.flatten())
+        return model.to(ctx.device), {**init_key, "data": data_spec, "holdout": config.holdout,
+                                      "train_images": config.train_images}
 
-    # 1. Baseline
-    baseline, _ = finetuned(init_model, base_key, train_data, config.baseline, out, "Baseline", progress)
-    baseline_key = {"base": base_key, "train": config_key(config.baseline)}
+    def tuned(name: str, **changes) -> Arm:
+        return Arm(name, replace(config.finetune, **changes), parent="Baseline")
 
-    # 2. Eps readings on the Baseline
-    def reading(r) -> dict:
-        ev = evaluated(baseline, baseline_key, data, _eval_config(r, config.calib_images, config.eval_batch, std),
-                       out, f"reading-{r.name}", progress)
-        return {"reading": asdict(r), "eval": ev}
+    lams = (0.0, *config.lam_grid)
+    candidates = {("CP" if lam == 0 else f"Ours-lam{lam:g}"): lam for lam in lams}
+    sweeps = {f"sweep-{m}-{r:g}": (m, r) for m in ("cp", "rp") for r in config.sweep_ratios}
+    arms = [Arm("Baseline", config.baseline), tuned("RP", method="rp", amount=config.rp_amount)]
+    arms += [tuned(name, method="cp", amount=config.cp_amount, lam=lam, tau=config.tau)
+             for name, lam in candidates.items()]
+    arms += [tuned(name, epochs=config.sweep_epochs, method=m, amount=r, lam=0.0) for name, (m, r) in sweeps.items()]
 
-    # processes sharing the folder (--share) divide independent units
-    readings = {r.name: v for r, v in zip(READINGS, defer_busy(READINGS, reading))}
-    stage_done("readings", readings)
-    best = min(readings.values(), key=lambda v: _paper_distance(v["eval"]))["reading"]["name"]
-    best_reading = next(r for r in READINGS if r.name == best)
+    def reading_of(name: str) -> Reading:
+        return next(r for r in READINGS if r.name == name)
 
-    # 3-4. CP, RP and the lam search for Ours (CP is the lam = 0 candidate)
-    arms: dict[str, tuple[torch.nn.Module, dict, TrainConfig]] = {"Baseline": (baseline, baseline_key, config.baseline)}
-    def candidate(lam: float) -> tuple[str, dict]:
-        ft = replace(config.finetune, method="cp", amount=config.cp_amount, lam=lam, tau=config.tau).validate()
-        name = "CP" if lam == 0 else f"Ours-lam{lam:g}"
-        model, _ = finetuned(baseline, baseline_key, train_data, ft, out, name, progress)
-        key = {"base": baseline_key, "train": config_key(ft)}
-        ev = evaluated(model, key, train_data, _eval_config(best_reading, config.search_images,
-                                                              config.eval_batch, std), out, f"holdout-{name}", progress)
-        return name, {"lam": lam, "eval": ev, "model": (model, key, ft)}
+    def evaluation(reading: Reading, n: int | None) -> EvalConfig:
+        return _eval_config(reading, n, config.eval_batch, env["std"])
 
-    search = dict(defer_busy((0.0, *config.lam_grid), candidate))
-    cp_clean = search["CP"]["eval"]["clean"]["accuracy"]
-    allowed = [s for n, s in search.items() if n != "CP"
-               and s["eval"]["clean"]["accuracy"] >= cp_clean - config.max_clean_drop] or \
-        [s for n, s in search.items() if n != "CP"]
-    chosen = max(allowed, key=lambda s: sum(r["accuracy"] for r in s["eval"]["robust"]))
-    arms["CP"] = search["CP"]["model"]
-    ft_rp = replace(config.finetune, method="rp", amount=config.rp_amount).validate()
-    rp_model, _ = finetuned(baseline, baseline_key, train_data, ft_rp, out, "RP", progress)
-    arms["RP"] = (rp_model, {"base": baseline_key, "train": config_key(ft_rp)}, ft_rp)
-    arms["Ours"] = chosen["model"]
-    stage_done("search", {"reading": best, "chosen_lam": chosen["lam"], "candidates": {
-        n: {"lam": s["lam"], "eval": s["eval"]} for n, s in search.items()}})
+    def nowhere(state, t, value) -> None:  # the plan puts these values in a stage
+        pass
 
-    # 5. Table 1, Eq. 3 and Table 2 under the pixel reading, then the best-matching reading
-    stats = {name: weight_stats(m) for name, (m, _, _) in arms.items()}
-    stage_done("stats", stats)
-    shape = tuple(data.x_test.shape[1:])
-    x_bound, y_bound = fixed_subset(data.x_test, data.y_test, config.bound_images)
-    bounds = {name: {"l1": lipschitz_bound(m, shape, "l1"), "spectral": lipschitz_bound(m, shape, "spectral"),
-                     "measured": measured_distortion(m, x_bound, y_bound, 8 / 255)}
-              for name, (m, _, _) in arms.items()}
-    stage_done("bounds", bounds)
-    readings_used = [next(x for x in READINGS if x.name == n) for n in dict.fromkeys(["pixel", best])]
-    for r in readings_used:
-        table = {name: {"eval": evaluated(m, key, data, _eval_config(r, config.eval_images, config.eval_batch, std),
-                                          out, f"test-{r.name}-{name}", progress),
-                        "stats": stats[name], "train": asdict(ft)}
-                 for name, (m, key, ft) in arms.items()}
-        stage_done(f"table2-{r.name}", table)
+    measures = {f"reading-{r.name}": Measure(lambda ctx, t, r=r: {"reading": asdict(r), "eval": evaluated(
+        t.model, t.key, ctx.data, evaluation(r, config.calib_images), ctx.out, f"reading-{r.name}", ctx.progress)},
+        place=nowhere) for r in READINGS}
+    measures["holdout"] = Measure(lambda ctx, t: evaluated(
+        t.model, t.key, ctx.train_data, evaluation(reading_of(env["best"]), config.search_images), ctx.out,
+        f"holdout-{t.arm}", ctx.progress), place=nowhere)
 
-    # 5b. Worst case over a suite of stronger attacks (APGD-CE, APGD-DLR, Square), pixel units, beside the
-    # Table 2 attacks on the very same images, so a gain that exists only under the weak attack shows up.
-    def suite_of(name: str) -> dict:
-        m, key, _ = arms[name]
-        result = suite_evaluated(m, key, data, config, out, name, progress)
-        result["reference"] = {
-            r.name: evaluated(m, key, data, _eval_config(r, result["n"], config.eval_batch, std), out,
-                              f"suite-ref-{r.name}-{name}", progress) for r in readings_used}
+    def suite(ctx: Context, t: Trained) -> dict:
+        result = suite_evaluated(t.model, t.key, ctx.data, config, ctx.out, t.arm, ctx.progress)
+        result["reference"] = {r: evaluated(t.model, t.key, ctx.data, evaluation(reading_of(r), result["n"]), ctx.out,
+                                            f"suite-ref-{r}-{t.arm}", ctx.progress) for r in env["used"]}
         return result
 
-    suite = dict(zip(arms, defer_busy(arms, suite_of)))
-    stage_done("suite", suite)
+    def sweep(ctx: Context, t: Trained) -> list[dict]:
+        method, ratio = sweeps[t.arm]
+        labels = [env["best"]] + [r for r in env["used"] if r != env["best"]]  # the first keeps the plain name
+        return [{"method": method, "ratio": ratio, "reading": label, "eval": evaluated(
+            t.model, t.key, ctx.data, evaluation(reading_of(label), config.sweep_images), ctx.out,
+            t.arm if label == labels[0] else f"{t.arm}-{label}", ctx.progress)} for label in labels]
 
-    # 6. Figure 2 sweep, under the best-matching reading (its units keep their old names) and the pixel one
-    order = [best] + [r.name for r in readings_used if r.name != best]
-    sweep = run_sweep(baseline, baseline_key, train_data, data, config.finetune, config.sweep_ratios,
-                      config.sweep_epochs, ("cp", "rp"),
-                      {name: _eval_config(next(r for r in READINGS if r.name == name), config.sweep_images,
-                                          config.eval_batch, std) for name in order}, out, progress)
-    stage_done("sweep", sweep)
-    state["figures"] = write_figures(state, out) if is_main() else []
-    stage_done("done", True)
-    return state
+    measures |= {"suite": Measure(suite, place=nowhere), "sweep": Measure(sweep, place=nowhere)}
+
+    def stage(ctx: Context, name: str, value) -> None:
+        ctx.state["stages"][name] = value
+        ctx.st.save()
+
+    def plan(ctx: Context) -> None:
+        # 1-2. the Baseline (the init fine-tuned) under every reading of the paper's eps unit
+        values = ctx.run([Step(0, "Baseline", (f"reading-{r.name}",)) for r in READINGS])
+        readings = {r.name: v for r, v in zip(READINGS, values)}
+        stage(ctx, "readings", readings)
+        env["best"] = min(readings.values(), key=lambda v: _paper_distance(v["eval"]))["reading"]["name"]
+        env["used"] = list(dict.fromkeys(["pixel", env["best"]]))
+        # 3-4. CP (the lam = 0 candidate) and Ours' lam candidates on held-out training images; RP
+        held = dict(zip(candidates, ctx.run([Step(0, name, ("holdout",)) for name in candidates])))
+        cp_clean = held["CP"]["clean"]["accuracy"]
+        ours = [n for n in held if n != "CP"]
+        allowed = [n for n in ours if held[n]["clean"]["accuracy"] >= cp_clean - config.max_clean_drop] or ours
+        chosen = max(allowed, key=lambda n: sum(r["accuracy"] for r in held[n]["robust"]))
+        ctx.add_arm(Arm("Ours", ctx.arms[chosen].train, parent="Baseline", unit=chosen))
+        stage(ctx, "search", {"reading": env["best"], "chosen_lam": candidates[chosen], "candidates": {
+            n: {"lam": candidates[n], "eval": held[n]} for n in candidates}})
+        # 5. Table 1, Eq. 3, Table 2 under the pixel reading, then the best-matching one
+        models = {name: ctx.model(0, name) for name in ARMS}
+        stats = {name: weight_stats(t.model) for name, t in models.items()}
+        stage(ctx, "stats", stats)
+        shape = tuple(ctx.data.x_test.shape[1:])
+        x_bound, y_bound = fixed_subset(ctx.data.x_test, ctx.data.y_test, config.bound_images)
+        stage(ctx, "bounds", {name: {"l1": lipschitz_bound(t.model, shape, "l1"),
+                                     "spectral": lipschitz_bound(t.model, shape, "spectral"),
+                                     "measured": measured_distortion(t.model, x_bound, y_bound, 8 / 255)}
+                              for name, t in models.items()})
+        for r in env["used"]:
+            stage(ctx, f"table2-{r}", {name: {"eval": evaluated(
+                t.model, t.key, ctx.data, evaluation(reading_of(r), config.eval_images), ctx.out, f"test-{r}-{name}",
+                ctx.progress), "stats": stats[name], "train": asdict(t.cfg)} for name, t in models.items()})
+        # 5b. the worst case of a suite of stronger attacks, beside the Table 2 attacks on the very same images
+        stage(ctx, "suite", dict(zip(ARMS, ctx.run([Step(0, name, ("suite",)) for name in ARMS]))))
+        # 6. Figure 2: CP vs RP over the ratios, under the best-matching reading and the pixel one
+        stage(ctx, "sweep", [e for entries in ctx.run([Step(0, name, ("sweep",)) for name in sweeps])
+                             for e in entries])
+        ctx.state["figures"] = write_figures(ctx.state, ctx.out) if is_main() else []
+        stage(ctx, "done", True)
+
+    def prepare(data):
+        return data, split_holdout(data, config.holdout, config.train_images)
+
+    return Study(kind={}, config=config, arch=config.arch, root_key=lambda seed: {}, root=root,
+                 unit_name=lambda seed, unit: unit, arms={a.name: a for a in arms}, measures=measures, plan=plan,
+                 render=lambda state: render_report(state, state.get("runs_log", "")), prepare=prepare,
+                 state={"init": init, "stages": {}},
+                 figures=lambda state, out: write_figures(state, out) if "sweep" in state["stages"] else [])
+
+
+def run_reproduce(data_spec: str, init: str | None, out_dir: str | Path, config: ReproduceConfig,
+                  device: torch.device, progress: Progress | None = None) -> dict:
+    """Run every stage (cached); the report is rewritten after each unit so partial results are visible."""
+    return run_study(reproduce_study(data_spec, init, config), data_spec, out_dir, device, progress)
 
 
 def suite_evaluated(model, model_key, data: ImageData, config: ReproduceConfig, out: Path, name: str,

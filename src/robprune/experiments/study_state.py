@@ -50,15 +50,19 @@ def _merge_rows(state: dict, disk: dict) -> None:
         for label, entry in disk["search"].items():
             state["search"].setdefault(label, entry)
     if isinstance(disk.get("sweep"), list) and isinstance(state.get("sweep"), list):
-        have = {(p["seed"], p["method"], p["ratio"]) for p in state["sweep"]}
-        state["sweep"] += [p for p in disk["sweep"] if (p["seed"], p["method"], p["ratio"]) not in have]
+        def point(p: dict) -> tuple:
+            return p.get("seed"), p.get("method"), p.get("ratio"), p.get("reading")
+
+        have = {point(p) for p in state["sweep"]}
+        state["sweep"] += [p for p in disk["sweep"] if point(p) not in have]
 
 
 class StudyState:
     """results.json and the report, rewritten after every unit so a partial run is readable."""
 
-    def __init__(self, out: Path, state: dict, render: Callable[[dict], str], on_update=None) -> None:
+    def __init__(self, out: Path, state: dict, render: Callable[[dict], str], on_update=None, figures=None) -> None:
         self.out, self.state, self.render, self.t0, self.on_update = out, state, render, time.time(), on_update
+        self.figures = figures  # (state, out) -> figure names; None: the studies' (study_figures)
         self.me = f"{socket.gethostname()}:{os.getpid()}:{int(self.t0)}"
         # compute time of earlier (and concurrent) invocations; elapsed.json keeps it should results.json be damaged
         self.parts = {**_elapsed_parts(self._on_disk(ELAPSED_FILE)), **_elapsed_parts(self._on_disk())}
@@ -91,7 +95,7 @@ class StudyState:
 
                 # drawing every figure after every unit cost a third of a quick run: once a minute, and at the end
                 if self.state.get("done") or time.time() - self.figures_at >= FIGURES_EVERY_S:
-                    self.state["figures"] = write_study_figures(self.state, self.out)
+                    self.state["figures"] = (self.figures or write_study_figures)(self.state, self.out)
                     self.figures_at = time.time()
                 text = self.render(self.state)
             except Exception as err:  # a report bug must never stop a long run; the results are saved above

@@ -203,8 +203,10 @@ def render_report(state: dict, runs_log: str = "") -> str:
         "Produced by `robprune reproduce`; every number here is read from `results.json`, written by the same "
         "run. Invocations (from `runs.log`; a rerun continues from the cached units):",
         "```text\n" + (runs_log.strip() or "(no runs.log)") + "\n```",
-        f"Device: {state['device']}. Wall time of the last invocation: {state.get('elapsed_s', 0) / 60:.1f} min. "
-        f"Init: `{state['init']}`.",
+        (f"Device: {state['device']}. Compute time {state.get('elapsed_s', 0) / 60:.1f} min (summed over the "
+         "invocations, up to each one's last saved unit). " if "elapsed_parts" in state else  # the study engine's
+         f"Device: {state['device']}. Wall time of the last invocation: {state.get('elapsed_s', 0) / 60:.1f} min. ")
+        + f"Init: `{state['init']}`.",
         f"Fine-tuning: Baseline {cfg['baseline']['epochs']} epochs from the init; every arm "
         f"{cfg['finetune']['epochs']} epochs from the Baseline (SGD momentum {cfg['finetune']['momentum']}, "
         f"lr {cfg['finetune']['lr']} cosine, weight decay {cfg['finetune']['weight_decay']}, batch "
