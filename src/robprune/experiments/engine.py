@@ -169,6 +169,8 @@ class Context:
         cfg = replace(learn.config, seed=seed).validate()
         key = {"base": base_key, "learn": {"method": learn.method, "amount": learn.amount, "scope": learn.scope,
                                            "train": config_key(cfg)}}
+        if "version" in LEARNED.info(learn.method):  # a method changed since: its earlier masks are not reused
+            key["learn"]["version"] = LEARNED.info(learn.method)["version"]
 
         def load(path: Path):
             model, masks, _ = load_checkpoint(path / "model.safetensors")

@@ -87,7 +87,7 @@ def learn_masks(model: nn.Module, data, config, amount: float, scope: str = "lay
     if scope not in SCOPES:
         raise ValueError(f"unknown pruning scope {scope!r}; choose one of {', '.join(SCOPES)}")
     return learn_with(model, data, config, amount, keep_ends, previous, out_dir, resume, progress,
-                      lambda inits: TopK(inits, amount, scope, previous), scope)
+                      lambda inits, weights: TopK(inits, amount, scope, previous), scope)
 
 
 class TopK:
@@ -105,6 +105,9 @@ class TopK:
 
     def loss(self, done: float) -> torch.Tensor | None:  # no term beyond the objective (and the hinge)
         return None
+
+    def before_step(self) -> None:  # the gradients as they are
+        pass
 
     def summary(self) -> dict:
         return {}
@@ -136,7 +139,7 @@ def learn_with(model: nn.Module, data, config, amount: float, keep_ends: bool, p
         ranks = {n: torch.where(previous[n].to(w.device), w.detach().abs(), torch.full_like(w, -torch.inf))
                  if n in previous else w.detach().abs() for n, w in weights.items()}
         _check_keeps_previous(ranks, amount, scope)
-    strategy = strategy_of(inits)
+    strategy = strategy_of(inits, {n: w.detach() for n, w in weights.items()})
     try:
         for p in model.parameters():
             p.requires_grad_(False)
@@ -173,7 +176,8 @@ def _learn(model, data, config, amount, strategy, tau, out_dir, resume, progress
 
     params = strategy.params
     objective, optimizer, generator, attack_generator, autocast, augment = score_learning(
-        params, config, data, device, no_decay=getattr(strategy, "no_decay", ()))
+        params, config, data, device, no_decay=getattr(strategy, "no_decay", ()),
+        no_decay_lr_scale=getattr(strategy, "lr_scale", 1.0))
     state_path = Path(out_dir) / STATE_FILE if out_dir is not None else None
     history, start = [], 0
     if resume and state_path is not None and state_path.is_file():
@@ -190,7 +194,7 @@ def _learn(model, data, config, amount, strategy, tau, out_dir, resume, progress
                                                    data.crop_padding)):
             step = epoch * steps_per_epoch + i
             for group in optimizer.param_groups:
-                group["lr"] = learning_rate(config, step, total)
+                group["lr"] = learning_rate(config, step, total) * group.get("lr_scale", 1.0)
             for name, mask in strategy.masks().items():
                 strategy.parts[name].mask = mask
             outcome = objective(model, x, y, config, attack_generator, autocast)
@@ -202,6 +206,7 @@ def _learn(model, data, config, amount, strategy, tau, out_dir, resume, progress
                 raise RuntimeError(f"the score-learning loss became {loss.item()} at epoch {epoch + 1}; lower --lr")
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
+            strategy.before_step()
             optimizer.step()
             loss_sum += loss.item() * len(y)
             seen += len(y)
@@ -225,14 +230,16 @@ def _learn(model, data, config, amount, strategy, tau, out_dir, resume, progress
     return history
 
 
-def score_learning(scores: dict[str, torch.Tensor], config, data, device: torch.device, no_decay=()):
+def score_learning(scores: dict[str, torch.Tensor], config, data, device: torch.device, no_decay=(),
+                   no_decay_lr_scale: float = 1.0):
     """What learning scores under ``config`` needs (HYDRA's masks here, channel scores in hydra_channels.py): the
-    objective, SGD on the scores (those named in ``no_decay`` without weight decay), the data and attack
-    generators, autocast and the augmentation."""
+    objective, SGD on the scores (those named in ``no_decay`` without weight decay, at ``no_decay_lr_scale``
+    times the learning rate), the data and attack generators, autocast and the augmentation."""
 
     groups = [{"params": [p for n, p in scores.items() if n not in no_decay]}]
     if any(n in no_decay for n in scores):
-        groups.append({"params": [p for n, p in scores.items() if n in no_decay], "weight_decay": 0.0})
+        groups.append({"params": [p for n, p in scores.items() if n in no_decay], "weight_decay": 0.0,
+                       "lr_scale": no_decay_lr_scale})
     optimizer = torch.optim.SGD(groups, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
     generator = torch.Generator(device=device).manual_seed(config.seed)
     attack_generator = torch.Generator(device=device).manual_seed(config.seed + 1)

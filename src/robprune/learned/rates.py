@@ -2,10 +2,13 @@
 Pruning"): HYDRA's importance scores plus one learned keep fraction per layer, under a global target.
 
 Every prunable layer l has HYDRA's scores s_l (scaled initialisation, straight-through gradient) and a keep
-fraction k_l = sigmoid(rho_l), started at the target's uniform keep (about 1 - amount). The forward pass keeps the
+fraction k_l = sigmoid(rho_l), started at what global magnitude pruning (CP) keeps of the layer, so the first mask
+is CP's (at least one weight a layer). The forward pass keeps the
 top round(k_l * n_l) of |s_l| (at least one weight). So that the objective can price a layer's rate, the mask's
 backward pass adds a soft step in rank space, sigmoid((rank_i - (1 - k_l)) / width), whose gradient reaches rho_l
-(the rank of |s_i| in its layer is held fixed for the step; the width is half the kept fraction). The loss adds a
+(the rank of |s_i| in its layer is held fixed for the step; the width is half the kept fraction); a rate moves by
+the sign of its gradient (SGD with momentum at a tenth of the scores' learning rate), since the gradient of a
+layer's rate grows with the layer's size. The loss adds a
 size term, gamma(t) * relu(sum_l k_l n_l / K - 1) with K the target's kept count, and gamma follows HARP's
 step-wise schedule: low in the first third of the steps (robustness first), high in the second (reach the target),
 then 1 (both objectives equally). At the end each layer keeps a count proportional to its learned k_l n_l, scaled
@@ -13,9 +16,9 @@ so that exactly ``round(amount * n)`` weights are pruned (largest remainder; eac
 and at most all), the highest |s| of each layer.
 
 How it differs from HARP (read in its paper; their code was not read): HARP's size objective can count
-operations or parameters (here parameters only); its rate parameterisation and its regularisation constants
-are its own (the schedule's shape, not its numbers, is followed here); HARP starts rates from a non-uniform
-initial strategy, this starts uniform; and the last rounding step here makes the sparsity exact, which HARP reaches
+operations or parameters (here parameters only); its rate parameterisation, optimiser and regularisation
+constants are its own (the schedule's shape, not its numbers, is followed here); this starts from global
+magnitude pruning's allocation; and the last rounding step here makes the sparsity exact, which HARP reaches
 through its loss. The weights are frozen as in HYDRA and fine-tuned under the mask afterwards.
 """
 
@@ -29,10 +32,12 @@ import torch
 from torch import nn
 
 from ..pruning.criteria import register_learned
-from ..pruning.masks import Masks, check_amount
+from ..pruning.masks import Masks, check_amount, masks_from_ranks
 from .hydra import _ScoredWeight, learn_with
 
 GAMMA = (0.1, 10.0, 1.0)  # the size term's weight in each third of the steps
+SIZE_SLACK = 1e-6  # float noise in the kept size is no excess (its gradient's sign would move every rate)
+RATE_LR_SCALE = 0.1  # the rates' learning rate, relative to the scores' (their steps are gradient signs)
 RATE_PREFIX = "rate:"
 
 
@@ -86,12 +91,15 @@ def allocate(wanted: dict[str, float], sizes: dict[str, int], total_keep: int) -
 class LearnedRates:
     """The strategy ``hydra.learn_with`` runs: scores and a keep fraction per layer, the size term, the exact end."""
 
-    def __init__(self, inits: dict[str, torch.Tensor], amount: float) -> None:
+    lr_scale = RATE_LR_SCALE
+
+    def __init__(self, inits: dict[str, torch.Tensor], weights: dict[str, torch.Tensor], amount: float) -> None:
         self.sizes = {n: s.numel() for n, s in inits.items()}
         n = sum(self.sizes.values())
         self.target = n - round(amount * n)
-        keep = min(max(self.target / n, 1e-4), 1 - 1e-4)  # uniform, the size term exactly at the target
-        self.parts = {n: _RatedWeight(s, keep) for n, s in inits.items()}
+        start = masks_from_ranks({k: w.abs() for k, w in weights.items()}, amount, "global")  # CP's global mask
+        self.parts = {k: _RatedWeight(s, min(max(float(start[k].float().mean()), 1 / s.numel()), 1 - 1e-4))
+                      for k, s in inits.items()}
         self.params = {n: p.scores for n, p in self.parts.items()} | {
             RATE_PREFIX + n: p.rate for n, p in self.parts.items()}
         self.no_decay = tuple(n for n in self.params if n.startswith(RATE_PREFIX))  # no pull of k towards 1/2
@@ -117,10 +125,16 @@ class LearnedRates:
         wanted = {n: float(p.keep().detach()) * self.sizes[n] for n, p in self.parts.items()}
         return self._top(allocate(wanted, self.sizes, self.target))
 
+    def before_step(self) -> None:
+        """Each rate moves by its gradient's sign (scale-free: a layer's rate gradient grows with its size)."""
+        for part in self.parts.values():
+            if part.rate.grad is not None:
+                part.rate.grad.sign_()
+
     def loss(self, done: float) -> torch.Tensor:
         gamma = GAMMA[min(int(3 * done), 2)]
         size = sum(p.keep() * self.sizes[n] for n, p in self.parts.items())
-        return gamma * torch.relu(size / self.target - 1)
+        return gamma * torch.relu(size / self.target - 1 - SIZE_SLACK)
 
     def summary(self) -> dict:
         size = sum(float(p.keep().detach()) * self.sizes[n] for n, p in self.parts.items())
@@ -129,7 +143,7 @@ class LearnedRates:
 
 
 @register_learned("hydra-rates", label="HYDRA + learned layer rates", default_scope="global", scopes=("global",),
-                  default_lr=0.1)
+                  default_lr=0.1, version=2)
 def learn_rated_masks(model: nn.Module, data, config, amount: float, scope: str = "global", keep_ends: bool = False,
                       previous: Masks | None = None, out_dir: str | Path | None = None, resume: bool = False,
                       progress: Callable[[dict], None] | None = None) -> tuple[Masks, list[dict]]:
@@ -141,7 +155,7 @@ def learn_rated_masks(model: nn.Module, data, config, amount: float, scope: str 
         raise ValueError("hydra-rates learns how much of each layer to keep under one global target; its scope is "
                          "global (use --method hydra for a fixed rate per layer)")
     if previous:
-        raise ValueError("hydra-rates starts from a dense model (its rates start uniform); give an unpruned "
-                         "checkpoint, or use --method hydra to keep a pruned checkpoint's zeros")
+        raise ValueError("hydra-rates starts from a dense model (its first mask is global magnitude pruning's); give "
+                         "an unpruned checkpoint, or use --method hydra to keep a pruned checkpoint's zeros")
     return learn_with(model, data, config, amount, keep_ends, None, out_dir, resume, progress,
-                      lambda inits: LearnedRates(inits, amount), scope)
+                      lambda inits, weights: LearnedRates(inits, weights, amount), scope)
