@@ -192,3 +192,25 @@ def test_train_into_writes_one_schema_and_keeps_the_best_checkpoint_on_a_collaps
     assert all(torch.equal(a, b) for a, b in zip(kept.state_dict().values(), best.state_dict().values()))
     _, _, meta = rp.load_checkpoint(tmp_path / "bad" / "model.safetensors")
     assert "collapsed" in meta["stopped"]
+
+
+@pytest.mark.slow
+def test_channels_quick_removes_channels_times_shapes_and_resumes(tmp_path, capsys):
+    out = tmp_path / "c"
+    argv = ["study", "channels", "--quick", "--methods", "l1", "--no-hinge", "--data", "digits", "--out", str(out),
+            "--device", "cpu", "--suite-images", "10"]
+    assert main(argv) == 0
+    text = capsys.readouterr().out
+    state = json.loads((out / "results.json").read_text())
+    assert state["done"] and set(state["seeds"]["0"]) == {"Dense", "l1-0.5"}
+    for seed in ("0", "1"):
+        dense, slim = state["seeds"][seed]["Dense"], state["seeds"][seed]["l1-0.5"]
+        assert slim["params"] < 0.4 * dense["params"] and slim["macs"] < 0.4 * dense["macs"]  # removed for real
+    assert set(state["latency"]["ms"]) == {"Dense", "50%"} and all(v > 0 for v in state["latency"]["ms"].values())
+    assert len(list((out / "units").glob("s0-l1-0.5-slim-*/model.safetensors"))) == 1
+    assert "| l1-0.5 |" in text and "TwinRep (published, ResNet-18)" in text and (out / "figure-latency.png").is_file()
+    before = {p.name: p.stat().st_mtime_ns for p in (out / "units").iterdir()}
+    assert main(argv) == 0
+    assert {p.name: p.stat().st_mtime_ns for p in (out / "units").iterdir()} == before
+    assert main(["study", "channels", "--data", "digits", "--methods", "l2", "--out", str(tmp_path / "no")]) == 2
+    assert not (tmp_path / "no").exists()

@@ -13,19 +13,33 @@ from .common import add_device, positive_int
 
 HELP = ("Studies beyond the paper; 'adversarial': CP, RP and Ours on adversarially trained networks at high "
         "sparsity, under AutoAttack; 'methods': HYDRA and HYDRA with learned layer rates against CP and LAMP, "
-        "each with and without the hinge (cached, resumable)")
+        "each with and without the hinge; 'channels': channel criteria with channels removed for real, with "
+        "measured latency (cached, resumable)")
 EXAMPLE = ("robprune study adversarial --data imagefolder:../shared/data/cifar10-jpeg.tar.gz --out "
            "runs/adversarial")
 RESUMABLE = True
-STUDIES = ("adversarial", "methods")
+STUDIES = ("adversarial", "methods", "channels")
 METHOD_LABELS = ("CP", "LAMP", "HYDRA", "RATES")
 
 
+CHANNEL_METHODS = ("l1", "reverse", "bn_scale", "hydra")
+
+
 def method_list(text: str) -> tuple[str, ...]:
-    """Comma-separated method labels of the methods study (CP, LAMP, HYDRA; any case)."""
-    names = tuple(t.strip().upper() for t in text.split(",") if t.strip())
-    if not names or any(n not in METHOD_LABELS for n in names) or len(set(names)) != len(names):
-        raise argparse.ArgumentTypeError(f"expected distinct methods among {', '.join(METHOD_LABELS)}, got {text!r}")
+    """Comma-separated, distinct method names (checked against the study's methods when it runs)."""
+    names = tuple(t.strip() for t in text.split(",") if t.strip())
+    if not names or len(set(n.lower() for n in names)) != len(names):
+        raise argparse.ArgumentTypeError(f"expected distinct comma-separated methods, got {text!r}")
+    return names
+
+
+def _methods_of(study: str, names: tuple[str, ...]) -> tuple[str, ...]:
+    known = CHANNEL_METHODS if study == "channels" else METHOD_LABELS
+    names = tuple(n.lower() if study == "channels" else n.upper() for n in names)
+    unknown = [n for n in names if n not in known]
+    if unknown:
+        raise ValueError(f"unknown method(s) {', '.join(unknown)} for the {study} study; choose from "
+                         f"{', '.join(known)}")
     return names
 
 
@@ -54,14 +68,17 @@ def add_arguments(p) -> None:
     p.add_argument("--dense-epochs", type=positive_int, help="epochs of the dense adversarial training")
     p.add_argument("--epochs", type=positive_int, help="adversarial fine-tuning epochs of every pruned arm")
     p.add_argument("--sparsities", type=sparsity_list,
-                   help="the sparsities every seed gets (default: adversarial 0.9,0.99; methods 0.99,0.95,0.9)")
+                   help="the sparsities every seed gets (default: adversarial 0.9,0.99; methods 0.99,0.95,0.9); "
+                        "channels: the fraction of every group's channels removed (default 0.5,0.75)")
     p.add_argument("--extra-sparsities", type=sparsity_list,
                    help="adversarial: sparsities on the first seed only, after the core, the highest first; 'none' "
                         "cuts them (default 0.5,0.95). Cached units stay valid when the grid changes")
     p.add_argument("--methods", type=method_list,
-                   help="methods study: which of CP, LAMP, HYDRA, RATES (HYDRA with learned layer rates; default all)")
-    p.add_argument("--score-epochs", type=positive_int, help="methods study: score-learning epochs of HYDRA and RATES")
-    p.add_argument("--no-hinge", action="store_true", help="methods study: no '+hinge' arms")
+                   help="methods: which of CP, LAMP, HYDRA, RATES (HYDRA with learned layer rates); channels: "
+                        "which of l1, reverse, bn_scale, hydra (default all)")
+    p.add_argument("--score-epochs", type=positive_int,
+                   help="methods, channels: score-learning epochs of the learned methods")
+    p.add_argument("--no-hinge", action="store_true", help="methods, channels: no '+hinge' arms")
     add_suite_arguments(p, "autoattack")
     add_share_argument(p)
     add_only_argument(p)
@@ -84,10 +101,17 @@ def run(args) -> None:
         grid = default_grid()
         wrong = [o for o, v in (("--methods", args.methods), ("--score-epochs", args.score_epochs),
                                 ("--no-hinge", args.no_hinge)) if v]
-    else:
+    elif args.study == "methods":
         from ..experiments.methods import METHODS_QUICK as QUICK, MethodsConfig as Config, run_methods as run_study
         grid = None
         wrong = ["--extra-sparsities"] if args.extra_sparsities is not None else []
+    else:
+        from ..experiments.channel_study import CHANNELS_QUICK as QUICK, ChannelsConfig as Config, \
+            run_channels as run_study
+        grid = None
+        wrong = ["--extra-sparsities"] if args.extra_sparsities is not None else []
+    if args.methods:
+        args.methods = _methods_of(args.study, args.methods)
     if wrong:
         raise ValueError(f"{', '.join(wrong)} do(es) not apply to the {args.study} study")
     if args.report_only:
@@ -98,7 +122,8 @@ def run(args) -> None:
     if args.arch:
         MODELS.get(args.arch)
         changes["arch"] = args.arch
-    for field, value in (("seeds", args.seeds), ("sparsities", args.sparsities), ("suite", args.suite),
+    grid_field = "amounts" if args.study == "channels" else "sparsities"  # channels: the fraction removed
+    for field, value in (("seeds", args.seeds), (grid_field, args.sparsities), ("suite", args.suite),
                          ("suite_images", args.suite_images), ("extra_sparsities", args.extra_sparsities),
                          ("methods", args.methods), ("score_epochs", args.score_epochs)):
         if value is not None:
@@ -109,7 +134,7 @@ def run(args) -> None:
         changes["dense"] = replace(config.dense, epochs=args.dense_epochs)
     if args.epochs:
         changes["finetune"] = replace(config.finetune, epochs=args.epochs)
-    if changes.get("sparsities") == ():
+    if changes.get(grid_field) == ():
         raise ValueError("--sparsities needs at least one sparsity")
     config = replace(config, **changes)
     only = only_filter(args.only)

@@ -52,11 +52,23 @@ class Learn:
 
 
 @dataclass(frozen=True)
+class Channels:
+    """Channels removed for real before an arm's training (``pruning.prune_channels``; ``hydra``: channel scores
+    learned under ``config`` first)."""
+
+    method: str
+    amount: float
+    scope: str = "layer"
+    config: TrainConfig | None = None  # hydra's score learning (the seed is the step's)
+
+
+@dataclass(frozen=True)
 class Arm:
     name: str  # the label in results and reports
     train: TrainConfig | None = None  # None: the parent model itself
     parent: str | None = None  # the arm this one starts from; None: a random initialisation of the study's arch
     learn: Learn | None = None
+    channels: Channels | None = None
     unit: str | None = None  # the cached unit's name (s{seed}-{unit}); arms with one unit share one model
     keep_best: bool = False  # a collapse of adversarial training keeps the guard's best checkpoint
 
@@ -153,6 +165,8 @@ class Context:
             self._models[(seed, unit)] = Trained(seed, name, unit, base, base_key, None, {})
             return self._models[(seed, unit)]
         masks = None
+        if arm.channels is not None:
+            base, masks, base_key = self._slim(base, base_key, seed, unit, arm.channels)
         if arm.learn is not None:
             base, masks, base_key = self._learned(base, base_key, seed, unit, arm.learn)
         cfg = replace(arm.train, seed=seed).validate()
@@ -186,6 +200,39 @@ class Context:
             return model, masks
 
         model, masks = UnitStore(self.out, self.progress).compute(f"{unit}-masks", key, load, make)
+        return model, masks, key
+
+    def _slim(self, base: nn.Module, base_key: dict, seed: int, unit: str, channels: Channels):
+        """(slim model, masks, key): ``base`` with channels removed (a cached unit)."""
+        from ..pruning.channels import prune_channels
+
+        cfg = None if channels.config is None else replace(channels.config, seed=seed).validate()
+        key = {"base": base_key, "channels": {"method": channels.method, "amount": channels.amount,
+                                              "scope": channels.scope, "seed": seed,
+                                              **({"train": config_key(cfg)} if cfg is not None else {})}}
+        x = self.data.x_test[:2].float() / 255
+
+        def load(path: Path):
+            model, masks, _ = load_checkpoint(path / "model.safetensors")
+            return model.to(self.device), masks
+
+        def make(path: Path):
+            scores = None
+            if channels.method == "hydra":
+                from ..learned.hydra_channels import learn_channel_scores
+
+                scores, _ = learn_channel_scores(base, self.train_data, cfg, channels.amount, x.to(self.device),
+                                                 progress=self.progress)
+            slim, masks, record = prune_channels(base.cpu(), "l1" if scores is not None else channels.method,
+                                                 channels.amount, x, seed=seed, scores=scores, scope=channels.scope)
+            base.to(self.device)
+            if is_main():
+                save_checkpoint(path / "model.safetensors", slim, masks,
+                                {"unit": f"{unit}-slim", "channel_pruning": [key["channels"] | {
+                                    "groups": record.groups}]})
+            return slim.to(self.device), masks
+
+        model, masks = UnitStore(self.out, self.progress).compute(f"{unit}-slim", key, load, make)
         return model, masks, key
 
     def train_record(self, t: Trained) -> dict:

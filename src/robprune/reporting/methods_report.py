@@ -6,12 +6,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import jinja2
 import numpy as np
 
 from .claims import Metric, decide_all
 from .markdown import eps_label
-from .study_common import RULE_TEXT, acc, fmt_decision, hours, invocations, machine_text, mean_sd
+from .templating import render_template
+from .study_common import (RULE_TEXT, acc, fmt_decision, hours, invocations, machine_text, mean_sd, rows_of,
+                           suite_acc, suite_cell, suite_check_lines)
 
 # The Adversarial Pruning Benchmark's published ResNet-18 rows (unstructured; CIFAR-10, AutoAttack 8/255, 10,000
 # images; clean / robust), as quoted in issue 23.
@@ -22,18 +23,10 @@ HINGE = "+hinge"
 LEARNED = ("HYDRA", "RATES")  # methods that learn their mask from data
 MAGNITUDE = ("CP", "LAMP")
 
-_ENV = jinja2.Environment(loader=jinja2.FileSystemLoader(Path(__file__).parent / "templates"),
-                          undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True,
-                          keep_trailing_newline=True, autoescape=False)
 
 
 def _name(method: str, s: float, hinge: bool = False) -> str:
     return f"{method}{HINGE if hinge else ''}-{s:g}"
-
-
-def _suite_acc(row: dict) -> float | None:
-    su = row.get("suite")
-    return None if su is None else 100 * su["rows"][0]["worst_case"]["accuracy"]
 
 
 def _metrics(cfg: dict) -> list[Metric]:
@@ -42,14 +35,10 @@ def _metrics(cfg: dict) -> list[Metric]:
             Metric(f"{cfg['suite']} {eps_label(cfg['suite_eps'])}", "suite", optional=True)]
 
 
-def _rows(state: dict, name: str) -> list[dict]:
-    return [r[name] for _, r in sorted(state.get("seeds", {}).items(), key=lambda kv: int(kv[0])) if name in r]
-
-
 def _robust(state: dict, name: str) -> tuple[float | None, str]:
     """Mean robust accuracy of a model under the suite (PGD until the suite is done), and which it is."""
-    rows = _rows(state, name)
-    su = [v for r in rows if (v := _suite_acc(r)) is not None]
+    rows = rows_of(state, name)
+    su = [v for r in rows if (v := suite_acc(r)) is not None]
     if su:
         return float(np.mean(su)), state["config"]["suite"]
     return (float(np.mean([acc(r["pgd"], -1) for r in rows])), "PGD") if rows else (None, "")
@@ -106,14 +95,12 @@ def _result_rows(state: dict) -> list[list[str]]:
                          for m in cfg["methods"]]
     out = []
     for name in names:
-        rows = _rows(state, name)
+        rows = rows_of(state, name)
         if not rows:
             out.append([name, "pending"] + [""] * (len(cfg["pgd_eps"]) + 5))
             continue
         who = ", ".join(k for k, r in sorted(state["seeds"].items(), key=lambda kv: int(kv[0])) if name in r)
-        su = [v for r in rows if (v := _suite_acc(r)) is not None]
-        su_cell = mean_sd(su) + (f" ({len(su)} of {len(rows)} seeds)" if 0 < len(su) < len(rows) else "") if su else (
-            "skipped (broken model)" if all("suite_skipped" in r for r in rows) else "pending")
+        su_cell = suite_cell(rows)
         out.append([name, who, f"{100 * rows[0]['stats']['sparsity']:.1f}%", mean_sd([acc(r["clean"], None) for r in rows])]
                    + [mean_sd([acc(r["pgd"], i) for r in rows]) for i in range(len(cfg["pgd_eps"]))]
                    + [su_cell, mean_sd([r["stats"]["max_abs"] for r in rows]), mean_sd([r["stats"]["l1"] for r in rows])])
@@ -127,26 +114,14 @@ def _apb(state: dict, sparsities: list[float]) -> list[tuple[str, list[str]]]:
         for h in (False, True) if cfg["hinge"] else (False,):
             cells = []
             for s in sparsities:
-                rows = _rows(state, _name(m, s, h))
-                su = [v for r in rows if (v := _suite_acc(r)) is not None]
+                rows = rows_of(state, _name(m, s, h))
+                su = [v for r in rows if (v := suite_acc(r)) is not None]
                 cells.append("-" if not rows else f"{np.mean([acc(r['clean'], None) for r in rows]):.1f} / "
                              + (f"{np.mean(su):.1f}" if su else "pending") + f" ({len(rows)} seed(s))")
             out.append((f"{m}{HINGE if h else ''} ({cfg['arch']}, this study)", cells))
     for label, vals in APB_ROWS.items():
         out.append((label, [f"{vals[s][0]} / {vals[s][1]}" if s in vals else "-" for s in sparsities]))
     return out
-
-
-def _checks(state: dict) -> list[str]:
-    lines = []
-    for k, rows in sorted(state.get("seeds", {}).items(), key=lambda kv: int(kv[0])):
-        for name, r in rows.items():
-            if "suite" in r:
-                failed = [c["name"] for c in r["suite"].get("sanity_checks", []) if not c["passed"]]
-                lines.append(f"seed {k} {name}: {'all passed' if not failed else 'FAILED ' + ', '.join(failed)}")
-            elif "suite_skipped" in r:
-                lines.append(f"seed {k} {name}: not attacked, the model is broken ({r['suite_skipped']})")
-    return lines
 
 
 def render_methods(state: dict) -> str:
@@ -163,7 +138,7 @@ def render_methods(state: dict) -> str:
     verdicts = [{"question": q, "seeds": ", ".join(c["seeds"]), "metric": metric, "verdict": d["verdict"],
                  "evidence": f"{d['why']}; {fmt_decision(d)}"} for q, c in claims.items() for metric, d in c["parts"].items()]
     apb_sparsities = sorted(set(cfg["sparsities"]) | {0.9, 0.95, 0.99})
-    return _ENV.get_template("methods.md.j2").render(
+    return render_template("methods.md.j2",
         cfg=cfg, methods=cfg["methods"], data_name=Path(state["data"].split(":", 1)[-1]).name,
         status="complete" if done else f"IN PROGRESS (updated {state.get('updated', '?')}): {have} of {total} models "
                                        f"trained and evaluated, {suites} of {total} with `{cfg['suite']}` (or skipped as broken)",
@@ -174,4 +149,4 @@ def render_methods(state: dict) -> str:
         pgd_eps=", ".join(eps_label(e) for e in cfg["pgd_eps"]), pgd_labels=[eps_label(e) for e in cfg["pgd_eps"]],
         suite_eps=eps_label(cfg["suite_eps"]), results=_result_rows(state),
         apb_sparsities=[f"{100 * s:g}%" for s in apb_sparsities], apb=_apb(state, apb_sparsities),
-        checks=_checks(state), figures="\n".join(figure_lines(state)).rstrip())
+        checks=suite_check_lines(state), figures="\n".join(figure_lines(state)).rstrip())

@@ -149,6 +149,8 @@ FIGURE_CAPTIONS = {
                          "seeds where both arms were attacked): claims (c) and (e). Right: held-out accuracy by epoch, "
                          "first seed.",
     "figure-sweep.png": "Figure 2: CP and RP over pruning ratios, clean and PGD-4 per eps (mean ± std over seeds).",
+    "figure-latency.png": "Robust accuracy against measured latency: one point per method at each amount (circles "
+                          "plain, triangles with the hinge), the dense model as a square.",
     "figure-layers.png": "The fraction of each prunable layer kept at the highest sparsity, by method (log scale): "
                          "CP and LAMP rank globally, HYDRA keeps the same fraction of every layer, RATES learns it.",
     "figure-sparsity.png": "Accuracy against sparsity, one line per method (mean ± std over seeds; methods side by "
@@ -161,4 +163,36 @@ def figure_lines(state: dict) -> list[str]:
     where = state.get("figure_prefix", "")  # the figures' folder as seen from the report
     for fig in state.get("figures", []):
         lines += [f"![{fig}]({where}{fig})", ""] + ([f"*{FIGURE_CAPTIONS[fig]}*", ""] if fig in FIGURE_CAPTIONS else [])
+    return lines
+
+
+def rows_of(state: dict, name: str) -> list[dict]:
+    """Model ``name``'s rows, in seed order."""
+    return [r[name] for _, r in sorted(state.get("seeds", {}).items(), key=lambda kv: int(kv[0])) if name in r]
+
+
+def suite_acc(row: dict) -> float | None:
+    """A row's worst-case accuracy under the suite at its first eps (percent), None before it is attacked."""
+    su = row.get("suite")
+    return None if su is None else 100 * su["rows"][0]["worst_case"]["accuracy"]
+
+
+def suite_cell(rows: list[dict]) -> str:
+    """The suite column of a results table: mean ± std over the seeds attacked, or why it is empty."""
+    su = [v for r in rows if (v := suite_acc(r)) is not None]
+    if su:
+        return mean_sd(su) + (f" ({len(su)} of {len(rows)} seeds)" if len(su) < len(rows) else "")
+    return "skipped (broken model)" if rows and all("suite_skipped" in r for r in rows) else "pending"
+
+
+def suite_check_lines(state: dict) -> list[str]:
+    """One line per model and seed: its suite's sanity checks, or why it was not attacked."""
+    lines = []
+    for k, rows in sorted(state.get("seeds", {}).items(), key=lambda kv: int(kv[0])):
+        for name, r in rows.items():
+            if "suite" in r:
+                failed = [c["name"] for c in r["suite"].get("sanity_checks", []) if not c["passed"]]
+                lines.append(f"seed {k} {name}: {'all passed' if not failed else 'FAILED ' + ', '.join(failed)}")
+            elif "suite_skipped" in r:
+                lines.append(f"seed {k} {name}: not attacked, the model is broken ({r['suite_skipped']})")
     return lines

@@ -20,6 +20,8 @@ def write_study_figures(state: dict, out: Path) -> list[str]:
         return _adversarial(state, out)
     if state.get("study") == "methods":
         return _methods(state, out)
+    if state.get("study") == "channels":
+        return _channels(state, out)
     return _scratch(state, out)
 
 
@@ -193,3 +195,33 @@ def _sparsity_figure(state: dict, out: Path, sparsities: list[float], lines, tit
     fig.tight_layout()
     save_figure(fig, out / "figure-sparsity.png")
     return ["figure-sparsity.png"]
+
+
+def _channels(state: dict, out: Path) -> list[str]:
+    """Robust accuracy against measured latency: the trade-off a deployer looks at (once the latency is measured)."""
+    cfg, lat = state["config"], state.get("latency")
+    if not lat or not state.get("seeds"):
+        return []
+    fig = Figure(figsize=(6.5, 4.2))
+    ax = fig.add_subplot(1, 1, 1)
+    points = [("Dense", "Dense", "k", "s")] + [
+        (f"{m}{'+hinge' if h else ''}-{a:g}", f"{m}{' +hinge' if h else ''}", f"C{i}", "o" if not h else "^")
+        for a in cfg["amounts"] for h in ((False, True) if cfg["hinge"] else (False,))
+        for i, m in enumerate(cfg["methods"])]
+    labelled = set()
+    for name, label, color, marker in points:
+        rows = [r[name] for r in state["seeds"].values() if name in r]
+        key = "Dense" if name == "Dense" else f"{100 * float(name.rsplit('-', 1)[1]):g}%"
+        robust = [100 * (r["suite"]["rows"][0]["worst_case"]["accuracy"] if "suite" in r
+                         else r["pgd"]["robust"][-1]["accuracy"]) for r in rows]
+        if robust and key in lat["ms"]:
+            ax.scatter(lat["ms"][key], np.mean(robust), color=color, marker=marker,
+                       label=None if label in labelled else label)
+            labelled.add(label)
+    ax.set_xlabel(f"latency, ms per batch of {lat['batch']} ({lat['device']}, {lat['threads']} thread(s))")
+    ax.set_ylabel(f"robust accuracy (%), {cfg['suite']} (PGD until attacked)")
+    ax.set_title(f"{cfg['arch']}: robust accuracy against measured latency (mean over seeds)", fontsize=10)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    save_figure(fig, out / "figure-latency.png")
+    return ["figure-latency.png"]
