@@ -16,7 +16,7 @@ from ..training import TrainConfig
 from .engine import Arm, Context, Measure, Step, Study, Trained, run_study
 from .grid import EvalConfig, evaluated
 from .store import unit_dir
-from .study_units import described, suite_unit
+from .study_units import described, first_train_images, scratch_key, suite_unit
 
 
 @dataclass(frozen=True)
@@ -139,18 +139,11 @@ def adversarial_study(config: AdversarialConfig, data_spec: str) -> Study:
             steps += [Step(seed, n, ("suite",)) for seed, n in names]
         ctx.run(steps)
 
-    def prepare(data):
-        if config.train_images is not None:
-            data = replace(data, x_train=data.x_train[:config.train_images],
-                           y_train=data.y_train[:config.train_images])
-        return data, data
-
     return Study(kind={"study": "adversarial"}, config=config, arch=config.arch,
-                 root_key=lambda seed: {"init": "scratch", "arch": config.arch, "seed": seed, "data": data_spec,
-                                        "train_images": config.train_images},
+                 root_key=scratch_key(config.arch, data_spec, config.train_images),
                  arms=arms, measures={"record": Measure(record, row=True), "suite": Measure(suite, gate="clean")},
                  plan=plan, render=functools.partial(render_adversarial, default_grid=default_grid()),
-                 prepare=prepare, suite_identity=(config.suite, config.suite_images))
+                 prepare=first_train_images(config.train_images), suite_identity=(config.suite, config.suite_images))
 
 
 def run_adversarial(data_spec: str, out_dir: str | Path, config: AdversarialConfig, device: torch.device,

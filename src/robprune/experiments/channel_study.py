@@ -18,7 +18,7 @@ from .adversarial import AdversarialConfig
 from .engine import Arm, Channels, Context, Measure, Step, Study, Trained, run_study
 from .grid import EvalConfig, evaluated
 from .store import machine_line
-from .study_units import suite_unit
+from .study_units import first_train_images, scratch_key, suite_unit
 
 HINGE = "+hinge"
 
@@ -123,17 +123,10 @@ def channels_study(config: ChannelsConfig, data_spec: str) -> Study:
         if ctx.only is None:  # a process given part of the plan leaves the timing to the full run
             latency(ctx)
 
-    def prepare(data):
-        if config.train_images is not None:
-            data = replace(data, x_train=data.x_train[:config.train_images],
-                           y_train=data.y_train[:config.train_images])
-        return data, data
-
     return Study(kind={"study": "channels"}, config=config, arch=config.arch,
-                 root_key=lambda seed: {"init": "scratch", "arch": config.arch, "seed": seed, "data": data_spec,
-                                        "train_images": config.train_images},
+                 root_key=scratch_key(config.arch, data_spec, config.train_images),
                  arms=arms, measures={"record": Measure(record, row=True), "suite": Measure(suite, gate="clean")},
-                 plan=plan, render=render_channels, prepare=prepare,
+                 plan=plan, render=render_channels, prepare=first_train_images(config.train_images),
                  suite_identity=(config.suite, config.suite_images))
 
 

@@ -21,7 +21,7 @@ from ..training import TrainConfig
 from .adversarial import AdversarialConfig
 from .engine import Arm, Context, Learn, Measure, Step, Study, Trained, run_study
 from .grid import EvalConfig, evaluated
-from .study_units import suite_unit
+from .study_units import first_train_images, scratch_key, suite_unit
 
 # label -> pruning method; HYDRA learns its mask, RATES also each layer's rate (learned/rates.py, HARP-like)
 METHODS = {"CP": "cp", "LAMP": "lamp", "HYDRA": "hydra", "RATES": "hydra-rates"}
@@ -119,17 +119,11 @@ def methods_study(config: MethodsConfig, data_spec: str) -> Study:
         steps += [Step(seed, "Dense", ("suite",)) for seed in config.seeds]
         ctx.run(steps)
 
-    def prepare(data):
-        if config.train_images is not None:
-            data = replace(data, x_train=data.x_train[:config.train_images],
-                           y_train=data.y_train[:config.train_images])
-        return data, data
-
     return Study(kind={"study": "methods"}, config=config, arch=config.arch,
-                 root_key=lambda seed: {"init": "scratch", "arch": config.arch, "seed": seed, "data": data_spec,
-                                        "train_images": config.train_images},
+                 root_key=scratch_key(config.arch, data_spec, config.train_images),
                  arms=arms, measures={"record": Measure(record, row=True), "suite": Measure(suite, gate="clean")},
-                 plan=plan, render=render_methods, prepare=prepare, suite_identity=(config.suite, config.suite_images))
+                 plan=plan, render=render_methods, prepare=first_train_images(config.train_images),
+                 suite_identity=(config.suite, config.suite_images))
 
 
 def run_methods(data_spec: str, out_dir: str | Path, config: MethodsConfig, device: torch.device,

@@ -6,6 +6,7 @@ the results (an earlier suite result of the same model kept) or its suite skippe
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from collections.abc import Callable
 from pathlib import Path
 
@@ -110,6 +111,23 @@ def suite_or_skip(st, row: dict, ev: dict, attack: Callable[[], dict], name: str
     else:
         row[name] = attack()
     st.save()
+
+
+def first_train_images(n: int | None):
+    """A study's ``prepare``: the data with only its first ``n`` training images (all when None), twice (the
+    data evaluated on and the data trained on)."""
+    def prepare(data: ImageData) -> tuple[ImageData, ImageData]:
+        if n is not None:
+            data = replace(data, x_train=data.x_train[:n], y_train=data.y_train[:n])
+        return data, data
+
+    return prepare
+
+
+def scratch_key(arch: str, data_spec: str, train_images: int | None):
+    """A study's ``root_key``: a seed's random initialisation of ``arch`` for ``data_spec`` (the adversarial,
+    methods and channel studies share it, so they share their dense units)."""
+    return lambda seed: {"init": "scratch", "arch": arch, "seed": seed, "data": data_spec, "train_images": train_images}
 
 
 def init_model(arch: str, data: ImageData, seed: int):
