@@ -25,7 +25,7 @@ def _render_module():
     return module
 
 
-@pytest.mark.parametrize("name", ["adversarial-pruning-resnet20", "cifar10-jpeg-resnet20-scratch"])
+@pytest.mark.parametrize("name", ["adversarial-pruning-resnet20", "cifar10-jpeg-resnet20-scratch", "methods-digits"])
 def test_study_report_rerenders_identically(name, tmp_path):
     render = _render_module()
     shutil.copytree(RESULTS / name, tmp_path / name)
