@@ -61,9 +61,10 @@ def methods_claims(state: dict) -> dict:
 
 
 def _last_part(claim: dict) -> tuple[str, dict]:
-    """The strongest metric decided so far (the suite when done, else PGD)."""
-    label = list(claim["parts"])[-1]
-    return label, claim["parts"][label]
+    """The strongest metric decided on every seed of the claim (the suite once all are attacked, else PGD)."""
+    parts = list(claim["parts"].items())
+    whole = [(label, d) for label, d in parts if len(d["tests"]) == len(claim["seeds"])]
+    return (whole or parts)[-1]
 
 
 def _sentence(question: str, claim: dict) -> str:
