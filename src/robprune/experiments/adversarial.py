@@ -14,9 +14,8 @@ from ..evaluation.accuracy import fixed_subset
 from ..progress import Progress
 from ..training import TrainConfig
 from .engine import Arm, Context, Measure, Step, Study, Trained, run_study
-from .grid import EvalConfig, evaluated
 from .store import unit_dir
-from .study_units import described, first_train_images, scratch_key, suite_unit
+from .study_units import Attacked, described, first_train_images, scratch_key
 
 
 @dataclass(frozen=True)
@@ -81,9 +80,7 @@ def adversarial_study(config: AdversarialConfig, data_spec: str) -> Study:
     from ..export import APB_ARCHS, export_model
     from ..reporting.study_report import render_adversarial
 
-    clean_eval = EvalConfig(eps=(), n_images=None, batch_size=config.eval_batch, per_image=True)
-    pgd_eval = EvalConfig(eps=config.pgd_eps, steps=config.pgd_steps, step_scale=2.5, random_start=True,
-                          n_images=config.pgd_images, batch_size=config.eval_batch, per_image=True)
+    attacked = Attacked(config)
     core = [("Dense", None)] + adversarial_arms(config, config.sparsities) + (
         [(f"RP-{config.rp_paper:g}", {"method": "rp", "amount": config.rp_paper})] if config.rp_paper else [])
     extras = adversarial_arms(config, config.extra_sparsities)
@@ -97,8 +94,7 @@ def adversarial_study(config: AdversarialConfig, data_spec: str) -> Study:
         name = f"s{t.seed}-{t.arm}"
         row = {**ctx.train_record(t), "checkpoint": str((unit_dir(ctx.out, t.unit, t.key) / "model.safetensors")
                                                        .relative_to(ctx.out))}
-        row["clean"] = evaluated(t.model, t.key, ctx.data, clean_eval, ctx.out, f"clean-{name}", ctx.progress)
-        row["pgd"] = evaluated(t.model, t.key, ctx.data, pgd_eval, ctx.out, f"pgd-{name}", ctx.progress)
+        row.update(attacked.clean_and_pgd(ctx, t))
         row.update(described(t.model, t.key, ctx.out, name, x_bound, y_bound, ctx.progress))
         return row | export(ctx, t)
 
@@ -112,10 +108,6 @@ def adversarial_study(config: AdversarialConfig, data_spec: str) -> Study:
         if not path.is_file():
             export_model(t.model, t.masks, {"arch": config.arch, "unit": f"s{t.seed}-{t.arm}"}, fmt, path)
         return {"export": {"format": fmt, "path": str(path.relative_to(ctx.out))}}
-
-    def suite(ctx: Context, t: Trained) -> dict:
-        return suite_unit(t.model, t.key, ctx.data, config.suite, (config.suite_eps,), config.suite_images,
-                          config.eval_batch, ctx.out, f"s{t.seed}-{t.arm}", ctx.progress)
 
     def by_verdict(names, sparsities):
         """``names`` in the order the verdicts need them: CP and Ours (then RP) at each sparsity, the rest after."""
@@ -141,7 +133,8 @@ def adversarial_study(config: AdversarialConfig, data_spec: str) -> Study:
 
     return Study(kind={"study": "adversarial"}, config=config, arch=config.arch,
                  root_key=scratch_key(config.arch, data_spec, config.train_images),
-                 arms=arms, measures={"record": Measure(record, row=True), "suite": Measure(suite, gate="clean")},
+                 arms=arms,
+                 measures={"record": Measure(record, row=True), "suite": Measure(attacked.suite, gate="clean")},
                  plan=plan, render=functools.partial(render_adversarial, default_grid=default_grid()),
                  prepare=first_train_images(config.train_images), suite_identity=(config.suite, config.suite_images))
 

@@ -16,9 +16,8 @@ from ..progress import Progress
 from ..training import TrainConfig
 from .adversarial import AdversarialConfig
 from .engine import Arm, Channels, Context, Measure, Step, Study, Trained, run_study
-from .grid import EvalConfig, evaluated
 from .store import machine_line
-from .study_units import first_train_images, scratch_key, suite_unit
+from .study_units import Attacked, first_train_images, scratch_key
 
 HINGE = "+hinge"
 
@@ -79,23 +78,14 @@ def channels_study(config: ChannelsConfig, data_spec: str) -> Study:
     for m in config.methods:
         if m != "hydra":
             CHANNEL_CRITERIA.get(m)  # an unknown criterion: one line naming them
-    clean_eval = EvalConfig(eps=(), n_images=None, batch_size=config.eval_batch, per_image=True)
-    pgd_eval = EvalConfig(eps=config.pgd_eps, steps=config.pgd_steps, step_scale=2.5, random_start=True,
-                          n_images=config.pgd_images, batch_size=config.eval_batch, per_image=True)
+    attacked = Attacked(config)
     arms = {"Dense": Arm("Dense", config.dense, keep_best=True)}
     arms |= {a.name: a for s in config.amounts for a in channel_arms(config, s)}
 
     def record(ctx: Context, t: Trained) -> dict:
-        name = f"s{t.seed}-{t.arm}"
         macs, params = count_macs(t.model, ctx.data.x_test[:1].float().to(ctx.device) / 255)
-        return {**ctx.train_record(t), "params": params, "macs": macs,
-                "clean": evaluated(t.model, t.key, ctx.data, clean_eval, ctx.out, f"clean-{name}", ctx.progress),
-                "pgd": evaluated(t.model, t.key, ctx.data, pgd_eval, ctx.out, f"pgd-{name}", ctx.progress),
+        return {**ctx.train_record(t), "params": params, "macs": macs, **attacked.clean_and_pgd(ctx, t),
                 "stats": weight_stats(t.model)}
-
-    def suite(ctx: Context, t: Trained) -> dict:
-        return suite_unit(t.model, t.key, ctx.data, config.suite, (config.suite_eps,), config.suite_images,
-                          config.eval_batch, ctx.out, f"s{t.seed}-{t.arm}", ctx.progress)
 
     def latency(ctx: Context) -> None:
         """Every network shape of the first seed timed side by side (the per-group criteria and the hinge leave
@@ -125,7 +115,8 @@ def channels_study(config: ChannelsConfig, data_spec: str) -> Study:
 
     return Study(kind={"study": "channels"}, config=config, arch=config.arch,
                  root_key=scratch_key(config.arch, data_spec, config.train_images),
-                 arms=arms, measures={"record": Measure(record, row=True), "suite": Measure(suite, gate="clean")},
+                 arms=arms,
+                 measures={"record": Measure(record, row=True), "suite": Measure(attacked.suite, gate="clean")},
                  plan=plan, render=render_channels, prepare=first_train_images(config.train_images),
                  suite_identity=(config.suite, config.suite_images))
 

@@ -28,13 +28,13 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..checkpoint import load_checkpoint, save_checkpoint
+from ..checkpoint import save_checkpoint
 from ..data import ImageData, load_dataset
 from ..distributed import is_main
 from ..io import prepare_out_dir
 from ..progress import Progress
 from ..training import TrainConfig
-from .grid import finetuned
+from .grid import finetuned, model_loader
 from .sharing import defer_busy
 from .store import UnitStore, config_key, machine_line
 from .study_state import StudyState
@@ -186,10 +186,6 @@ class Context:
         if "version" in LEARNED.info(learn.method):  # a method changed since: its earlier masks are not reused
             key["learn"]["version"] = LEARNED.info(learn.method)["version"]
 
-        def load(path: Path):
-            model, masks, _ = load_checkpoint(path / "model.safetensors")
-            return model.to(self.device), masks
-
         def make(path: Path):
             model = copy.deepcopy(base)
             masks, history = LEARNED.get(learn.method)(model, self.train_data, cfg, learn.amount, learn.scope,
@@ -199,7 +195,7 @@ class Context:
                                 {"unit": f"{unit}-masks", "learn": key["learn"], "history": history})
             return model, masks
 
-        model, masks = UnitStore(self.out, self.progress).compute(f"{unit}-masks", key, load, make)
+        model, masks = UnitStore(self.out, self.progress).compute(f"{unit}-masks", key, model_loader(self.device), make)
         return model, masks, key
 
     def _slim(self, base: nn.Module, base_key: dict, seed: int, unit: str, channels: Channels):
@@ -211,10 +207,6 @@ class Context:
                                               "scope": channels.scope, "seed": seed,
                                               **({"train": config_key(cfg)} if cfg is not None else {})}}
         x = self.data.x_test[:2].float() / 255
-
-        def load(path: Path):
-            model, masks, _ = load_checkpoint(path / "model.safetensors")
-            return model.to(self.device), masks
 
         def make(path: Path):
             scores = None
@@ -232,7 +224,7 @@ class Context:
                                     "groups": record.groups}]})
             return slim.to(self.device), masks
 
-        model, masks = UnitStore(self.out, self.progress).compute(f"{unit}-slim", key, load, make)
+        model, masks = UnitStore(self.out, self.progress).compute(f"{unit}-slim", key, model_loader(self.device), make)
         return model, masks, key
 
     def train_record(self, t: Trained) -> dict:

@@ -39,6 +39,15 @@ class EvalConfig:
     precision: str = "fp32"  # the attack's passes (bf16 is weaker, never stronger: outcomes are checked in fp32)
 
 
+def model_loader(device):
+    """How a cached model unit is read back: (model on ``device``, masks) from its model.safetensors."""
+    def load(path: Path):
+        model, masks, _ = load_checkpoint(path / "model.safetensors")
+        return model.to(device), masks
+
+    return load
+
+
 def finetuned(base: nn.Module, base_key, data: ImageData, config: TrainConfig, out_dir: Path, name: str,
               progress: Progress | None = None, keep_best: bool = False, masks: dict | None = None
               ) -> tuple[nn.Module, dict]:
@@ -50,17 +59,14 @@ def finetuned(base: nn.Module, base_key, data: ImageData, config: TrainConfig, o
     """
     device = next(base.parameters()).device
 
-    def load(path: Path):
-        model, masks, _ = load_checkpoint(path / "model.safetensors")
-        return model.to(device), masks
-
     def make(path: Path):
         model = copy.deepcopy(base)
         result = train_into(path, model, data, config, masks=masks, progress=progress, meta={"unit": name},
                             keep_best=keep_best)
         return model, result["masks"]
 
-    return UnitStore(out_dir, progress).compute(name, {"base": base_key, "train": config_key(config)}, load, make)
+    return UnitStore(out_dir, progress).compute(name, {"base": base_key, "train": config_key(config)},
+                                                model_loader(device), make)
 
 
 def evaluated(model: nn.Module, model_key, data: ImageData, config: EvalConfig, out_dir: Path, name: str,

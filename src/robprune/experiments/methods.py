@@ -20,8 +20,7 @@ from ..progress import Progress
 from ..training import TrainConfig
 from .adversarial import AdversarialConfig
 from .engine import Arm, Context, Learn, Measure, Step, Study, Trained, run_study
-from .grid import EvalConfig, evaluated
-from .study_units import first_train_images, scratch_key, suite_unit
+from .study_units import Attacked, first_train_images, scratch_key
 
 # label -> pruning method; HYDRA learns its mask, RATES also each layer's rate (learned/rates.py, HARP-like)
 METHODS = {"CP": "cp", "LAMP": "lamp", "HYDRA": "hydra", "RATES": "hydra-rates"}
@@ -89,23 +88,12 @@ def methods_study(config: MethodsConfig, data_spec: str) -> Study:
     unknown = [m for m in config.methods if m not in METHODS]
     if unknown:
         raise ValueError(f"unknown method(s) {', '.join(unknown)}; choose from {', '.join(METHODS)}")
-    clean_eval = EvalConfig(eps=(), n_images=None, batch_size=config.eval_batch, per_image=True)
-    pgd_eval = EvalConfig(eps=config.pgd_eps, steps=config.pgd_steps, step_scale=2.5, random_start=True,
-                          n_images=config.pgd_images, batch_size=config.eval_batch, per_image=True)
+    attacked = Attacked(config)
     arms = {"Dense": Arm("Dense", config.dense, keep_best=True)}
     arms |= {a.name: a for s in config.sparsities for a in method_arms(config, s)}
 
     def record(ctx: Context, t: Trained) -> dict:
-        name = f"s{t.seed}-{t.arm}"
-        row = ctx.train_record(t)
-        row["clean"] = evaluated(t.model, t.key, ctx.data, clean_eval, ctx.out, f"clean-{name}", ctx.progress)
-        row["pgd"] = evaluated(t.model, t.key, ctx.data, pgd_eval, ctx.out, f"pgd-{name}", ctx.progress)
-        row["stats"] = weight_stats(t.model)
-        return row
-
-    def suite(ctx: Context, t: Trained) -> dict:
-        return suite_unit(t.model, t.key, ctx.data, config.suite, (config.suite_eps,), config.suite_images,
-                          config.eval_batch, ctx.out, f"s{t.seed}-{t.arm}", ctx.progress)
+        return {**ctx.train_record(t), **attacked.clean_and_pgd(ctx, t), "stats": weight_stats(t.model)}
 
     def plan(ctx: Context) -> None:
         # every seed's dense model; then one sparsity at a time, the highest first, each arm on every seed before
@@ -121,7 +109,8 @@ def methods_study(config: MethodsConfig, data_spec: str) -> Study:
 
     return Study(kind={"study": "methods"}, config=config, arch=config.arch,
                  root_key=scratch_key(config.arch, data_spec, config.train_images),
-                 arms=arms, measures={"record": Measure(record, row=True), "suite": Measure(suite, gate="clean")},
+                 arms=arms,
+                 measures={"record": Measure(record, row=True), "suite": Measure(attacked.suite, gate="clean")},
                  plan=plan, render=render_methods, prepare=first_train_images(config.train_images),
                  suite_identity=(config.suite, config.suite_images))
 

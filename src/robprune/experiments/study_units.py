@@ -87,6 +87,32 @@ def suite_unit(model, key, data: ImageData, suite: str, eps_list, n: int, batch:
                                             lambda p: json.loads((p / "suite.json").read_text()), make)
 
 
+class Attacked:
+    """The adversarial studies' evaluations of a model, from their config's shared fields (eval_batch, pgd_eps,
+    pgd_steps, pgd_images, suite, suite_eps, suite_images): clean on every test image and PGD (random start) with
+    per-image outcomes, and the suite at suite_eps; each a cached unit named after the seed and arm."""
+
+    def __init__(self, config) -> None:
+        from .grid import EvalConfig
+
+        self.config = config
+        self.clean = EvalConfig(eps=(), n_images=None, batch_size=config.eval_batch, per_image=True)
+        self.pgd = EvalConfig(eps=config.pgd_eps, steps=config.pgd_steps, step_scale=2.5, random_start=True,
+                              n_images=config.pgd_images, batch_size=config.eval_batch, per_image=True)
+
+    def clean_and_pgd(self, ctx, t) -> dict:
+        from .grid import evaluated
+
+        name = f"s{t.seed}-{t.arm}"
+        return {"clean": evaluated(t.model, t.key, ctx.data, self.clean, ctx.out, f"clean-{name}", ctx.progress),
+                "pgd": evaluated(t.model, t.key, ctx.data, self.pgd, ctx.out, f"pgd-{name}", ctx.progress)}
+
+    def suite(self, ctx, t) -> dict:
+        c = self.config
+        return suite_unit(t.model, t.key, ctx.data, c.suite, (c.suite_eps,), c.suite_images, c.eval_batch, ctx.out,
+                          f"s{t.seed}-{t.arm}", ctx.progress)
+
+
 def place_row(st, seed: int, name: str, row: dict, suite: str, n: int) -> None:
     """Store ``row`` as arm ``name`` of ``seed`` and save; a suite result (or skip) the row had from an earlier
     invocation is kept when it was made for the same trained model and the same suite and image count, so that a
