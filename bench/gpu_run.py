@@ -175,7 +175,7 @@ def study(data_spec: str, device, out: Path, quick: bool, dense_epochs: int = 10
         t0 = time.perf_counter()
         aa = worst_case(m, x_aa, y_aa, eps, suite, batch_size=500, attacker=attack_model(m))
         sync(device)
-        aa.pop("robust_mask")
+        aa.pop("robust_mask"), aa.pop("clean_mask")
         aa["seconds"] = time.perf_counter() - t0
         aa["images_per_s"] = n_aa / aa["seconds"]
         results[name]["autoattack"] = aa

@@ -22,7 +22,7 @@ for s in standard autoattack; do
     $PY -m robprune eval "$W/r20.safetensors" --data $DATA --suite $s --eps 1,2,4,8 --n-images 100 --no-checks \
         --out "$W/$s" 2>&1 | grep -v "^\s*$"
     echo "wall time: $(echo "$(date +%s.%N) - $start" | bc) s"
-    $PY -c "import json,sys; e=json.load(open(sys.argv[1])); [print(f\"robust_mask at {r['eps'] * 255:g}/255:\", ''.join('1' if v else '0' for v in r['robust_mask'])) for r in e['robust']]" "$W/$s/eval.json"
+    $PY -c "import json,sys; from robprune.evaluation.outcomes import correct; e=json.load(open(sys.argv[1])); [print(f\"robust_mask at {r['eps'] * 255:g}/255:\", ''.join('1' if v else '0' for v in correct(e, i))) for i, r in enumerate(e['robust'])]" "$W/$s/eval.json"
   } > "$OUT/suite-$s-resnet20.txt" 2>&1
 done
 sed -i "s#$W#\$W#g" "$OUT/aa-precision-resnet20.txt" "$OUT"/suite-*-resnet20.txt  # no machine path in a stored output

@@ -8,7 +8,7 @@ import torch
 
 from robprune import distributed
 from robprune.experiments.engine import Arm, Measure, Step, Study, run_study
-from robprune.experiments.grid import EvalConfig, evaluated
+from robprune.experiments.grid import evaluated, unit_request
 from robprune.models import create_model
 from robprune.training import TrainConfig, subset_data
 
@@ -17,7 +17,7 @@ group = distributed.setup(torch.device("cpu"))
 torch.manual_seed(0)
 base = create_model("user_models.nets:tiny_mlp")
 ft = TrainConfig(epochs=1, batch_size=64, lr=0.05, augment="none")
-evaluation = EvalConfig(eps=(16 / 255,), steps=3, batch_size=32)
+evaluation = unit_request((16 / 255,), 3, batch_size=32)
 arms = {"Base": Arm("Base"), "CP": Arm("CP", replace(ft, method="cp", amount=0.5), parent="Base")}
 for m in ("cp", "rp"):
     arms[f"sweep-{m}-0.3"] = Arm(f"sweep-{m}-0.3", replace(ft, method=m, amount=0.3), parent="Base")

@@ -15,7 +15,7 @@ from robprune.evaluation.accuracy import pack_bits
 from robprune.evaluation.significance import FAILS, HOLDS, UNDECIDED
 from robprune.experiments import engine, grid
 from robprune.experiments.engine import Arm, Learn, Measure, Step, Study, run_study
-from robprune.experiments.grid import EvalConfig, evaluated
+from robprune.experiments.grid import evaluated, unit_request
 from robprune.pruning import LEARNED
 from robprune.reporting.claims import Metric, compare
 from robprune.training import TrainConfig
@@ -27,12 +27,12 @@ def _toy(calls: list, plan_steps: list[Step]) -> Study:
     arms = {"A": Arm("A", CFG), "B": Arm("B", replace(CFG, method="cp", amount=0.5), parent="A"),
             "B2": Arm("B2", replace(CFG, method="cp", amount=0.5), parent="A", unit="B"),
             "H": Arm("H", CFG, parent="A", learn=Learn("hydra", 0.5, replace(CFG, lr=0.1)))}
-    clean = EvalConfig(eps=(), n_images=100, per_image=True)
+    clean = unit_request(per_image=True)
 
     def record(ctx, t):
         calls.append(("record", t.seed, t.arm))
         return {**ctx.train_record(t), "clean": evaluated(t.model, t.key, ctx.data, clean, ctx.out,
-                                                          f"clean-s{t.seed}-{t.arm}", ctx.progress)}
+                                                          f"clean-s{t.seed}-{t.arm}", ctx.progress, 100)}
 
     def extra(ctx, t):
         calls.append(("extra", t.seed, t.arm))
@@ -67,7 +67,7 @@ def test_the_engine_trains_through_the_parent_chain_once_and_a_rerun_computes_no
     from robprune.training import folder
 
     monkeypatch.setattr(folder, "train", refuse)
-    monkeypatch.setattr(grid, "evaluate", refuse)
+    monkeypatch.setattr(grid, "run_evaluation", refuse)
     monkeypatch.setitem(LEARNED._entries, "hydra", refuse)
     again = run_study(_toy([], plan), "digits", tmp_path, torch.device("cpu"))
     assert {k: {f: v for f, v in r.items() if f != "history"} for k, r in again["seeds"]["0"].items()} == \

@@ -4,7 +4,6 @@ that line up two evaluations do so on the very images both evaluated."""
 from __future__ import annotations
 
 import importlib.util
-import json
 import re
 import shutil
 from pathlib import Path
@@ -14,6 +13,7 @@ import pytest
 import torch
 
 from robprune.evaluation.accuracy import fixed_subset, unpack_bits
+from robprune.results import load_results
 
 RESULTS = Path(__file__).resolve().parents[1] / "docs" / "results"
 
@@ -42,7 +42,7 @@ def test_suite_reference_column_uses_the_images_the_suite_attacked():
     """The scratch report's "same images, PGD-4 pixel" column: recomputed here from the per-image bits on the
     images fixed_subset hands the suite (not the first n), and no image the suite found robust is misclassified
     clean on those images."""
-    state = json.loads((RESULTS / "cifar10-jpeg-resnet20-scratch" / "results.json").read_text())
+    state = load_results(RESULTS / "cifar10-jpeg-resnet20-scratch" / "results.json")
     report = (RESULTS / "cifar10-jpeg-resnet20-scratch.md").read_text()
     checked = 0
     for arm in ("Baseline", "CP", "RP", "Ours"):
@@ -52,8 +52,8 @@ def test_suite_reference_column_uses_the_images_the_suite_attacked():
             total, n = ev["n"], suite["n"]
             positions = fixed_subset(torch.arange(total), torch.arange(total), n)[0].numpy()
             clean = unpack_bits(ev["clean_correct_bits"], total)[positions]
-            for row in suite["rows"]:
-                robust = unpack_bits(row["robust_bits"], n)
+            for row in suite["robust"]:
+                robust = unpack_bits(row["correct_bits"], n)
                 assert not (robust & ~clean).any(), (arm, seed)  # robust implies correct clean
                 checked += 1
             refs.append([100 * unpack_bits(r["correct_bits"], total)[positions].mean() for r in ev["robust"]])

@@ -47,7 +47,7 @@ def _acc(a: float) -> dict:
 def _suite_entry(weak: list[float], worst: list[float]) -> dict:
     eps = [1 / 255, 8 / 255]
     return {"n": 100, "reference": {"pixel": {"robust": [_acc(w) for w in weak]}},
-            "rows": [{"eps": e, "worst_case": _acc(w)} for e, w in zip(eps, worst)]}
+            "robust": [{"eps": e, **_acc(w)} for e, w in zip(eps, worst)]}
 
 
 def test_masking_verdict_tells_surviving_from_vanishing_gains():

@@ -236,8 +236,8 @@ def _synthetic_scratch(ours_gain: int, suite_gain: int | None, n: int = 400) -> 
                            for e, r in zip(eps, robust)]}
 
     def suite(robust):
-        return {"n": n, "suite": "standard", "attacks": [], "rows": [
-            {"eps": e, "worst_case": {"accuracy": float(r.mean())}, "robust_bits": pack_bits(torch.tensor(r))}
+        return {"n": n, "suite": "standard", "attacks": [], "robust": [
+            {"eps": e, "accuracy": float(r.mean()), "correct_bits": pack_bits(torch.tensor(r))}
             for e, r in zip(eps, robust)]}
 
     seeds = {}
@@ -283,7 +283,7 @@ def test_a_restart_keeps_finished_suite_results_of_the_same_model():
     saved = []
     st = SimpleNamespace(state={"seeds": {}}, save=lambda: saved.append(1))
     train = {"epochs": 3, "lr": 0.02, "betas": (0.9, 0.99)}  # a tuple comes back from results.json as a list
-    suite = {"suite": "standard", "n": 1000, "rows": []}
+    suite = {"suite": "standard", "n": 1000, "robust": []}
     st.state["seeds"]["0"] = {"CP": {"train": json.loads(json.dumps(train)), "suite": suite},
                               "RP": {"train": json.loads(json.dumps(train)), "suite_skipped": "near chance"}}
     _place(st, 0, "CP", {"train": dict(train), "pixel": {}}, "standard", 1000)

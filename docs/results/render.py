@@ -35,7 +35,9 @@ def render_resnet56(here: Path) -> str:
     """The ResNet-56 fine-tuning report: the committed preface, then the rendered report."""
     from robprune.reporting.reproduce_report import render_report
 
-    state = json.loads((here / f"{RESNET56}.json").read_text())
+    from robprune.results import load_results
+
+    state = load_results(here / f"{RESNET56}.json")
     text = render_report(state, (here / f"{RESNET56}.runs.log").read_text())
     for old, new in R56_FIGURES.items():
         text = text.replace(old, new)

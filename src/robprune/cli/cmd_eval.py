@@ -4,18 +4,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import torch
 
 from ..attacks.registry import ATTACKS
-from ..checkpoint import load_checkpoint
-from ..data import load_dataset
-from ..data.batches import as_float_images
-from ..evaluation.accuracy import fixed_subset
+from ..evaluation.checkpoints import evaluate_checkpoints
 from ..evaluation.fast import PRECISIONS
-from ..evaluation.run import EvalRequest, run_evaluation
+from ..evaluation.run import EvalRequest
 from ..evaluation.suite import SUITE_HELP
 from ..io import write_json, write_text_atomic
-from ..reporting.markdown import eps_label, plot_accuracy_vs_eps, table2_markdown
+from ..reporting.markdown import eps_label, eval_report, plot_accuracy_vs_eps
 from .common import (Progress, add_device, device, factory_arch, non_negative, parse_eps_list, positive_int, resolved,
                      say_error)
 
@@ -90,7 +86,8 @@ def request_from_args(args) -> EvalRequest:
                        random_start=not args.no_random_start, loss=args.loss, restarts=args.restarts,
                        suite=args.suite, seeds=args.seeds, checks=not args.no_checks,
                        check_images=args.check_images, batch_size=args.batch_size, seed=args.seed,
-                       precision=args.precision, exact_model=args.exact_model, compile=args.compile).validate()
+                       precision=args.precision, exact_model=args.exact_model, compile=args.compile,
+                       per_image=True).validate()
 
 
 def run(args) -> None:
@@ -101,50 +98,14 @@ def run(args) -> None:
     group = distributed.setup(dev, args.dist_backend)
     dev = group.device
     labels = labels_for(args.checkpoints, args.label)
-    models = []
-    for path in args.checkpoints:
-        models.append(load_checkpoint(path, expect_arch=factory_arch(args)))
-    data = load_dataset(args.data, progress=Progress())
-    for path, (_, _, meta) in zip(args.checkpoints, models):
-        if meta["num_classes"] != len(data.classes) or meta["in_channels"] != data.in_channels:
-            raise ValueError(f"{path} has {meta['num_classes']} classes and {meta['in_channels']} "
-                             f"channels; {args.data} has {len(data.classes)} and {data.in_channels}")
-    n = len(data.x_test) if args.n_images is None else min(args.n_images, len(data.x_test))
-    if n == 0:
-        raise ValueError(f"{args.data} has no test images to evaluate")
-    x, y = fixed_subset(data.x_test, data.y_test, n)
-    for path, (model, _, _) in zip(args.checkpoints, models):  # what the model computes, not what its file says
-        was = model.training
-        with torch.no_grad():
-            width = model.eval()(as_float_images(x[:1])).shape[-1]
-        model.train(was)
-        if width != len(data.classes):
-            raise ValueError(f"{path} gives {width} logits per image; {args.data} has {len(data.classes)} classes")
     progress = Progress() if group.is_main else None
-    results = {}
-    for label, path, (model, _, _) in zip(labels, args.checkpoints, models):
-        model.to(dev)
-        result = run_evaluation(model, x, y, request, progress, name=label)
-        result["checkpoint"] = path
-        results[label] = result
+    results, n = evaluate_checkpoints(args.checkpoints, args.data, request, labels, args.n_images, factory_arch(args),
+                                      dev, progress, data_progress=Progress())
     if progress is not None:
         progress.close()
     if not group.is_main:
         return
-    attack = f"worst case of {request.suite}" if request.suite else \
-        ("PGD" if request.plain_pgd() else request.attacks()[0].name)
-    lines = [table2_markdown({label: {"eval": r} for label, r in results.items()},
-                             attack="worst case" if request.suite else attack)]
-    for label, result in results.items():
-        if request.seeds > 1:
-            sd = result["seeds"]
-            lines.append(f"{label}: over {request.seeds} seeds (random starts): mean "
-                         + ", ".join(f"{100 * v:.2f}" for v in sd["mean"]) + "; std "
-                         + ", ".join(f"{100 * v:.2f}" for v in sd["std"]) + " (clean, then each eps)")
-        if result["sanity_checks"]:
-            lines.append(f"sanity checks of {label} on {min(n, request.check_images)} images:")
-            lines += [f"  [{'ok' if c['passed'] else 'FAILED'}] {c['name']}: {c['detail']}"
-                      for c in result["sanity_checks"]]
+    attack, lines = eval_report(results, request, n)
     out = args.out_dir
     config = resolved(args)
     payload = {**results[labels[0]], "config": config} if len(results) == 1 else {"models": results, "config": config}

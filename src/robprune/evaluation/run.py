@@ -1,7 +1,10 @@
-"""One library call for what ``robprune eval`` does: any attack or suite, seeds, sanity checks, one result dict.
+"""The one evaluation path: any attack or suite, seeds, sanity checks, per-image outcomes, one result dict.
 
-The CLI is a thin shell over :func:`run_evaluation`: the dict it returns is
-exactly what the CLI writes to eval.json (plus the command line).
+``robprune eval``, the studies' cached evaluation units and the library all call :func:`run_evaluation` with
+an :class:`EvalRequest`; the dict it returns is what the CLI writes to eval.json (plus the command line) and what
+a study stores. Every evaluation has the same shape: ``n``, ``clean``, and per eps a ``robust`` row (``eps``,
+``correct``, ``n``, ``accuracy``, ``ci95``; a suite adds its per-attack ``attacks``); with ``per_image`` the
+outcomes per image as packed bits, read back only through ``evaluation.outcomes``.
 """
 
 from __future__ import annotations
@@ -9,16 +12,17 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import torch
 from torch import nn
 
 from ..attacks.registry import ATTACKS
 from ..progress import progress_counter
-from .accuracy import evaluate
+from .accuracy import evaluate, pack_bits
 from .checks import check_images, sanity_checks
 from .fast import PRECISIONS, attack_model
-from .suite import AttackSpec, check_suite, repeat_over_seeds, worst_case
+from .suite import AttackSpec, BatchLog, check_suite, repeat_over_seeds, worst_case
 
 
 @dataclass(frozen=True)
@@ -34,11 +38,14 @@ class EvalRequest:
     seeds: int = 1  # repeat with seeds seed..seed+seeds-1 and report mean and std
     checks: bool = True  # run the sanity checks
     check_images: int = 200  # images for the sanity checks (class-balanced, random)
+    check_steps: int | None = None  # PGD steps of the checks (None: the attack's for plain PGD, 10 for a suite)
     batch_size: int = 256  # images per attack batch
     seed: int = 0  # seed of random starts (per batch)
     precision: str = "fp32"  # fp32, bf16 or fp16 attack passes, plain PGD or any attack/suite (checked in fp32)
     exact_model: bool = False  # attack the model itself instead of its BN-folded, frozen, channels_last copy
     compile: bool = False  # plain PGD: torch.compile the attack copy (GPU)
+    per_image: bool = False  # keep which images were correct (packed bits), for paired tests on the same images
+    eps_scale: tuple[float, ...] | None = None  # plain PGD: per-channel factor on eps (normalised-input reading)
 
     def validate(self) -> EvalRequest:
         if self.suite is not None:
@@ -48,6 +55,8 @@ class EvalRequest:
             raise ValueError(f"unknown precision {self.precision!r}; choose one of {', '.join(PRECISIONS)}")
         if not self.plain_pgd() and self.compile:
             raise ValueError("--compile applies to plain PGD only (no --suite, --loss or --restarts)")
+        if self.eps_scale is not None and not self.plain_pgd():
+            raise ValueError("eps_scale applies to plain PGD only")
         if self.exact_model and self.precision != "fp32":
             raise ValueError("--precision runs the attacks on the fast copy; it does not combine with --exact-model")
         from ..attacks.common import check_loss
@@ -76,8 +85,13 @@ class EvalRequest:
 
 
 def run_evaluation(model: nn.Module, x: torch.Tensor, y: torch.Tensor, request: EvalRequest,
-                   progress: Callable[[dict], None] | None = None, name: str = "model") -> dict:
-    """Clean and attacked accuracy of ``model`` on (x, y) as ``request`` says; the eval.json dict."""
+                   progress: Callable[[dict], None] | None = None, name: str = "model",
+                   log_dir: Path | None = None) -> dict:
+    """Clean and attacked accuracy of ``model`` on (x, y) as ``request`` says; the eval.json dict.
+
+    ``log_dir``: a suite saves every finished (attack, batch) there and an interrupted evaluation given the same
+    folder continues where it stopped (``suite.BatchLog``).
+    """
     request.validate()
     model.eval()
     n = len(x)
@@ -88,19 +102,30 @@ def run_evaluation(model: nn.Module, x: torch.Tensor, y: torch.Tensor, request: 
     attacker = None if request.exact_model or request.plain_pgd() else attack_model(model)
 
     def one_run(seed: int) -> dict:
-        tick = progress_counter(progress, f"{name} seed {seed}", total)
+        tick = progress_counter(progress, f"{name} seed {seed}" if request.seeds > 1 else name, total)
         if request.plain_pgd():
-            return evaluate(model, x, y, eps, request.steps, batch_size=request.batch_size,
-                            step_scale=request.step_scale, random_start=request.random_start, seed=seed,
-                            progress=tick, fast=not request.exact_model, precision=request.precision,
-                            compile=request.compile)
+            radii = [[e * s for s in request.eps_scale] for e in eps] if request.eps_scale else eps
+            result = evaluate(model, x, y, radii, request.steps, batch_size=request.batch_size,
+                              step_scale=request.step_scale, random_start=request.random_start, seed=seed,
+                              progress=tick, fast=not request.exact_model, precision=request.precision,
+                              compile=request.compile, per_image=request.per_image)
+            for row, e in zip(result["robust"], eps):
+                row["eps"] = e  # the nominal (pixel) eps; the per-channel radii follow from the request
+            return result
         rows = [worst_case(model, x, y, e, attacks, request.batch_size, seed, tick, attacker=attacker,
-                           precision=request.precision) for e in eps]
+                           precision=request.precision, log=None if log_dir is None else BatchLog(log_dir, f"eps{i}"))
+                for i, e in enumerate(eps)]
         clean = rows[0]["clean"] if rows else evaluate(model, x, y, [], 1)["clean"]
-        return {"n": n, "clean": clean,
-                "robust": [{"eps": r["eps"], **r["worst_case"], "attacks": r["attacks"],
-                            "robust_mask": r["robust_mask"]} for r in rows],
-                "attack": {"label": request.label()}}
+        result = {"n": n, "clean": clean, "robust": [{"eps": r["eps"], **r["worst_case"], "attacks": r["attacks"]}
+                                                     for r in rows],
+                  "suite": request.suite, "attacks": [a.__dict__ for a in attacks],
+                  "attack": {"label": request.label()}}
+        if request.per_image:
+            if rows:
+                result["clean_correct_bits"] = pack_bits(torch.tensor(rows[0]["clean_mask"]))
+            for out, r in zip(result["robust"], rows):
+                out["correct_bits"] = pack_bits(torch.tensor(r["robust_mask"]))
+        return result
 
     result = one_run(request.seed)
     result["attack"]["label"] = request.label()
@@ -111,8 +136,8 @@ def run_evaluation(model: nn.Module, x: torch.Tensor, y: torch.Tensor, request: 
     checks = []
     if request.checks and eps:
         xc, yc = check_images(x, y, min(n, request.check_images), request.seed)
-        checks = sanity_checks(model, xc, yc, eps, request.steps if request.plain_pgd() else 10, request.batch_size,
-                               progress=progress)
+        steps = request.check_steps or (request.steps if request.plain_pgd() else 10)
+        checks = sanity_checks(model, xc, yc, eps, steps, request.batch_size, progress=progress)
     result["sanity_checks"] = checks
     result["warnings"] = [f"sanity check {c['name']} FAILED: {c['detail']}" for c in checks if not c["passed"]]
     result["request"] = asdict(request)

@@ -132,7 +132,7 @@ def worst_case(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: Eps, att
     attacker = model if attacker is None else attacker
     y = y.long()
     robust = predict(model, x, batch_size) == y.cpu()
-    clean = int(robust.sum())
+    clean_mask = robust.clone()
     from ..distributed import all_reduce_and, my_batches
 
     per_attack = {}
@@ -171,8 +171,9 @@ def worst_case(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: Eps, att
         per_attack[spec.name] = {"robust_after": summary(int(robust.sum()), len(x)), "spec": spec.__dict__ | {
             "options": dict(spec.options)}, "label": spec.label(),
             "seconds": round(time.perf_counter() - t0 + saved_seconds, 3)}
-    return {"eps": eps, "clean": summary(clean, len(x)), "worst_case": summary(int(robust.sum()), len(x)),
-            "attacks": per_attack, "robust_mask": robust.tolist()}
+    return {"eps": eps, "clean": summary(int(clean_mask.sum()), len(x)),
+            "worst_case": summary(int(robust.sum()), len(x)), "attacks": per_attack, "robust_mask": robust.tolist(),
+            "clean_mask": clean_mask.tolist()}
 
 
 def _fingerprint(x: torch.Tensor, y: torch.Tensor) -> str:

@@ -16,7 +16,7 @@ from ..progress import Progress
 from ..training import TrainConfig
 from .adversarial import AdversarialConfig
 from .engine import Arm, Channels, Context, Measure, Step, Study, Trained, run_study
-from .store import machine_line
+from ..results import machine_line
 from .study_units import Attacked, first_train_images, scratch_key
 
 HINGE = "+hinge"

@@ -20,7 +20,8 @@ from ..progress import Progress
 from ..reporting.markdown import grid_markdown, plot_grid
 from ..training import TrainConfig, train_into
 from .engine import Arm, Context, Measure, Step, Study, Trained, run_study
-from .grid import EvalConfig, evaluated
+from ..evaluation.run import EvalRequest
+from .grid import evaluated, unit_request
 from .store import UnitStore, config_key
 
 # ---- Demo hyperparameters (one block, as the results are stored with them) ----
@@ -28,7 +29,7 @@ BASELINE = TrainConfig(epochs=30, batch_size=64, lr=0.05, weight_decay=5e-4, sch
 FINETUNE = TrainConfig(epochs=10, batch_size=64, lr=0.01, weight_decay=5e-4, schedule="cosine", seed=0)
 ARMS = {  # name: (method, amount, lam); the paper's CP at 50%, RP at 10%, Ours = the penalty above tau = q0.9
     "Baseline": (None, 0.0, 0.0), "CP": ("cp", 0.5, 0.0), "RP": ("rp", 0.1, 0.0), "Ours": ("cp", 0.5, 0.1)}
-EVAL = EvalConfig(eps=(8 / 255, 16 / 255, 32 / 255, 48 / 255), steps=10, step_scale=2.5, random_start=True)
+EVAL = unit_request((8 / 255, 16 / 255, 32 / 255, 48 / 255), 10, random_start=True)
 SWEEP_RATIOS = (0.1, 0.2, 0.3, 0.5, 0.7, 0.9)
 SWEEP_EPOCHS = FINETUNE.epochs
 
@@ -38,7 +39,7 @@ class DemoConfig:
     """What the demo's results.json records under "config"."""
 
     finetune: TrainConfig
-    evaluation: EvalConfig
+    evaluation: EvalRequest
     arms: tuple[dict, ...]
     sweep_ratios: tuple[float, ...]
     sweep_epochs: int

@@ -34,9 +34,10 @@ from ..distributed import is_main
 from ..io import prepare_out_dir
 from ..progress import Progress
 from ..training import TrainConfig
+from ..results import SCHEMA, machine_record
 from .grid import finetuned, model_loader
 from .sharing import defer_busy
-from .store import UnitStore, config_key, machine_line
+from .store import UnitStore, config_key
 from .study_state import StudyState
 from .study_units import init_model, place_row, suite_or_skip, train_history
 
@@ -131,9 +132,8 @@ class Context:
         self.arms = dict(study.arms)
         self.data, self.train_data = study.prepare(load_dataset(data_spec))
         self.only = only
-        self.st = StudyState(out, {**study.kind, "config": asdict(study.config), "data": data_spec,
-                                   "device": str(device), "torch_threads": torch.get_num_threads(),
-                                   "machine": machine_line(), "seeds": {}, **copy.deepcopy(study.state)},
+        self.st = StudyState(out, {"schema": SCHEMA, **study.kind, "config": asdict(study.config), "data": data_spec,
+                                   "machine": machine_record(device), "seeds": {}, **copy.deepcopy(study.state)},
                              study.render, figures=study.figures)
         self._models: dict[tuple[int, str], Trained] = {}
         self.recorded: set[tuple[int, str]] = set()  # rows this process has recorded

@@ -1,5 +1,5 @@
 """The cached units every study is made of: a model fine-tuned from a base (``finetuned``) and its clean and PGD
-accuracy under an ``EvalConfig`` (``evaluated``).
+accuracy under an ``EvalRequest`` (``evaluated``, through the one evaluation path ``run_evaluation``).
 
 Every unit is stored under ``out_dir/units/<name>-<config hash>/``; rerunning with the same config loads it
 instead of recomputing, so an interrupted study continues where it stopped and a changed config never reuses a
@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import copy
 import json
-from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from torch import nn
@@ -18,25 +17,31 @@ from torch import nn
 from ..checkpoint import load_checkpoint
 from ..data import ImageData
 from ..distributed import is_main
-from ..evaluation.accuracy import evaluate, fixed_subset
+from ..evaluation.accuracy import fixed_subset
+from ..evaluation.run import EvalRequest, run_evaluation
 from ..io import write_json
 from ..training import TrainConfig, train_into
-from ..progress import Progress, progress_counter
+from ..progress import Progress
+from ..results import upgrade_evaluation
 from .store import UnitStore, config_key
 
 
-@dataclass(frozen=True)
-class EvalConfig:
-    eps: tuple[float, ...]  # L-inf radii in pixel units (fractions of 1, e.g. 8/255)
-    steps: int = 4  # PGD steps (the paper's PGD-4)
-    step_scale: float = 2.5  # step size = step_scale * eps / steps
-    random_start: bool = False  # uniform start in the eps-ball
-    n_images: int | None = None  # first n test images; None = all
-    batch_size: int = 256  # images per attack batch
-    seed: int = 0  # seed of the random start
-    eps_scale: tuple[float, ...] | None = None  # per-channel factor on eps (normalised-input reading)
-    per_image: bool = False  # keep which images were correct (packed bits), for paired tests on the same images
-    precision: str = "fp32"  # the attack's passes (bf16 is weaker, never stronger: outcomes are checked in fp32)
+# What an evaluation unit has always been keyed by, and those fields' defaults then: the key holds the fields that
+# differ from them, so units cached by earlier versions (whose key was that config) stay valid.
+_KEYED = {"steps": 4, "step_scale": 2.5, "random_start": False, "n_images": None, "batch_size": 256, "seed": 0,
+          "eps_scale": None, "per_image": False, "precision": "fp32"}
+
+
+def eval_key(request: EvalRequest, n_images: int | None) -> dict:
+    """The cache key of the evaluation of ``request`` on the first ``n_images`` test images (None: all)."""
+    values = {**{k: getattr(request, k) for k in _KEYED if k != "n_images"}, "n_images": n_images}
+    return {"eps": tuple(request.eps), **{k: v for k, v in values.items() if v != _KEYED[k]}}
+
+
+def unit_request(eps=(), steps: int = 4, random_start: bool = False, **fields) -> EvalRequest:
+    """The request of a study's evaluation unit: plain PGD (no checks: the suite units run them) with the given
+    fields, starting from the units' defaults (PGD-4 without random start)."""
+    return EvalRequest(eps=tuple(eps), steps=steps, random_start=random_start, checks=False, **fields)
 
 
 def model_loader(device):
@@ -69,24 +74,21 @@ def finetuned(base: nn.Module, base_key, data: ImageData, config: TrainConfig, o
                                                 model_loader(device), make)
 
 
-def evaluated(model: nn.Module, model_key, data: ImageData, config: EvalConfig, out_dir: Path, name: str,
-              progress: Progress | None = None) -> dict:
-    """Clean and PGD accuracy of ``model`` on the test split under ``config`` (a cached unit)."""
+def evaluated(model: nn.Module, model_key, data: ImageData, request: EvalRequest, out_dir: Path, name: str,
+              progress: Progress | None = None, n_images: int | None = None, log: bool = False,
+              key: dict | None = None, unit: str = "eval") -> dict:
+    """``run_evaluation`` of ``model`` on the first ``n_images`` test images (``fixed_subset``; None: all) as a
+    cached unit named ``<unit>-<name>`` (stored as <unit>.json). ``log``: an interrupted suite continues from its
+    saved batches. ``key``: the unit's key instead of the model and ``eval_key``."""
 
     def make(path: Path) -> dict:
-        n = len(data.x_test) if config.n_images is None else min(config.n_images, len(data.x_test))
-        eps_list = [list(e * s for s in config.eps_scale) if config.eps_scale else e for e in config.eps]
-        tick = progress_counter(progress, name, n * len(eps_list))
+        n = len(data.x_test) if n_images is None else min(n_images, len(data.x_test))
         x, y = fixed_subset(data.x_test, data.y_test, n)
-        result = evaluate(model, x, y, eps_list, config.steps, batch_size=config.batch_size,
-                          step_scale=config.step_scale, random_start=config.random_start, seed=config.seed,
-                          progress=tick, per_image=config.per_image, precision=config.precision)
-        for row, eps in zip(result["robust"], config.eps):
-            row["eps"] = eps  # report the nominal (pixel) eps, the per-channel values are in the config
-        result["config"] = asdict(config)
+        result = run_evaluation(model, x, y, request, progress, f"{unit}-{name}", log_dir=path if log else None)
         if is_main():
-            write_json(path / "eval.json", result)
+            write_json(path / f"{unit}.json", result)
         return result
 
-    return UnitStore(out_dir, progress).compute(f"eval-{name}", {"model": model_key, "eval": config_key(config)},
-                                                lambda p: json.loads((p / "eval.json").read_text()), make)
+    return UnitStore(out_dir, progress).compute(
+        f"{unit}-{name}", key or {"model": model_key, "eval": eval_key(request, n_images)},
+        lambda p: upgrade_evaluation(json.loads((p / f"{unit}.json").read_text())), make)

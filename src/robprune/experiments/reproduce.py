@@ -27,13 +27,15 @@ from ..data import ImageData
 from ..distributed import is_main
 from ..evaluation.accuracy import fixed_subset
 from ..evaluation.bounds import lipschitz_bound, measured_distortion
+from ..evaluation.run import EvalRequest
 from ..evaluation.stats import weight_stats
-from ..io import write_json, write_text_atomic
+from ..io import write_text_atomic
 from ..models import create_model
 from ..reporting.markdown import plot_grid
+from ..results import load_results
 from ..reporting.reproduce_report import render_report
 from .engine import Arm, Context, Measure, Step, Study, Trained, run_study
-from .grid import EvalConfig, Progress, evaluated
+from .grid import Progress, evaluated, unit_request
 from .reproduce_config import PAPER_EPS, READINGS, Reading, ReproduceConfig
 
 ARMS = ("Baseline", "CP", "RP", "Ours")
@@ -53,10 +55,9 @@ def split_holdout(data: ImageData, holdout: int, limit: int | None, seed: int = 
     return train
 
 
-def _eval_config(reading: Reading, n_images: int | None, batch: int, std: tuple[float, ...]) -> EvalConfig:
-    return EvalConfig(eps=PAPER_EPS, steps=reading.steps, step_scale=reading.step_scale,
-                      random_start=reading.random_start, n_images=n_images, batch_size=batch,
-                      eps_scale=std if reading.normalized else None)
+def _request(reading: Reading, batch: int, std: tuple[float, ...]) -> EvalRequest:
+    return unit_request(PAPER_EPS, reading.steps, step_scale=reading.step_scale, random_start=reading.random_start,
+                        batch_size=batch, eps_scale=std if reading.normalized else None)
 
 
 def _load_init(path: str | None, arch: str, data: ImageData) -> tuple[torch.nn.Module, dict]:
@@ -97,31 +98,36 @@ def reproduce_study(data_spec: str, init: str | None, config: ReproduceConfig) -
     def reading_of(name: str) -> Reading:
         return next(r for r in READINGS if r.name == name)
 
-    def evaluation(reading: Reading, n: int | None) -> EvalConfig:
-        return _eval_config(reading, n, config.eval_batch, env["std"])
+    def evaluation(reading: Reading) -> EvalRequest:
+        return _request(reading, config.eval_batch, env["std"])
 
     def nowhere(state, t, value) -> None:  # the plan puts these values in a stage
         pass
 
     measures = {f"reading-{r.name}": Measure(lambda ctx, t, r=r: {"reading": asdict(r), "eval": evaluated(
-        t.model, t.key, ctx.data, evaluation(r, config.calib_images), ctx.out, f"reading-{r.name}", ctx.progress)},
+        t.model, t.key, ctx.data, evaluation(r), ctx.out, f"reading-{r.name}", ctx.progress, config.calib_images)},
         place=nowhere) for r in READINGS}
     measures["holdout"] = Measure(lambda ctx, t: evaluated(
-        t.model, t.key, ctx.train_data, evaluation(reading_of(env["best"]), config.search_images), ctx.out,
-        f"holdout-{t.arm}", ctx.progress), place=nowhere)
+        t.model, t.key, ctx.train_data, evaluation(reading_of(env["best"])), ctx.out, f"holdout-{t.arm}",
+        ctx.progress, config.search_images), place=nowhere)
 
     def suite(ctx: Context, t: Trained) -> dict:
-        result = suite_evaluated(t.model, t.key, ctx.data, config, ctx.out, t.arm, ctx.progress)
-        result["reference"] = {r: evaluated(t.model, t.key, ctx.data, evaluation(reading_of(r), result["n"]), ctx.out,
-                                            f"suite-ref-{r}-{t.arm}", ctx.progress) for r in env["used"]}
+        # the suite attacks the model itself (as it always has here); its key predates the eps in the key
+        n = min(config.suite_images, len(ctx.data.x_test))
+        request = EvalRequest(eps=PAPER_EPS, suite=config.suite, batch_size=config.eval_batch, check_steps=4,
+                              per_image=True, exact_model=True)
+        result = evaluated(t.model, t.key, ctx.data, request, ctx.out, t.arm, ctx.progress, n, log=True, unit="suite",
+                           key={"model": t.key, "suite": config.suite, "n": n})
+        result["reference"] = {r: evaluated(t.model, t.key, ctx.data, evaluation(reading_of(r)), ctx.out,
+                                            f"suite-ref-{r}-{t.arm}", ctx.progress, n) for r in env["used"]}
         return result
 
     def sweep(ctx: Context, t: Trained) -> list[dict]:
         method, ratio = sweeps[t.arm]
         labels = [env["best"]] + [r for r in env["used"] if r != env["best"]]  # the first keeps the plain name
         return [{"method": method, "ratio": ratio, "reading": label, "eval": evaluated(
-            t.model, t.key, ctx.data, evaluation(reading_of(label), config.sweep_images), ctx.out,
-            t.arm if label == labels[0] else f"{t.arm}-{label}", ctx.progress)} for label in labels]
+            t.model, t.key, ctx.data, evaluation(reading_of(label)), ctx.out, t.arm if label == labels[0]
+            else f"{t.arm}-{label}", ctx.progress, config.sweep_images)} for label in labels]
 
     measures |= {"suite": Measure(suite, place=nowhere), "sweep": Measure(sweep, place=nowhere)}
 
@@ -157,8 +163,8 @@ def reproduce_study(data_spec: str, init: str | None, config: ReproduceConfig) -
                               for name, t in models.items()})
         for r in env["used"]:
             stage(ctx, f"table2-{r}", {name: {"eval": evaluated(
-                t.model, t.key, ctx.data, evaluation(reading_of(r), config.eval_images), ctx.out, f"test-{r}-{name}",
-                ctx.progress), "stats": stats[name], "train": asdict(t.cfg)} for name, t in models.items()})
+                t.model, t.key, ctx.data, evaluation(reading_of(r)), ctx.out, f"test-{r}-{name}", ctx.progress,
+                config.eval_images), "stats": stats[name], "train": asdict(t.cfg)} for name, t in models.items()})
         # 5b. the worst case of a suite of stronger attacks, beside the Table 2 attacks on the very same images
         stage(ctx, "suite", dict(zip(ARMS, ctx.run([Step(0, name, ("suite",)) for name in ARMS]))))
         # 6. Figure 2: CP vs RP over the ratios, under the best-matching reading and the pixel one
@@ -183,37 +189,6 @@ def run_reproduce(data_spec: str, init: str | None, out_dir: str | Path, config:
     return run_study(reproduce_study(data_spec, init, config), data_spec, out_dir, device, progress)
 
 
-def suite_evaluated(model, model_key, data: ImageData, config: ReproduceConfig, out: Path, name: str,
-                    progress: Progress | None) -> dict:
-    """Worst case over ``config.suite`` at the paper's eps, plus the sanity checks (a cached unit)."""
-    import json
-
-    from ..evaluation.checks import check_images, sanity_checks
-    from ..evaluation.suite import SUITES, BatchLog, worst_case
-    from ..progress import progress_counter
-    from .store import UnitStore
-
-    n = min(config.suite_images, len(data.x_test))
-
-    def make(path: Path) -> dict:
-        model.eval()  # a model fresh from training is in train mode; attacks and checks judge the eval-mode model
-        x, y = fixed_subset(data.x_test, data.y_test, n)
-        attacks = SUITES[config.suite]
-        tick = progress_counter(progress, f"suite-{name}", n * len(attacks) * len(PAPER_EPS))
-        rows = [worst_case(model, x, y, e, attacks, config.eval_batch, progress=tick, log=BatchLog(path, f"eps{i}"))
-                for i, e in enumerate(PAPER_EPS)]  # each eps's finished batches are saved: a stopped unit continues
-        x_check, y_check = check_images(x, y, min(200, n))
-        checks = sanity_checks(model, x_check, y_check, list(PAPER_EPS), 4, config.eval_batch)
-        result = {"n": n, "suite": config.suite, "attacks": [a.__dict__ for a in attacks],
-                  "rows": rows, "sanity_checks": checks}
-        if is_main():
-            write_json(path / "suite.json", result)
-        return result
-
-    return UnitStore(out, progress).compute(f"suite-{name}", {"model": model_key, "suite": config.suite, "n": n},
-                                            lambda p: json.loads((p / "suite.json").read_text()), make)
-
-
 def _paper_distance(ev: dict) -> float:
     """Mean absolute difference (points) from the paper's Baseline PGD row."""
     paper = (44.16, 36.08, 23.75, 15.73)
@@ -222,16 +197,12 @@ def _paper_distance(ev: dict) -> float:
 
 def rewrite_report(out: Path) -> str:
     """Re-render report.md (and the figure, from whatever stages exist) from ``out/results.json``."""
-    import json
 
     path = out / "results.json"
     if not path.is_file():
         raise FileNotFoundError(f"{path} does not exist; run reproduce first")
-    try:
-        state = json.loads(path.read_text())
-    except (json.JSONDecodeError, RecursionError, UnicodeDecodeError) as err:
-        raise ValueError(f"{path} is not readable JSON: {type(err).__name__}: {err}") from None
-    if not isinstance(state, dict) or not isinstance(state.get("stages"), dict) or "config" not in state:
+    state = load_results(path)
+    if not isinstance(state.get("stages"), dict) or "config" not in state:
         raise ValueError(f"{path} is not a reproduce results file (it has no 'stages' and 'config'); "
                          "run reproduce first")
     try:

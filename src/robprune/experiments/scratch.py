@@ -15,7 +15,7 @@ from ..progress import Progress
 from ..reporting.study_common import ARMS, REGIME
 from ..training import TrainConfig
 from .engine import Arm, Context, Measure, Step, Study, Trained, run_study
-from .grid import EvalConfig, evaluated
+from .grid import evaluated, unit_request
 from .reproduce import split_holdout
 from .reproduce_config import PAPER_EPS
 from .study_units import described, suite_unit
@@ -99,11 +99,9 @@ def scratch_study(config: ScratchConfig, data_spec: str) -> Study:
     (Ours' setting chosen by a held-out search on the search seed), the sweep, and the plan."""
     from ..reporting.study_report import render_scratch
 
-    pixel = EvalConfig(eps=PAPER_EPS, steps=4, step_scale=2.5, n_images=config.eval_images,
-                       batch_size=config.eval_batch, per_image=True)
+    pixel = unit_request(PAPER_EPS, 4, batch_size=config.eval_batch, per_image=True)
     readings = {"pixel": pixel, "pixel-fgsm": replace(pixel, steps=1, step_scale=1.0)}
-    search_eval = replace(pixel, n_images=config.search_images, per_image=False)
-    sweep_eval = replace(pixel, n_images=config.sweep_images, per_image=False)
+    plain = replace(pixel, per_image=False)  # the search's and the sweep's
     cp = {"method": "cp", "amount": config.cp_amount}
 
     def ours(c: Candidate) -> dict:
@@ -125,7 +123,7 @@ def scratch_study(config: ScratchConfig, data_spec: str) -> Study:
         row = ctx.train_record(t)
         for label, ev in readings.items():
             row[label] = evaluated(t.model, t.key, ctx.data, ev, ctx.out, f"test-{label}-s{t.seed}-{t.arm}",
-                                   ctx.progress)
+                                   ctx.progress, config.eval_images)
         row.update(described(t.model, t.key, ctx.out, f"s{t.seed}-{t.arm}", x_bound, y_bound, ctx.progress))
         return row
 
@@ -134,13 +132,14 @@ def scratch_study(config: ScratchConfig, data_spec: str) -> Study:
 
     def search(ctx: Context, t: Trained) -> dict:
         """A candidate (or CP) on held-out training images."""
-        ev = evaluated(t.model, t.key, ctx.train_data, search_eval, ctx.out, f"holdout-s{t.seed}-{label(t.arm)}",
-                       ctx.progress)
+        ev = evaluated(t.model, t.key, ctx.train_data, plain, ctx.out, f"holdout-s{t.seed}-{label(t.arm)}",
+                       ctx.progress, config.search_images)
         return {"eval": ev, "stats": weight_stats(t.model), **ctx.train_record(t)}
 
     def sweep(ctx: Context, t: Trained) -> dict:
         method, ratio = sweeps[t.arm]
-        ev = evaluated(t.model, t.key, ctx.data, sweep_eval, ctx.out, f"test-s{t.seed}-{t.arm}", ctx.progress)
+        ev = evaluated(t.model, t.key, ctx.data, plain, ctx.out, f"test-s{t.seed}-{t.arm}", ctx.progress,
+                       config.sweep_images)
         return {"seed": t.seed, "method": method, "ratio": ratio, "eval": ev}
 
     def place_search(state: dict, t: Trained, value: dict) -> None:

@@ -195,12 +195,3 @@ class UnitStore:
             return value
         finally:
             unit.release()
-
-
-def machine_line() -> str:
-    """The machine a run happens on, recorded with its results at run time (processor, logical CPUs, torch)."""
-    import platform
-
-    import torch
-
-    return f"{platform.processor() or platform.machine()}, {os.cpu_count()} logical CPUs, torch {torch.__version__}"

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from ..distributed import is_main
 from ..io import write_json, write_text_atomic
+from ..results import upgrade
 
 FIGURES_EVERY_S = 60.0  # a running study redraws its figures at most this often (and always at the end)
 ELAPSED_FILE = "elapsed.json"  # compute seconds per invocation, beside results.json
@@ -73,7 +74,7 @@ class StudyState:
             saved = json.loads((self.out / name).read_text())
         except (OSError, ValueError):
             return {}
-        return saved if isinstance(saved, dict) else {}
+        return upgrade(saved) if isinstance(saved, dict) else {}
 
     def save(self) -> None:
         # Processes sharing the output folder (store.py's claims) each add what the others saved: rows they have not

@@ -14,9 +14,9 @@ import torch
 
 from ..data import ImageData
 from ..distributed import is_main
-from ..evaluation.accuracy import fixed_subset
 from ..evaluation.significance import broken
 from ..evaluation.bounds import lipschitz_bound, measured_distortion
+from ..evaluation.run import EvalRequest
 from ..evaluation.stats import weight_stats
 from ..io import write_json
 from ..models import create_model
@@ -51,40 +51,17 @@ def described(model, key, out: Path, name: str, x_bound, y_bound, progress) -> d
 
 
 def suite_unit(model, key, data: ImageData, suite: str, eps_list, n: int, batch: int, out: Path, name: str,
-               progress, checks: bool = True) -> dict:
+               progress, checks: bool = True, exact_model: bool = False) -> dict:
     """Worst case over ``suite`` at each eps on ``n`` test images (``fixed_subset``), per-image outcomes kept,
-    plus the sanity checks (a cached unit)."""
-    from ..evaluation.accuracy import pack_bits
-    from ..evaluation.checks import check_images, sanity_checks
-    from ..evaluation.fast import attack_model
-    from ..evaluation.suite import SUITES, BatchLog, worst_case
-    from ..progress import progress_counter
+    plus the sanity checks (PGD-4 on at most 200 of the images): a cached unit whose finished batches are saved,
+    so a stopped one continues."""
+    from .grid import evaluated
 
     n = min(n, len(data.x_test))
-
-    def make(path: Path) -> dict:
-        model.eval()  # a model fresh from training is in train mode; attacks and checks judge the eval-mode model
-        x, y = fixed_subset(data.x_test, data.y_test, n)
-        attacks = SUITES[suite]
-        tick = progress_counter(progress, f"suite-{name}", n * len(attacks) * len(eps_list))
-        attacker = attack_model(model)
-        rows = []
-        for i, e in enumerate(eps_list):  # each eps's finished batches are saved: a stopped unit continues
-            row = worst_case(model, x, y, e, attacks, batch, progress=tick, attacker=attacker,
-                             log=BatchLog(path, f"eps{i}"))
-            row["robust_bits"] = pack_bits(torch.tensor(row.pop("robust_mask")))
-            rows.append(row)
-        result = {"n": n, "suite": suite, "attacks": [a.__dict__ for a in attacks], "rows": rows}
-        if checks:
-            x_check, y_check = check_images(x, y, min(200, n))
-            result["sanity_checks"] = sanity_checks(model, x_check, y_check, list(eps_list), 4, batch)
-        if is_main():
-            write_json(path / "suite.json", result)
-        return result
-
-    return UnitStore(out, progress).compute(f"suite-{name}", {"model": key, "suite": suite, "n": n,
-                                                              "eps": [float(e) for e in eps_list]},
-                                            lambda p: json.loads((p / "suite.json").read_text()), make)
+    request = EvalRequest(eps=tuple(eps_list), suite=suite, batch_size=batch, checks=checks, check_steps=4,
+                          per_image=True, exact_model=exact_model)
+    return evaluated(model, key, data, request, out, name, progress, n_images=n, log=True, unit="suite",
+                     key={"model": key, "suite": suite, "n": n, "eps": [float(e) for e in eps_list]})
 
 
 class Attacked:
@@ -93,19 +70,20 @@ class Attacked:
     per-image outcomes, and the suite at suite_eps; each a cached unit named after the seed and arm."""
 
     def __init__(self, config) -> None:
-        from .grid import EvalConfig
+        from .grid import unit_request
 
         self.config = config
-        self.clean = EvalConfig(eps=(), n_images=None, batch_size=config.eval_batch, per_image=True)
-        self.pgd = EvalConfig(eps=config.pgd_eps, steps=config.pgd_steps, step_scale=2.5, random_start=True,
-                              n_images=config.pgd_images, batch_size=config.eval_batch, per_image=True)
+        self.clean = unit_request(batch_size=config.eval_batch, per_image=True)
+        self.pgd = unit_request(config.pgd_eps, config.pgd_steps, random_start=True, batch_size=config.eval_batch,
+                                per_image=True)
 
     def clean_and_pgd(self, ctx, t) -> dict:
         from .grid import evaluated
 
         name = f"s{t.seed}-{t.arm}"
         return {"clean": evaluated(t.model, t.key, ctx.data, self.clean, ctx.out, f"clean-{name}", ctx.progress),
-                "pgd": evaluated(t.model, t.key, ctx.data, self.pgd, ctx.out, f"pgd-{name}", ctx.progress)}
+                "pgd": evaluated(t.model, t.key, ctx.data, self.pgd, ctx.out, f"pgd-{name}", ctx.progress,
+                                 n_images=self.config.pgd_images)}
 
     def suite(self, ctx, t) -> dict:
         c = self.config

@@ -9,7 +9,8 @@ import numpy as np
 
 from .claims import Metric, decide_all
 from .markdown import eps_label
-from .study_common import (RULE_TEXT, acc, bounds_lines, figure_lines, fmt_decision, hours, invocations,
+from .templating import render_template
+from .study_common import (images_used, RULE_TEXT, acc, bounds_lines, figure_lines, fmt_decision, hours, invocations,
                            machine_text, mean_sd, table1)
 
 
@@ -36,7 +37,7 @@ def _not_attacked(rows: list[dict]) -> str:
 
 def _suite_acc(row: dict) -> float | None:
     su = row.get("suite")
-    return None if su is None else 100 * su["rows"][0]["worst_case"]["accuracy"]
+    return None if su is None else 100 * su["robust"][0]["accuracy"]
 
 
 def adversarial_claims(state: dict) -> dict:
@@ -66,64 +67,9 @@ def _cut_sentence(cfg: dict, default_grid: dict | None) -> str:
             "sparsities are cut first when the grid does not fit its compute budget).")
 
 
-def render_adversarial(state: dict, default_grid: dict | None = None) -> str:
+def _result_lines(state: dict, names: list[str], seeds: list[str]) -> list[str]:
     cfg = state["config"]
-    names = _adv_names(state)
-    seeds = sorted(state.get("seeds", {}), key=int)
-    done = state.get("done", False)
-    total = len(cfg["seeds"]) * (1 + 3 * len(cfg["sparsities"]) + (1 if cfg.get("rp_paper") else 0)) + \
-        3 * len(cfg["extra_sparsities"])
-    have = sum(len(state["seeds"][k]) for k in seeds)
-    suites = sum(1 for k in seeds for r in state["seeds"][k].values() if "suite" in r or "suite_skipped" in r)
-    lines = [f"# Adversarial pruning: CP, RP and Ours on FGSM-RS-trained {cfg['arch']} "
-             f"({Path(state['data'].split(':', 1)[-1]).name})", ""]
-    status = "complete" if done else (f"IN PROGRESS (updated {state.get('updated', '?')}): {have} of {total} models "
-                                      f"trained and evaluated (clean, PGD), {suites} of {total} with `{cfg['suite']}` (or skipped as broken)")
-    lines += [f"**Status: {status}.** Compute time {'' if done else 'recorded so far '}{hours(state.get('elapsed_s', 0))} (summed over the invocations below, up to each one's last saved unit) on {machine_text(state)}.", ""]
-    lines += invocations(state)
-    claims = adversarial_claims(state)
-    if claims:
-        lines += ["## Verdicts", "",
-                  RULE_TEXT + " Each row below is its own question (no claim combines them).", "",
-                  "| question | seeds | metric | verdict | evidence (points, first minus second) |", "|---|---|---|---|---|"]
-        for q, c in claims.items():
-            for metric, d in c["parts"].items():
-                lines.append(f"| {q} | {', '.join(c['seeds'])} | {metric} | **{d['verdict']}** | {d['why']}; "
-                             f"{fmt_decision(d)} |")
-        lines.append("")
-        lines += ["**In short** (first minus second, points, mean over seeds; the rule's verdict in brackets): "
-                  + " ".join(f"{q}: " + ", ".join(
-                      f"{metric} {100 * d['effect']['mean']:+.1f} ({d['verdict']}"
-                      + ("; a model is broken" if "broken" in d["why"] else "") + ")"
-                      for metric, d in c["parts"].items()) + "." for q, c in claims.items()), ""]
-    lines += ["## Protocol", "",
-              f"- Dense: {cfg['arch']} from random initialisation, {cfg['dense']['adv']} adversarial training "
-              f"(eps {eps_label(cfg['dense']['adv_eps'])}, random start, the overfitting guard keeps the best "
-              f"checkpoint on a collapse), {cfg['dense']['epochs']} epochs, lr {cfg['dense']['lr']:g} cosine, batch "
-              f"{cfg['dense']['batch_size']}, {cfg['dense']['precision']}; seeds {', '.join(map(str, cfg['seeds']))}.",
-              f"- Pruned arms, one-shot from each seed's dense model, then adversarially fine-tuned "
-              f"{cfg['finetune']['epochs']} epochs (lr {cfg['finetune']['lr']:g} cosine, same objective): CP (least "
-              "magnitude, HYDRA's baseline criterion), RP (largest magnitude), Ours (CP + the Eq. 4 hinge, lam "
-              f"{cfg['lam']:g}, tau {cfg['tau']}, fixed before the run) at {', '.join(f'{100 * s:g}%' for s in cfg['sparsities'])} "
-              f"for every seed; {', '.join(f'{100 * s:g}%' for s in cfg['extra_sparsities']) or 'no other sparsity'} "
-              f"on seed {cfg['seeds'][0]} only, after the core, one sparsity at a time from the highest (trained, then "
-              f"attacked); RP at the paper's {100 * cfg['rp_paper']:g}%." + _cut_sentence(cfg, default_grid),
-              f"- Evaluation: clean on every test image; PGD-{cfg['pgd_steps']} (random start) at "
-              f"{', '.join(eps_label(e) for e in cfg['pgd_eps'])} on {cfg['pgd_images']} test images; `{cfg['suite']}` "
-              f"at {eps_label(cfg['suite_eps'])} on {cfg['suite_images']} test images (runs on the core grid once "
-              "it is trained and evaluated, before the extra sparsities: about 40 min a ResNet-20 model on one CPU core; "
-              "a broken model is not attacked); Table 1 statistics and the Eq. 3 bound.", ""]
-    dense = [state["seeds"][k]["Dense"] for k in seeds if "Dense" in state["seeds"][k]]
-    if dense:
-        lines += [f"**Budget caveat.** The dense models reach {np.mean([acc(r['clean'], None) for r in dense]):.1f}% "
-                  f"clean and {np.mean([acc(r['pgd'], len(cfg['pgd_eps']) - 1) for r in dense]):.1f}% under PGD-"
-                  f"{cfg['pgd_steps']} at {eps_label(cfg['pgd_eps'][-1])} after {cfg['dense']['epochs']} epochs on 2 CPU "
-                  "cores, well below a fully trained robust network (the benchmark's best 99%-sparse ResNet-18 keeps 83.1% "
-                  "clean); the verdicts are about this regime.", ""]
-    lines += ["## Results (mean ± std over seeds; per-seed values in results.json)", "",
-              "| model | seeds | sparsity | clean | " + " | ".join(f"PGD {eps_label(e)}" for e in cfg["pgd_eps"])
-              + f" | {cfg['suite']} {eps_label(cfg['suite_eps'])} | max abs w | L1 | log10 bound (spectral) |",
-              "|---|---|---:|---:|" + "---:|" * len(cfg["pgd_eps"]) + "---:|---:|---:|---:|"]
+    lines = []
     for name in names:
         rows = [state["seeds"][k][name] for k in seeds if name in state["seeds"][k]]
         if not rows:
@@ -141,15 +87,12 @@ def render_adversarial(state: dict, default_grid: dict | None = None) -> str:
                      + f" | {su_cell} | {mean_sd([r['stats']['max_abs'] for r in rows])} | "
                      f"{mean_sd([r['stats']['l1'] for r in rows])} | "
                      f"{mean_sd([r['bounds']['spectral']['log10_bound'] for r in rows])} |")
-    have = [n for n in names if any(n in state["seeds"][k] for k in seeds)]
-    lines += ["", "## Table 1: weight statistics (prunable weights, mean ± std over the seeds each model has)", ""] + \
-        table1([state["seeds"][k] for k in seeds], have)
-    lines += ["", "## Eq. 3: bound vs measured distortion (mean ± std over seeds)", ""] + bounds_lines(state, seeds, have)
-    lines += ["", "## In the benchmark's format (clean / AutoAttack at 8/255, %)", "",
-              "The published rows are ResNet-18 on the original CIFAR-10 (PNG) test set with 10,000 images; ours are "
-              f"{cfg['arch']} on CIFAR-10 re-encoded as JPEG with the images counted above: another architecture, "
-              "another data encoding, another budget. Read them side by side, not as a ranking.", "",
-              "| method | 90% | 95% | 99% |", "|---|---|---|---|"]
+    return lines
+
+
+def _apb_lines(state: dict, seeds: list[str]) -> list[str]:
+    cfg = state["config"]
+    lines = []
     for m in cfg["methods"]:
         cells = []
         for s in (0.9, 0.95, 0.99):
@@ -165,7 +108,11 @@ def render_adversarial(state: dict, default_grid: dict | None = None) -> str:
     for label, vals in APB_ROWS.items():
         lines.append(f"| {label} | " + " | ".join(f"{vals[s][0]} / {vals[s][1]}" if s in vals else "-"
                                                   for s in (0.9, 0.95, 0.99)) + " |")
-    lines += ["", "## Sanity checks of the suite", ""]
+    return lines
+
+
+def _check_lines(state: dict, seeds: list[str]) -> list[str]:
+    lines = []
     for k in seeds:
         for name, r in state["seeds"][k].items():
             if "suite" in r:
@@ -174,18 +121,60 @@ def render_adversarial(state: dict, default_grid: dict | None = None) -> str:
             elif "suite_skipped" in r:
                 lines.append(f"- seed {k} {name}: not attacked, the model is broken ({r['suite_skipped']}); it takes "
                              "part in no verdict")
-    lines += ["", "## Exports", "",
-              "Every model is written under OUT/export/ (not committed) as a weights-only torch file with the masks "
-              "folded in; the benchmark's format knows its base models (ResNet-18, VGG-16-bn), so a ResNet-20 is "
-              "written in robprune's torch format, and a ResNet-18 run (`--arch resnet18`) writes the benchmark's key "
-              "layout. Each file is what this command writes from the model's cached unit (OUT is the study's "
-              "`--out`):", ""]
+    return lines
+
+
+def _export_lines(state: dict, seeds: list[str]) -> list[str]:
     exports = [(k, name, r) for k in seeds for name, r in state["seeds"][k].items() if "export" in r]
-    if exports:
-        lines += ["| seed | model | command |", "|---|---|---|"]
-        for k, name, r in exports:
-            source = f"OUT/{r['checkpoint']}" if "checkpoint" in r else f"OUT/units/s{k}-{name}-*/model.safetensors"
-            lines.append(f"| {k} | {name} | `robprune export {source} --format {r['export']['format']} "
-                         f"--out OUT/{r['export']['path']}` |")
-        lines.append("")
-    return "\n".join(lines + figure_lines(state))
+    if not exports:
+        return []
+    lines = ["| seed | model | command |", "|---|---|---|"]
+    for k, name, r in exports:
+        source = f"OUT/{r['checkpoint']}" if "checkpoint" in r else f"OUT/units/s{k}-{name}-*/model.safetensors"
+        lines.append(f"| {k} | {name} | `robprune export {source} --format {r['export']['format']} "
+                     f"--out OUT/{r['export']['path']}` |")
+    return lines + [""]
+
+
+def render_adversarial(state: dict, default_grid: dict | None = None) -> str:
+    """The report (templates/adversarial.md.j2): prose in the template, every number computed here."""
+    cfg = state["config"]
+    names = _adv_names(state)
+    seeds = sorted(state.get("seeds", {}), key=int)
+    done = state.get("done", False)
+    total = len(cfg["seeds"]) * (1 + 3 * len(cfg["sparsities"]) + (1 if cfg.get("rp_paper") else 0)) + \
+        3 * len(cfg["extra_sparsities"])
+    have = sum(len(state["seeds"][k]) for k in seeds)
+    suites = sum(1 for k in seeds for r in state["seeds"][k].values() if "suite" in r or "suite_skipped" in r)
+    claims = adversarial_claims(state)
+    verdicts = [{"question": q, "seeds": ", ".join(c["seeds"]), "metric": metric, "verdict": d["verdict"],
+                 "evidence": f"{d['why']}; {fmt_decision(d)}"} for q, c in claims.items()
+                for metric, d in c["parts"].items()]
+    in_short = " ".join(f"{q}: " + ", ".join(
+        f"{metric} {100 * d['effect']['mean']:+.1f} ({d['verdict']}" + ("; a model is broken" if "broken" in d["why"]
+                                                                        else "") + ")"
+        for metric, d in c["parts"].items()) + "." for q, c in claims.items())
+    dense_rows = [state["seeds"][k]["Dense"] for k in seeds if "Dense" in state["seeds"][k]]
+    dense = {"clean": f"{np.mean([acc(r['clean'], None) for r in dense_rows]):.1f}",
+             "pgd": f"{np.mean([acc(r['pgd'], len(cfg['pgd_eps']) - 1) for r in dense_rows]):.1f}"} \
+        if dense_rows else None
+    have_names = [n for n in names if any(n in state["seeds"][k] for k in seeds)]
+    percent = ", ".join
+    return render_template(
+        "adversarial.md.j2", cfg=cfg,
+        pgd_n=images_used(state, "pgd", cfg["pgd_images"]), suite_n=images_used(state, "suite", cfg["suite_images"]), data_name=Path(state["data"].split(":", 1)[-1]).name,
+        status="complete" if done else (f"IN PROGRESS (updated {state.get('updated', '?')}): {have} of {total} models "
+                                        f"trained and evaluated (clean, PGD), {suites} of {total} with "
+                                        f"`{cfg['suite']}` (or skipped as broken)"),
+        compute=("" if done else "recorded so far ") + hours(state.get("elapsed_s", 0)), machine=machine_text(state),
+        invocations="\n".join(invocations(state)).rstrip(), rule=RULE_TEXT, verdicts=verdicts, in_short=in_short,
+        adv_eps=eps_label(cfg["dense"]["adv_eps"]), sparsities=percent(f"{100 * s:g}%" for s in cfg["sparsities"]),
+        extra_sparsities=percent(f"{100 * s:g}%" for s in cfg["extra_sparsities"]),
+        rp_paper=f"{100 * cfg['rp_paper']:g}%", cut=_cut_sentence(cfg, default_grid),
+        pgd_eps=", ".join(eps_label(e) for e in cfg["pgd_eps"]), pgd_labels=[eps_label(e) for e in cfg["pgd_eps"]],
+        pgd_last=eps_label(cfg["pgd_eps"][-1]), suite_eps=eps_label(cfg["suite_eps"]), dense=dense,
+        results=_result_lines(state, names, seeds), table1="\n".join(table1([state["seeds"][k] for k in seeds],
+                                                                             have_names)),
+        bounds="\n".join(bounds_lines(state, seeds, have_names)), apb=_apb_lines(state, seeds),
+        checks=_check_lines(state, seeds),
+        tail="\n".join([""] + _export_lines(state, seeds) + figure_lines(state)))

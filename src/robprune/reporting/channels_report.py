@@ -10,7 +10,7 @@ import numpy as np
 from .claims import Metric, decide_all
 from .markdown import eps_label
 from .templating import render_template
-from .study_common import (RULE_TEXT, acc, fmt_decision, hours, invocations, machine_text, mean_sd, rows_of,
+from .study_common import (images_used, RULE_TEXT, acc, fmt_decision, hours, invocations, machine_text, mean_sd, rows_of,
                            suite_acc, suite_cell, suite_check_lines)
 
 # The Adversarial Pruning Benchmark's published channel rows (ResNet-18, CIFAR-10, AutoAttack 8/255; clean /
@@ -99,6 +99,7 @@ def render_channels(state: dict) -> str:
                     f"shapes at one amount), {lat['threads']} torch thread(s), device {lat['device']}, on "
                     f"{lat['machine']}; measured while the machine did whatever else it was doing then.")
     return render_template("channels.md.j2",
+        pgd_n=images_used(state, "pgd", cfg["pgd_images"]), suite_n=images_used(state, "suite", cfg["suite_images"]),
         cfg=cfg, methods=cfg["methods"], data_name=Path(state["data"].split(":", 1)[-1]).name,
         status="complete" if done else f"IN PROGRESS (updated {state.get('updated', '?')}): {have} of {total} models "
                                        f"trained and evaluated, {suites} of {total} with `{cfg['suite']}` (or skipped as broken)",

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..evaluation.outcomes import correct, suite_robust
+from ..evaluation.outcomes import correct
 from ..evaluation.significance import broken, decide_accuracy
 
 
@@ -21,7 +21,7 @@ class Metric:
 
     def outcomes(self, row: dict) -> np.ndarray:
         if self.field == "suite":
-            return suite_robust(row["suite"], self.eps or 0)
+            return correct(row["suite"], self.eps or 0)
         return correct(row[self.field], self.eps)
 
 

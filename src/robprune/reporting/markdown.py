@@ -142,3 +142,23 @@ def grid_markdown(result: dict, title: str, preamble: str = "") -> str:
     if result["sweep"]:
         parts += ["## Figure 2 analogue: CP vs RP by pruning ratio (accuracy %)", sweep_markdown(result["sweep"])]
     return "\n\n".join(p for p in parts if p) + "\n"
+
+
+def eval_report(results: dict, request, n: int) -> tuple[str, list[str]]:
+    """What ``robprune eval`` writes to eval.md and prints: the attack's name and the lines (Table 2 of every
+    checkpoint, the spread over seeds, the sanity checks)."""
+    attack = f"worst case of {request.suite}" if request.suite else \
+        ("PGD" if request.plain_pgd() else request.attacks()[0].name)
+    lines = [table2_markdown({label: {"eval": r} for label, r in results.items()},
+                             attack="worst case" if request.suite else attack)]
+    for label, result in results.items():
+        if request.seeds > 1:
+            sd = result["seeds"]
+            lines.append(f"{label}: over {request.seeds} seeds (random starts): mean "
+                         + ", ".join(f"{100 * v:.2f}" for v in sd["mean"]) + "; std "
+                         + ", ".join(f"{100 * v:.2f}" for v in sd["std"]) + " (clean, then each eps)")
+        if result["sanity_checks"]:
+            lines.append(f"sanity checks of {label} on {min(n, request.check_images)} images:")
+            lines += [f"  [{'ok' if c['passed'] else 'FAILED'}] {c['name']}: {c['detail']}"
+                      for c in result["sanity_checks"]]
+    return attack, lines

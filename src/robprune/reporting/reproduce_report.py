@@ -88,10 +88,10 @@ def suite_markdown(suite: dict) -> str:
              + " | ".join(f"after {a}" for a in attacks) + " |",
              "|---|---|---:|" + "---:|" * (len(refs) + len(attacks))]
     for name, s in suite.items():
-        for i, row in enumerate(s["rows"]):
+        for i, row in enumerate(s["robust"]):
             ref_cells = [with_ci(s["reference"][r]["robust"][i]) for r in refs]
             cells = [with_ci(row["attacks"][a]["robust_after"]) for a in attacks]
-            lines.append(f"| {name} | {eps_label(row['eps'])} | {pct(row['clean']['accuracy'])} | "
+            lines.append(f"| {name} | {eps_label(row['eps'])} | {pct(s['clean']['accuracy'])} | "
                          + " | ".join(ref_cells + cells) + " |")
     lines += ["", "Sanity checks (the first 200 of these images at most; PGD-4 in pixel units, Square 300 "
               "queries):", ""]
@@ -115,10 +115,10 @@ def masking_verdict(suite: dict) -> list[str]:
     for arm in ("RP", "Ours"):
         for r in refs:
             parts, clear, noise, lost = [], [], [], []
-            for i, row in enumerate(suite[arm]["rows"]):
+            for i, row in enumerate(suite[arm]["robust"]):
                 weak = 100 * (suite[arm]["reference"][r]["robust"][i]["accuracy"]
                               - suite["CP"]["reference"][r]["robust"][i]["accuracy"])
-                a, c = row["worst_case"], suite["CP"]["rows"][i]["worst_case"]
+                a, c = row, suite["CP"]["robust"][i]  # the worst case of the suite
                 strong = 100 * (a["accuracy"] - c["accuracy"])
                 label = eps_label(row["eps"])
                 parts.append(f"eps {label}: {weak:+.2f} -> {strong:+.2f}")
@@ -138,10 +138,10 @@ def masking_verdict(suite: dict) -> list[str]:
             outcome = f"the gain {summary}" if gained else f"{arm} has no gain over CP under this attack, so none to test"
             out.append(f"{arm} - CP in points, {r} -> worst case of the suite ({'; '.join(parts)}): {outcome}.")
     for r in refs:
-        drops = {name: [100 * (s["reference"][r]["robust"][i]["accuracy"] - row["worst_case"]["accuracy"])
-                        for i, row in enumerate(s["rows"])] for name, s in suite.items()}
+        drops = {name: [100 * (s["reference"][r]["robust"][i]["accuracy"] - row["accuracy"])
+                        for i, row in enumerate(s["robust"])] for name, s in suite.items()}
         out.append(f"How much {r} overstates each model (points above the worst case, eps "
-                   f"{', '.join(eps_label(row['eps']) for row in suite['CP']['rows'])}): "
+                   f"{', '.join(eps_label(row['eps']) for row in suite['CP']['robust'])}): "
                    + "; ".join(f"{name} {', '.join(f'{d:.2f}' for d in v)}" for name, v in drops.items()) + ".")
     return out
 
@@ -203,9 +203,9 @@ def render_report(state: dict, runs_log: str = "") -> str:
         "Produced by `robprune reproduce`; every number here is read from `results.json`, written by the same "
         "run. Invocations (from `runs.log`; a rerun continues from the cached units):",
         "```text\n" + (runs_log.strip() or "(no runs.log)") + "\n```",
-        (f"Device: {state['device']}. Compute time {state.get('elapsed_s', 0) / 60:.1f} min (summed over the "
+        (f"Device: {state['machine']['device']}. Compute time {state.get('elapsed_s', 0) / 60:.1f} min (summed over the "
          "invocations, up to each one's last saved unit). " if "elapsed_parts" in state else  # the study engine's
-         f"Device: {state['device']}. Wall time of the last invocation: {state.get('elapsed_s', 0) / 60:.1f} min. ")
+         f"Device: {state['machine']['device']}. Wall time of the last invocation: {state.get('elapsed_s', 0) / 60:.1f} min. ")
         + f"Init: `{state['init']}`.",
         f"Fine-tuning: Baseline {cfg['baseline']['epochs']} epochs from the init; every arm "
         f"{cfg['finetune']['epochs']} epochs from the Baseline (SGD momentum {cfg['finetune']['momentum']}, "

@@ -3,7 +3,7 @@ the strongest attack, and the verdict in plain words."""
 
 from __future__ import annotations
 
-from ..evaluation.outcomes import correct, suite_robust
+from ..evaluation.outcomes import correct
 from ..evaluation.significance import (ALPHA, FAILS, HOLDS, UNDECIDED, broken, combine, decide_accuracy,
                                        decide_claim, decide_quantity, spearman)
 from .markdown import eps_label
@@ -33,7 +33,7 @@ def scratch_claims(state: dict, reading: str = "pixel", suite: bool = False, our
 
     def robust_bits(s, arm, i):
         if suite:
-            return suite_robust(rows[s][arm]["suite"], i)
+            return correct(rows[s][arm]["suite"], i)
         return correct(rows[s][arm][reading], i)
 
     def compare(a, b, i):

@@ -10,6 +10,7 @@ import numpy as np
 from ..evaluation.accuracy import subset_indices
 from ..evaluation.outcomes import correct
 from .markdown import eps_label
+from .templating import render_template
 from .study_common import (ARMS, PAPER_TABLE1, READING_TEXT, REGIME, RULE_TEXT, acc, arms_of, bounds_lines, c_label,
                            claim_lines, done_seeds, figure_lines, hours, invocations, machine_text, mean_sd, per_seed,
                            table1)
@@ -70,7 +71,7 @@ def _suite_lines(state: dict, seeds: list[str]) -> list[str]:
     if not firsts:
         return ["(pending: the suite runs after the sweep: CP, Ours and the regime arm seed by seed, then Baseline and RP)"]
     first = firsts[0]
-    eps = [r["eps"] for r in first["rows"]]
+    eps = [r["eps"] for r in first["robust"]]
     lines = [f"Worst case over `{first['suite']}` ({', '.join(a['name'] for a in first['attacks'])}) on {first['n']} "
              "test images; mean ± std over the seeds listed (%):", "",
              "| arm | seeds | " + " | ".join(f"eps {eps_label(e)}" for e in eps)
@@ -83,7 +84,7 @@ def _suite_lines(state: dict, seeds: list[str]) -> list[str]:
                          + " |" * (len(eps) + 2))
             continue
         suites = [rows[s][arm]["suite"] for s in have[arm]]
-        cells = [mean_sd([100 * su["rows"][i]["worst_case"]["accuracy"] for su in suites]) for i in range(len(eps))]
+        cells = [mean_sd([100 * su["robust"][i]["accuracy"] for su in suites]) for i in range(len(eps))]
         ref = []
         for s in have[arm]:
             ev = rows[s][arm]["pixel"]
@@ -125,99 +126,53 @@ def _sweep_lines(state: dict) -> list[str]:
     return lines
 
 
-def render_scratch(state: dict) -> str:
-    cfg = state["config"]
-    seeds_all = [str(s) for s in cfg["seeds"]]
-    seeds = done_seeds(state, ARMS)
-    done = state.get("done", False)
-    lines = [f"# The paper's protocol from scratch: {cfg['arch']} on {Path(state['data'].split(':', 1)[-1]).name}, "
-             f"{len(cfg['seeds'])} seeds", ""]
-    status = "complete" if done else f"IN PROGRESS (updated {state.get('updated', '?')}): " \
-        f"{len(seeds)} of {len(seeds_all)} seeds have every arm evaluated"
-    lines += [f"**Status: {status}.** Compute time {'' if done else 'recorded so far '}{hours(state.get('elapsed_s', 0))} (summed over the invocations below, up to each one's last saved unit) on {machine_text(state)}.", ""]
-    lines += invocations(state)
-    # every claim set is computed once (each is a McNemar test per seed on 10,000 per-image outcomes)
-    claims = {reading: scratch_claims(state, reading) for reading in READING_TEXT} if seeds else {}
-    regime = scratch_claims(state, "pixel", ours=REGIME) if seeds and cfg.get("regime") else {"seeds": []}
-    survival = gains_survive(state, claims["pixel"], regime) if seeds else {"gains": []}
-    if seeds:
-        lines += ["## Verdict", "",
-                  f"Under the paper's attack (pixel PGD-4), on {len(seeds)} seed(s): "
-                  + verdict_text(claims["pixel"]["claims"]), ""]
-        if regime["seeds"]:
-            lines += [f"With `{REGIME}` ({c_label(cfg['regime'])}, set to reach the paper's weight range) as Ours, on "
-                      f"{len(regime['seeds'])} seed(s): "
-                      + verdict_text({k: v for k, v in regime["claims"].items() if k in ("c", "d")}), ""]
-        lines += [f"(e) every robustness gain that holds under PGD-4 survives the `{cfg['suite']}` suite (no gradient "
-                  f"masking): **{survival['verdict']}** ({survival['why']}).", ""]
-        lines += ["**In plain words.** " + plain_words(claims["pixel"], regime, survival, cfg["suite_images"]), ""]
-        lines += [RULE_TEXT, ""]
-    lines += ["## Protocol", "",
-              f"- Baseline: {cfg['arch']} from random initialisation (seed = init, data order, augmentation and random "
-              f"starts), {cfg['baseline']['epochs']} epochs, SGD lr {cfg['baseline']['lr']:g} cosine, batch "
-              f"{cfg['baseline']['batch_size']}, weight decay {cfg['baseline']['weight_decay']:g}, "
-              f"{cfg['baseline']['precision']}; {cfg['holdout']} training images held out (never trained on).",
-              f"- CP {100 * cfg['cp_amount']:g}%, RP {100 * cfg['rp_amount']:g}% and Ours (CP {100 * cfg['cp_amount']:g}% + "
-              f"the Eq. 4 hinge) fine-tuned from each seed's Baseline for {cfg['finetune']['epochs']} epochs, lr "
-              f"{cfg['finetune']['lr']:g} cosine. Fine-tuning (not training each arm from scratch) because the paper "
-              "prunes a trained network; the per-epoch curves below show whether each arm has settled.",
-              f"- lam and tau: candidates {', '.join(c_label(c) for c in cfg['candidates'])}, each fine-tuned from seed "
-              f"{cfg['search_seed']}'s Baseline, judged on {cfg['search_images']} of the {cfg['holdout']} held-out "
-              "training images"
-              + (f" (tau is {cfg['candidates'][0]['tau']} in every candidate: it was not searched)"
-                 if len({c['tau'] for c in cfg['candidates']}) == 1 else "") + ". The rule, "
-              "fixed before the run: among candidates whose held-out clean accuracy is at most "
-              f"{100 * cfg['max_clean_drop']:g} point(s) below CP's, the highest mean PGD-4 accuracy over the four eps; "
-              "if none qualifies, the smallest clean drop. The chosen setting is used for every seed."
-              + (f" A fifth arm, `{REGIME}` ({c_label(cfg['regime'])}), is Ours at a setting that reaches the "
-                 "paper's weight range whatever the rule chose; it runs on every seed after the four arms, and claims "
-                 "(c) and (d) are decided for it as well." if cfg.get("regime") else ""),
-              f"- Evaluation: clean and PGD-4 / FGSM (pixel units) on {'all' if cfg['eval_images'] is None else cfg['eval_images']} "
-              f"test images per seed with per-image outcomes; the `{cfg['suite']}` suite on {cfg['suite_images']} test "
-              "images" + (" (not `autoattack`: on 100 images of one naturally trained ResNet-20 it found the same "
-                          "robust points at several times the cost, docs/performance.md)"
-                          if cfg["suite"] == "standard" else "")
-              + f"; Table 1; Eq. 3 on {cfg['bound_images']} images; Figure 2 over ratios "
-              f"{', '.join(f'{r:g}' for r in cfg['sweep_ratios'])} on seeds {', '.join(map(str, cfg['sweep_seeds']))}.",
-              ""]
-    if seeds:
-        base = np.mean([acc(state["seeds"][k]["Baseline"]["pixel"], None) for k in seeds])
-        lines += [f"**Budget caveat.** These budgets are short: the Baseline reaches {base:.1f}% clean accuracy "
-                  "(paper: 94.21% for a fully trained ResNet-56), so every verdict below is about this shorter "
-                  "training regime; `bench/gpu_studies.sh` runs the same protocol longer on a GPU.", ""]
-    if state.get("chosen"):
-        lines += [f"Chosen for Ours: **{state['chosen']['label']}**.", ""]
-    lines += ["## lam and tau search (held-out training images, seed "
-              f"{cfg['search_seed']}, PGD-4 pixel)", ""] + _search_lines(state) + [""]
-    if not seeds:
-        lines += ["No seed has every arm evaluated yet.", ""]
-        return "\n".join(lines)
-    for reading in ("pixel", "pixel-fgsm"):
-        lines += [f"## Table 2: {READING_TEXT[reading]}", "", "Mean ± std over seeds (%):", ""] + \
-            _table2(state, reading, seeds) + [""]
-    lines += ["## Claims under each attack", ""]
-    for reading in ("pixel", "pixel-fgsm"):
-        lines += [f"### {READING_TEXT[reading]}", ""] + claim_lines(claims[reading]) + [""]
-    if cfg.get("regime"):
-        lines += [f"### Ours in the paper's weight regime ({c_label(cfg['regime'])}), PGD-4 pixel", ""]
-        if regime["seeds"]:
-            lines += [f"Claims (c) and (d) again with `{REGIME}` as Ours, seeds {', '.join(regime['seeds'])}:", ""] + \
-                claim_lines({"claims": {k: v for k, v in regime["claims"].items() if k in ("c", "d")}}) + [""]
-        else:
-            lines += ["(pending: it runs after every seed's four arms)", ""]
-    lines += ["### Worst case of the suite (claim (e): do the gains survive?)", ""]
-    if survival["gains"]:
-        lines += survival_lines(survival, cfg) + [""]
-    lines += _suite_lines(state, seeds) + [""]
-    lines += ["## Table 1: weight statistics (prunable weights, mean ± std over seeds)", ""] + \
-        table1([state["seeds"][s] for s in seeds], arms_of(state, seeds), PAPER_TABLE1) + [""]
-    lines += ["## Eq. 3: bound vs measured distortion", ""] + bounds_lines(state, seeds) + [""]
-    lines += ["## Training curves (accuracy after each epoch on the held-out training images, not the test split; "
-              "seed " + seeds[0] + ")", ""]
+def _curve_lines(state: dict, seeds: list[str]) -> list[str]:
+    lines = []
     for arm in arms_of(state, seeds[:1]):
         h = state["seeds"][seeds[0]][arm].get("history", [])
         lines.append(f"- {arm}: " + ", ".join(f"{100 * e['test_acc']:.1f}" for e in h)
                      + ("; max |w| " + ", ".join(f"{e['max_abs_weight']:.2f}" for e in h if "max_abs_weight" in e)
                         if any("max_abs_weight" in e for e in h) else ""))
-    lines += ["", "## Figure 2: CP vs RP over pruning ratios", ""] + _sweep_lines(state) + [""]
-    return "\n".join(lines + figure_lines(state))
+    return lines
+
+
+def render_scratch(state: dict) -> str:
+    """The report (templates/scratch.md.j2): prose in the template, every number and table computed here."""
+    cfg = state["config"]
+    seeds_all = [str(s) for s in cfg["seeds"]]
+    seeds = done_seeds(state, ARMS)
+    done = state.get("done", False)
+    # every claim set is computed once (each is a McNemar test per seed on 10,000 per-image outcomes)
+    claims = {reading: scratch_claims(state, reading) for reading in READING_TEXT} if seeds else {}
+    regime = scratch_claims(state, "pixel", ours=REGIME) if seeds and cfg.get("regime") else {"seeds": []}
+    survival = gains_survive(state, claims["pixel"], regime) if seeds else {"gains": []}
+    regime_claims = {"claims": {k: v for k, v in regime["claims"].items() if k in ("c", "d")}} if regime["seeds"] \
+        else None
+    context = dict(
+        cfg=cfg, data_name=Path(state["data"].split(":", 1)[-1]).name, seeds=seeds,
+        status="complete" if done else f"IN PROGRESS (updated {state.get('updated', '?')}): "
+                                       f"{len(seeds)} of {len(seeds_all)} seeds have every arm evaluated",
+        compute=("" if done else "recorded so far ") + hours(state.get("elapsed_s", 0)), machine=machine_text(state),
+        invocations="\n".join(invocations(state)).rstrip(), rule=RULE_TEXT, survival=survival,
+        regime_name=REGIME, regime_label=c_label(cfg["regime"]) if cfg.get("regime") else "",
+        verdict_regime=verdict_text(regime_claims["claims"]) if regime_claims else "",
+        regime_seeds=len(regime["seeds"]), regime_seed_list=", ".join(regime["seeds"]),
+        cp=f"{100 * cfg['cp_amount']:g}%", rp=f"{100 * cfg['rp_amount']:g}%",
+        candidates=", ".join(c_label(c) for c in cfg["candidates"]),
+        one_tau=len({c["tau"] for c in cfg["candidates"]}) == 1, max_drop=f"{100 * cfg['max_clean_drop']:g}",
+        ratios=", ".join(f"{r:g}" for r in cfg["sweep_ratios"]), chosen=state.get("chosen", {}).get("label"),
+        search="\n".join(_search_lines(state)))
+    if seeds:
+        context |= dict(
+            verdict_pixel=verdict_text(claims["pixel"]["claims"]),
+            plain=plain_words(claims["pixel"], regime, survival, cfg["suite_images"]),
+            base=f"{np.mean([acc(state['seeds'][k]['Baseline']['pixel'], None) for k in seeds]):.1f}",
+            table2=[(r, READING_TEXT[r], "\n".join(_table2(state, r, seeds))) for r in ("pixel", "pixel-fgsm")],
+            claims=[(READING_TEXT[r], "\n".join(claim_lines(claims[r]))) for r in ("pixel", "pixel-fgsm")],
+            regime_claims="\n".join(claim_lines(regime_claims)) if regime_claims else "",
+            survival_lines="\n".join(survival_lines(survival, cfg)) if survival["gains"] else "",
+            suite="\n".join(_suite_lines(state, seeds)),
+            table1="\n".join(table1([state["seeds"][s] for s in seeds], arms_of(state, seeds), PAPER_TABLE1)),
+            bounds="\n".join(bounds_lines(state, seeds)), curves=_curve_lines(state, seeds),
+            sweep="\n".join(_sweep_lines(state)), tail="\n".join([""] + figure_lines(state)))
+    return render_template("scratch.md.j2", **context)

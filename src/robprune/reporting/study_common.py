@@ -73,8 +73,9 @@ def done_seeds(state: dict, arms) -> list[str]:
 
 def machine_text(state: dict) -> str:
     """The machine as recorded at run time (results written before that was recorded name the device only)."""
-    where = f"{state['machine']}; " if state.get("machine") else ""
-    return f"{where}{state.get('torch_threads', '?')} torch thread(s), device {state.get('device', '?')}"
+    m = state.get("machine") or {}
+    where = f"{m['line']}; " if m.get("line") else ""
+    return f"{where}{m.get('threads') or '?'} torch thread(s), device {m.get('device') or '?'}"
 
 
 def invocations(state: dict) -> list[str]:
@@ -174,7 +175,7 @@ def rows_of(state: dict, name: str) -> list[dict]:
 def suite_acc(row: dict) -> float | None:
     """A row's worst-case accuracy under the suite at its first eps (percent), None before it is attacked."""
     su = row.get("suite")
-    return None if su is None else 100 * su["rows"][0]["worst_case"]["accuracy"]
+    return None if su is None else 100 * su["robust"][0]["accuracy"]
 
 
 def suite_cell(rows: list[dict]) -> str:
@@ -196,3 +197,13 @@ def suite_check_lines(state: dict) -> list[str]:
             elif "suite_skipped" in r:
                 lines.append(f"seed {k} {name}: not attacked, the model is broken ({r['suite_skipped']})")
     return lines
+
+
+def images_used(state: dict, measure: str, configured) -> int:
+    """How many test images ``measure`` evaluated (the first row that has it), else the configured number (a
+    configured 1000 on a 359-image test split evaluates 359)."""
+    for rows in state.get("seeds", {}).values():
+        for row in rows.values():
+            if isinstance(row.get(measure), dict) and "n" in row[measure]:
+                return row[measure]["n"]
+    return configured

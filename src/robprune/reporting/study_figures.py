@@ -41,8 +41,8 @@ def _scratch(state: dict, out: Path) -> list[str]:
 
         def suite(k: str, arm: str) -> list[float] | None:
             s = rows[k].get(arm, {}).get("suite")
-            return None if s is None else [100 * r["clean"]["accuracy"] for r in s["rows"][:1]] + \
-                [100 * r["worst_case"]["accuracy"] for r in s["rows"]]
+            return None if s is None else [100 * s["clean"]["accuracy"]] + \
+                [100 * r["accuracy"] for r in s["robust"]]
 
         fig = Figure(figsize=(13, 4))
         ax = fig.add_subplot(1, 3, 1)
@@ -161,7 +161,7 @@ def _sparsity_figure(state: dict, out: Path, sparsities: list[float], lines, tit
     panels = [("clean", lambda r: 100 * r["clean"]["clean"]["accuracy"]),
               (f"PGD-{cfg['pgd_steps']} {eps_label(cfg['pgd_eps'][-1])}", lambda r: 100 * r["pgd"]["robust"][-1]["accuracy"]),
               (f"{cfg['suite']} {eps_label(cfg['suite_eps'])}",
-               lambda r: 100 * r["suite"]["rows"][0]["worst_case"]["accuracy"] if "suite" in r else None)]
+               lambda r: 100 * r["suite"]["robust"][0]["accuracy"] if "suite" in r else None)]
     fig = Figure(figsize=(12, 3.6))
     for j, (title, get) in enumerate(panels):
         ax = fig.add_subplot(1, 3, j + 1)
@@ -212,7 +212,7 @@ def _channels(state: dict, out: Path) -> list[str]:
     for name, label, color, marker in points:
         rows = [r[name] for r in state["seeds"].values() if name in r]
         key = "Dense" if name == "Dense" else f"{100 * float(name.rsplit('-', 1)[1]):g}%"
-        robust = [100 * (r["suite"]["rows"][0]["worst_case"]["accuracy"] if "suite" in r
+        robust = [100 * (r["suite"]["robust"][0]["accuracy"] if "suite" in r
                          else r["pgd"]["robust"][-1]["accuracy"]) for r in rows]
         if robust and key in lat["ms"]:
             ax.scatter(lat["ms"][key], np.mean(robust), color=color, marker=marker,

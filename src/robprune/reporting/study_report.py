@@ -2,16 +2,17 @@
 the rule in ``evaluation.significance`` (or UNDECIDED with the numbers).
 
 ``render_scratch`` renders ``reproduce --protocol scratch``; ``render_adversarial`` renders ``study adversarial``;
-``render_methods`` renders ``study methods``. All work on a partial results file (a run in progress): what is not done yet is listed as pending.
+``render_methods`` renders ``study methods``; ``render_channels`` renders ``study channels``. All work on a partial results file (a run in progress): what is not done yet is listed as pending.
 """
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
+from ..results import load_results
 from .adversarial_report import adversarial_claims, render_adversarial
+from .channels_report import render_channels
 from .methods_report import render_methods
 from .scratch_claims import gains_survive, scratch_claims
 from .scratch_report import render_scratch
@@ -28,11 +29,8 @@ def rewrite_study_report(out, report=None, default_grid: dict | None = None) -> 
     path = out / "results.json"
     if not path.is_file():
         raise FileNotFoundError(f"{path} does not exist; run the study first")
-    try:
-        state = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise ValueError(f"{path} is not readable JSON: {err}") from None
-    if not isinstance(state, dict) or "config" not in state or "seeds" not in state:
+    state = load_results(path)
+    if "config" not in state or "seeds" not in state:
         raise ValueError(f"{path} is not a study results file (no 'config' and 'seeds')")
     if (out / "runs.log").is_file():
         state["runs_log"] = (out / "runs.log").read_text()
@@ -44,6 +42,8 @@ def rewrite_study_report(out, report=None, default_grid: dict | None = None) -> 
         text = render_adversarial(state, default_grid)
     elif state.get("study") == "methods":
         text = render_methods(state)
+    elif state.get("study") == "channels":
+        text = render_channels(state)
     else:
         text = render_scratch(state)
     write_text_atomic(report, text)
