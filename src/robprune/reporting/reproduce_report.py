@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from ..evaluation.significance import MIN_SEEDS, UNDECIDED, broken
+from .templating import render_template
 from .markdown import eps_label, pct, sweep_markdown, with_ci
 
 PAPER_TABLE2 = {  # clean, PGD eps = 1, 2, 4, 8 (/255); ResNet-56 on the original CIFAR-10
@@ -196,80 +197,47 @@ def _claims(table: dict, stats: dict) -> list[str]:
 
 
 def render_report(state: dict, runs_log: str = "") -> str:
+    """The report (templates/reproduce.md.j2): prose in the template, tables and numbers computed here."""
     st = state["stages"]
     cfg = state["config"]
-    parts = [
-        f"# Reproduction: {cfg['arch']} on {state['data']} (CIFAR-10 (JPEG) when run on the shared archive)",
-        "Produced by `robprune reproduce`; every number here is read from `results.json`, written by the same "
-        "run. Invocations (from `runs.log`; a rerun continues from the cached units):",
-        "```text\n" + (runs_log.strip() or "(no runs.log)") + "\n```",
-        (f"Device: {state['machine']['device']}. Compute time {state.get('elapsed_s', 0) / 60:.1f} min (summed over the "
-         "invocations, up to each one's last saved unit). " if "elapsed_parts" in state else  # the study engine's
-         f"Device: {state['machine']['device']}. Wall time of the last invocation: {state.get('elapsed_s', 0) / 60:.1f} min. ")
-        + f"Init: `{state['init']}`.",
-        f"Fine-tuning: Baseline {cfg['baseline']['epochs']} epochs from the init; every arm "
-        f"{cfg['finetune']['epochs']} epochs from the Baseline (SGD momentum {cfg['finetune']['momentum']}, "
-        f"lr {cfg['finetune']['lr']} cosine, weight decay {cfg['finetune']['weight_decay']}, batch "
-        f"{cfg['finetune']['batch_size']}), one-shot pruning at the start; {cfg['holdout']} train images held "
-        f"out for the lam search, never trained on. The paper trains for far longer: "
-        f"these verdicts are about a short fine-tuning budget.",
-        "## Which reading of the paper's eps matches its baseline?",
-        readings_markdown(st["readings"]) if "readings" in st else PENDING,
-    ]
-    if "search" in st:
-        s = st["search"]
+    search = st.get("search")
+    search_table = ""
+    if search:
         lines = ["| candidate | lam | clean | " + " | ".join(f"eps {i}" for i in (1, 2, 4, 8)) + " |",
                  "|---|---:|---:|---:|---:|---:|---:|"]
-        for name, c in s["candidates"].items():
+        for name, c in search["candidates"].items():
             lines.append(f"| {name} | {c['lam']:g} | " + " | ".join(f"{v:.2f}" for v in _acc_row(c["eval"])) + " |")
-        parts += ["## Choosing lam for Ours (held-out train images, reading "
-                  f"'{s['reading']}'; tau = {cfg['tau']})",
-                  "Caveat: the held-out images come from the CIFAR-10 train split, which the community "
-                  "checkpoint was trained on (as original, not JPEG, images), so held-out accuracy runs higher "
-                  "than test accuracy; the comparison between candidates is what the search uses.",
-                  f"Rule: the highest summed PGD accuracy among candidates losing at most "
-                  f"{100 * cfg['max_clean_drop']:.1f} points of clean accuracy against CP (lam = 0). "
-                  f"Chosen: **lam = {s['chosen_lam']:g}**.", "\n".join(lines)]
+        search_table = "\n".join(lines)
     n_test = st["table2-pixel"][next(iter(st["table2-pixel"]))]["eval"]["n"] if "table2-pixel" in st else None
-    split = "the full test split" if cfg.get("eval_images") is None else f"{n_test or cfg['eval_images']} test images"
-    for key, label in (("table2-pixel", "pixel units (the standard: eps/255 on [0, 1] images), "
-                        f"PGD-4 with step 2.5*eps/4, no random start, {split}"),):
-        parts += [f"## Table 2, {label}", table2_side_by_side(st[key]) if key in st else PENDING]
-    best = st.get("search", {}).get("reading")
+    best = (search or {}).get("reading")
+    best_table = ""
     if best and best != "pixel":
-        key = f"table2-{best}"
-        desc = st["readings"][best]["reading"]["description"] if "readings" in st else best
-        parts += [f"## Table 2 under the reading that best matches the paper ('{best}': {desc})",
-                  table2_side_by_side(st[key]) if key in st else PENDING]
-    parts += ["## Table 1: weight statistics (all conv and linear weights, zeros included)",
-              table1_side_by_side(st["stats"]) if "stats" in st else PENDING]
-    if "bounds" in st:
-        table = st.get("table2-pixel")
-        parts += ["## Eq. 3: distortion bound from weight norms vs measured distortion",
-                  "Bound on ||f(x+d) - f(x)||_2 / ||d||_2 (logits, L2), BatchNorm folded into each conv, residual "
-                  "blocks as 1 + L(branch), global average pooling as 1/sqrt(HW), normalisation as 1/min(std). "
-                  "Measured: the same ratio with d the PGD-4 perturbation at eps 8/255, over test images.",
-                  bounds_markdown(st["bounds"], table)]
-    else:
-        parts += ["## Eq. 3", PENDING]
-    if "suite" in st:
-        verdict = masking_verdict(st["suite"]) if all("reference" in v for v in st["suite"].values()) else []
-        parts += [f"## Stronger attacks: worst case over the '{next(iter(st['suite'].values()))['suite']}' suite "
-                  "(pixel units)", suite_markdown(st["suite"]),
-                  "Gains over CP, first under the Table 2 attack, then under the suite's worst case (same images; "
-                  "differences of a few points are within the intervals at this image count):",
-                  "\n".join(f"- {v}" for v in verdict) or PENDING]
-    else:
-        parts += ["## Stronger attacks", PENDING]
+        best_table = table2_side_by_side(st[f"table2-{best}"]) if f"table2-{best}" in st else PENDING
+    suite = st.get("suite")
+    verdict = masking_verdict(suite) if suite and all("reference" in v for v in suite.values()) else []
     figures = "\n\n".join(f"![{f}]({f})" for f in state.get("figures", []))
-    parts += ["## Figure 2: CP vs RP by pruning ratio (one-shot pruning, then "
-              f"{cfg['sweep_epochs']} fine-tuning epoch(s))",
-              (sweep_markdown(st["sweep"]) + ("\n\n" + figures if figures else "")) if "sweep" in st else PENDING]
-    parts.append("## The paper's claims, here")
+    claims = []
     for reading in dict.fromkeys(["pixel", best or "pixel"]):
         key = f"table2-{reading}"
         if key in st and "stats" in st:
-            parts.append(f"Under reading '{reading}':\n\n" + "\n".join(f"- {c}" for c in _claims(st[key], st["stats"])))
+            claims.append(f"Under reading '{reading}':\n\n" + "\n".join(f"- {c}" for c in _claims(st[key], st["stats"])))
         else:
-            parts.append(f"Under reading '{reading}': {PENDING}")
-    return "\n\n".join(parts) + "\n"
+            claims.append(f"Under reading '{reading}': {PENDING}")
+    return render_template(
+        "reproduce.md.j2", cfg=cfg, data=state["data"], runs_log=runs_log.strip() or "(no runs.log)",
+        engine="elapsed_parts" in state, device=state["machine"]["device"],
+        minutes=f"{state.get('elapsed_s', 0) / 60:.1f}", init=state["init"],
+        readings=readings_markdown(st["readings"]) if "readings" in st else PENDING, search=search,
+        max_drop=f"{100 * cfg['max_clean_drop']:.1f}", chosen_lam=f"{search['chosen_lam']:g}" if search else "",
+        search_table=search_table,
+        split="the full test split" if cfg.get("eval_images") is None else f"{n_test or cfg['eval_images']} test images",
+        table2_pixel=table2_side_by_side(st["table2-pixel"]) if "table2-pixel" in st else PENDING,
+        best=best, best_table=best_table,
+        best_description=(st["readings"][best]["reading"]["description"] if "readings" in st else best) if best_table
+        else "",
+        table1=table1_side_by_side(st["stats"]) if "stats" in st else PENDING,
+        bounds=bounds_markdown(st["bounds"], st.get("table2-pixel")) if "bounds" in st else "", pending=PENDING,
+        suite=suite_markdown(suite) if suite else "", suite_name=next(iter(suite.values()))["suite"] if suite else "",
+        masking="\n".join(f"- {v}" for v in verdict) or PENDING,
+        sweep=(sweep_markdown(st["sweep"]) + ("\n\n" + figures if figures else "")) if "sweep" in st else PENDING,
+        claims=claims)
