@@ -4,9 +4,10 @@ from .config import AUGMENTS, PRUNE_SCHEDULES, SCHEDULES, TRAIN_PRECISIONS, Trai
 from .loop import (CatastrophicOverfitting, DivergenceError, autocast_factory, gradual_amount, learning_rate,
                    subset_data, train)
 from .folder import train_into
+from .job import TrainJob, run_train_job
 from .objectives import OBJECTIVES, Outcome, list_objectives, register_objective
 
 __all__ = ["AUGMENTS", "CatastrophicOverfitting", "DivergenceError", "OBJECTIVES", "Outcome", "PRUNE_SCHEDULES",
-           "SCHEDULES", "TRAIN_PRECISIONS", "TrainConfig", "autocast_factory", "gradual_amount", "learning_rate",
-           "list_objectives", "register_objective", "subset_data", "train",
+           "SCHEDULES", "TRAIN_PRECISIONS", "TrainConfig", "TrainJob", "autocast_factory", "gradual_amount",
+           "learning_rate", "list_objectives", "register_objective", "run_train_job", "subset_data", "train",
            "train_into"]
