@@ -318,3 +318,36 @@ def test_a_damaged_channel_structure_is_one_clear_error(tmp_path, structure):
     safetensors.torch.save_file(tensors, tmp_path / "bad.safetensors", metadata={"robprune": json.dumps(meta)})
     with pytest.raises(ValueError, match="structure|slots"):
         load_checkpoint(tmp_path / "bad.safetensors")
+
+
+def test_channel_score_learning_stopped_after_an_epoch_resumes_bit_exactly(tmp_path):
+    import robprune as rp
+    from robprune.learned.hydra_channels import learn_channel_scores
+
+    data = rp.load_dataset("digits")
+    torch.manual_seed(0)
+    mean, std = data.channel_stats()
+    model = rp.create_model("resnet20", in_channels=1, mean=mean, std=std)
+    x = data.x_test[:2].float() / 255
+    config = rp.TrainConfig(epochs=3, batch_size=64, lr=0.1, adv="fgsm", adv_eps=16 / 255, n_train=256)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    whole, _ = learn_channel_scores(model, data, config, 0.5, x, out_dir=tmp_path / "whole")
+
+    class Stop(Exception):
+        pass
+
+    def stop(event):
+        if "epoch 2" in event.get("text", ""):
+            raise Stop
+
+    with pytest.raises(Stop):
+        learn_channel_scores(model, data, config, 0.5, x, progress=stop, out_dir=tmp_path / "cut")
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())  # restored even when stopped
+    epochs = []
+    resumed, history = learn_channel_scores(model, data, config, 0.5, x, out_dir=tmp_path / "cut", resume=True,
+                                            progress=lambda e: epochs.append(e["text"].split(":")[0].strip()))
+    assert len(history) == 3 and epochs == ["channel scores epoch 3"]  # only the epoch left was learned
+    assert all(torch.equal(whole[k], resumed[k]) for k in whole)
+    with pytest.raises(ValueError, match="another configuration"):
+        learn_channel_scores(model, data, rp.TrainConfig(epochs=3, batch_size=64, lr=0.2, n_train=256), 0.5, x,
+                             out_dir=tmp_path / "cut", resume=True)

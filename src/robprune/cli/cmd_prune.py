@@ -120,8 +120,8 @@ def run_channels(args) -> None:
     learned = args.method == "hydra"  # HYDRA's score learning at channel level
     if not learned:
         CHANNEL_CRITERIA.get(args.method)
-    if args.resume:
-        raise ValueError("--structure channel has no --resume (channel score learning is short; run it again)")
+    if args.resume and not learned:
+        raise ValueError(f"--resume continues learned channel scores (--method hydra); {args.method} is one-shot")
     if learned != bool(args.data):
         raise ValueError("--structure channel --method hydra learns channel scores from --data; the other channel "
                          "criteria score the weights and take no --data")
@@ -136,7 +136,8 @@ def run_channels(args) -> None:
 
         config, data = _learning(args, meta)
         model.to(device(args.device))
-        scores, history = learn_channel_scores(model, data, config, args.amount, x, progress=Progress())
+        scores, history = learn_channel_scores(model, data, config, args.amount, x, progress=Progress(),
+                                               out_dir=args.out_dir, resume=args.resume)
         model.cpu()
     scope = args.scope or "layer"
     slim, masks, record = prune_channels(model, "l1" if learned else args.method, args.amount, x, seed=args.seed,

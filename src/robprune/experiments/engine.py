@@ -214,7 +214,7 @@ class Context:
                 from ..learned.hydra_channels import learn_channel_scores
 
                 scores, _ = learn_channel_scores(base, self.train_data, cfg, channels.amount, x.to(self.device),
-                                                 progress=self.progress)
+                                                 progress=self.progress, out_dir=path, resume=True)
             slim, masks, record = prune_channels(base.cpu(), "l1" if scores is not None else channels.method,
                                                  channels.amount, x, seed=seed, scores=scores, scope=channels.scope)
             base.to(self.device)

@@ -7,14 +7,15 @@ of each conv, linear or shortcut reading the group: exactly what removal compute
 ``channels - round(amount * channels)`` highest scores of each group; the mask is a step function of the
 scores, so its gradient is passed straight through. Only the scores are trained (SGD, cosine learning rate,
 momentum, the config's objective: ce, pgd, trades or fgsm). As in ``hydra.py`` the model is in train mode while
-scores are learned and every weight, buffer and flag is restored afterwards. No resume: score learning of a
-channel mask is short (its state is small and starts again in seconds to minutes).
+scores are learned and every weight, buffer and flag is restored afterwards. Given a folder, the state is saved
+after every epoch and a stopped run resumes from it (the same file format and checks as ``hydra.py``).
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -24,7 +25,7 @@ from ..evaluation.accuracy import predict
 from ..models.layers import PadShortcut
 from ..pruning.channels import _channel_group, _head, coupled_groups, dependency_graph
 from ..training.loop import learning_rate, subset_data
-from .hydra import score_learning
+from .hydra import STATE_FILE, _restore, _save, score_learning
 
 
 def _consumers(dg, group) -> list[tuple[nn.Module, list[int], list[int]]]:
@@ -40,9 +41,13 @@ def _consumers(dg, group) -> list[tuple[nn.Module, list[int], list[int]]]:
 
 
 def learn_channel_scores(model: nn.Module, data, config, amount: float, example_inputs: torch.Tensor,
-                         progress: Callable[[dict], None] | None = None) -> tuple[dict[str, torch.Tensor], list]:
+                         progress: Callable[[dict], None] | None = None, out_dir=None,
+                         resume: bool = False) -> tuple[dict[str, torch.Tensor], list]:
     """({root module name: learned score per channel}, one metrics dict per epoch); ``model`` comes back as it
-    went in. Give the scores to ``prune_channels(model, "l1", amount, x, scores=...)``."""
+    went in. Give the scores to ``prune_channels(model, "l1", amount, x, scores=...)``.
+
+    ``out_dir``: the scores, momentum, BatchNorm buffers and generators are saved there after every epoch
+    (safetensors, as weight-level HYDRA); with ``resume`` a run continues from them, bit for bit."""
 
     if not 0.0 <= amount < 1.0:
         raise ValueError(f"channel amount must be in [0, 1), got {amount}")
@@ -88,9 +93,14 @@ def learn_channel_scores(model: nn.Module, data, config, amount: float, example_
         data = subset_data(data, config)
         objective, optimizer, generator, attack_generator, autocast, augment = score_learning(scores, config, data,
                                                                                               device)
+        state_path = Path(out_dir) / STATE_FILE if out_dir is not None else None
+        start = 0
+        if resume and state_path is not None and state_path.is_file():
+            start, history = _restore(state_path, model, scores, optimizer, (generator, attack_generator), config,
+                                      amount)
         x_train, y_train = data.x_train.to(device), data.y_train.to(device)
         steps = max(1, len(x_train) // config.batch_size)
-        for epoch in range(config.epochs):
+        for epoch in range(start, config.epochs):
             model.train()
             loss_sum, seen = 0.0, 0
             for i, (x, y) in enumerate(iterate_batches(x_train, y_train, config.batch_size, generator, augment,
@@ -107,6 +117,8 @@ def learn_channel_scores(model: nn.Module, data, config, amount: float, example_
             metrics = {"epoch": epoch + 1, "train_loss": loss_sum / max(seen, 1),
                        "test_acc": float((predict(model, data.x_test) == data.y_test).float().mean())}
             history.append(metrics)
+            if state_path is not None:
+                _save(state_path, model, scores, optimizer, (generator, attack_generator), config, amount, history)
             if progress is not None:
                 progress({"kind": "note", "text": f"  channel scores epoch {epoch + 1}: loss "
                                                   f"{metrics['train_loss']:.4f}  test (masked, frozen weights) "
