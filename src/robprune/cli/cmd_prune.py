@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-from ..checkpoint import load_checkpoint, save_checkpoint
-from ..io import write_json, write_text_atomic
-from ..pruning import (CHANNEL_CRITERIA, CRITERIA, LEARNED, SCOPES, apply_masks, compute_masks, list_methods,
-                       sparsity_report)
+from ..learned.job import PruneJob, run_prune_job
+from ..pruning import CHANNEL_CRITERIA, LEARNED, SCOPES, list_methods
 from .common import Progress, add_device, amount, device, positive_int, resolved
 
 HELP = ("Prune a checkpoint: weights one shot by a criterion or with a mask learned from data (hydra), or whole "
@@ -54,107 +52,21 @@ def add_arguments(p) -> None:
 
 
 def run(args) -> None:
-    if args.structure == "channel":
-        return run_channels(args)
-    learned = args.method in LEARNED.names()
-    if not learned:
-        CRITERIA.get(args.method)  # an unknown method: one line naming every method
-    if learned and not args.data:
-        raise ValueError(f"{args.method} learns its mask from data: give --data (e.g. --data digits)")
-    scope = args.scope or (LEARNED.info(args.method)["default_scope"] if learned else "global")
-    if scope not in SCOPES:
-        raise ValueError(f"unknown pruning scope {scope!r}; choose one of {', '.join(SCOPES)}")
-    if learned and scope not in LEARNED.info(args.method).get("scopes", SCOPES):
-        raise ValueError(f"--method {args.method} takes --scope {' or '.join(LEARNED.info(args.method)['scopes'])} "
-                         "(it learns how much of each layer to keep under one global target)")
-    model, old_masks, meta = load_checkpoint(args.checkpoint, expect_arch=args.arch)
-    out = args.out_dir
-    pruned = {"method": args.method, "amount": args.amount, "scope": scope, "source": args.checkpoint}
-    if learned:
-        config, data = _learning(args, meta)
-        model.to(device(args.device))
-        write_json(out / "config.json", resolved(args))
-        masks, history = LEARNED.get(args.method)(model, data, config, args.amount, scope, args.keep_ends,
-                                                  previous=old_masks or None, out_dir=out, resume=args.resume,
-                                                  progress=Progress())
-        model.cpu()
-        pruned |= {"config": config.__dict__, "history": history}
-    else:
-        masks = compute_masks(model, args.method, args.amount, scope, args.keep_ends, args.seed,
-                              previous=old_masks or None)
-    apply_masks(model, masks)
-    report = sparsity_report(model, args.keep_ends)
-    save_checkpoint(out / "model.safetensors", model, masks,
-                    {**{k: v for k, v in meta.items() if k not in ("format", "robprune_version")}, "pruned": pruned})
-    write_json(out / "sparsity.json", report)
-    write_json(out / "config.json", resolved(args))
-    lines = ["| layer | numel | zeros | sparsity |", "|---|---:|---:|---:|"]
-    lines += [f"| {r['name']} | {r['numel']} | {r['zeros']} | {100 * r['sparsity']:.1f}% |" for r in report["layers"]]
-    lines.append(f"| total | {report['numel']} | {report['zeros']} | {100 * report['sparsity']:.2f}% |")
-    write_text_atomic(out / "sparsity.md", "\n".join(lines) + "\n")
+    channel = args.structure == "channel"
+    learned = args.method == "hydra" if channel else args.method in LEARNED.names()
+    learning = None
+    if learned and args.data:  # score learning: train's objective options, the method's default lr
+        from .train_options import config_from_args
+
+        if args.lr is None:
+            args.lr = LEARNED.info("hydra" if channel else args.method)["default_lr"]
+        learning = config_from_args(args, fine_tuning=False, method=None, amount=0.0, scope="global",
+                                    keep_ends=False, seed=args.seed)
+    job = PruneJob(checkpoint=args.checkpoint, method=args.method, amount=args.amount, out=args.out_dir,
+                   structure=args.structure, scope=args.scope, keep_ends=args.keep_ends, seed=args.seed,
+                   arch=args.arch, data=args.data, learning=learning, input_size=args.input_size,
+                   resume=args.resume, record=resolved(args))
+    lines, summary = run_prune_job(job, device(args.device), Progress() if learned else None)
     print("\n".join(lines))
-    print(f"wrote {out}/model.safetensors")
-
-
-def _learning(args, meta: dict):
-    """(TrainConfig, data) of a method that learns from data: train's objective options, HYDRA's default lr."""
-    from ..data import load_dataset
-    from .train_options import config_from_args
-
-    if args.lr is None:
-        args.lr = LEARNED.info("hydra" if args.structure == "channel" else args.method)["default_lr"]
-    config = config_from_args(args, fine_tuning=False, method=None, amount=0.0, scope="global", keep_ends=False,
-                              seed=args.seed)
-    data = load_dataset(args.data)
-    if (meta.get("num_classes"), meta.get("in_channels")) != (len(data.classes), data.in_channels):
-        raise ValueError(f"{args.checkpoint} has {meta.get('num_classes')} classes and {meta.get('in_channels')} "
-                         f"channels; {args.data} has {len(data.classes)} and {data.in_channels}")
-    return config, data
-
-
-def run_channels(args) -> None:
-    """--structure channel: a slim model (channels removed, weights of the rest unchanged) and its measured sizes."""
-    from ..pruning.channels import prune_channels
-    from ..pruning.slim import count_macs, example_input
-
-    learned = args.method == "hydra"  # HYDRA's score learning at channel level
-    if not learned:
-        CHANNEL_CRITERIA.get(args.method)
-    if args.resume and not learned:
-        raise ValueError(f"--resume continues learned channel scores (--method hydra); {args.method} is one-shot")
-    if learned != bool(args.data):
-        raise ValueError("--structure channel --method hydra learns channel scores from --data; the other channel "
-                         "criteria score the weights and take no --data")
-    if learned and args.scope == "global":
-        raise ValueError("channel HYDRA learns the channels of every coupled group under that group's budget; "
-                         "--scope global is for the one-shot channel criteria")
-    model, masks, meta = load_checkpoint(args.checkpoint, expect_arch=args.arch)
-    x = example_input(meta, args.input_size)
-    scores, history = None, None
-    if learned:
-        from ..learned.hydra_channels import learn_channel_scores
-
-        config, data = _learning(args, meta)
-        model.to(device(args.device))
-        scores, history = learn_channel_scores(model, data, config, args.amount, x, progress=Progress(),
-                                               out_dir=args.out_dir, resume=args.resume)
-        model.cpu()
-    scope = args.scope or "layer"
-    slim, masks, record = prune_channels(model, "l1" if learned else args.method, args.amount, x, seed=args.seed,
-                                         masks=masks or None, scores=scores, scope=scope)
-    (macs0, params0), (macs1, params1) = count_macs(model, x[:1]), count_macs(slim, x[:1])
-    sizes = {"input_size": list(x.shape[1:]), "params": [params0, params1], "macs": [macs0, macs1]}
-    steps = list(meta.get("channel_pruning") or [])
-    steps.append({"method": args.method, "amount": args.amount, "scope": scope, "seed": args.seed,
-                  "source": args.checkpoint,
-                  "groups": record.groups, **sizes, **({"score_learning": history} if learned else {})})
-    keep = {k: v for k, v in meta.items() if k not in ("format", "robprune_version", "structure")}
-    save_checkpoint(args.out_dir / "model.safetensors", slim, masks, {**keep, "channel_pruning": steps})
-    write_json(args.out_dir / "channels.json", {**sizes, "groups": record.groups, "removed": record.removed})
-    write_json(args.out_dir / "config.json", resolved(args))
-    lines = ["| | dense | slim | ratio |", "|---|---:|---:|---:|",
-             f"| parameters | {params0:,} | {params1:,} | {params1 / params0:.3f} |",
-             f"| MACs per image ({'x'.join(map(str, x.shape[1:]))}) | {macs0:,} | {macs1:,} | {macs1 / macs0:.3f} |"]
-    write_text_atomic(args.out_dir / "channels.md", "\n".join(lines) + "\n")
-    print("\n".join(lines))
-    print(f"{len(record.groups)} channel groups pruned by {args.method}; wrote {args.out_dir}/model.safetensors")
+    print(f"{summary}; wrote {args.out_dir}/model.safetensors" if channel else
+          f"wrote {args.out_dir}/model.safetensors")
