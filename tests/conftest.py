@@ -31,6 +31,20 @@ def shared_file(relative: str) -> Path:
     return path
 
 
+@pytest.fixture(scope="session")
+def trained_digits_cnn():
+    """A small_cnn trained 4 epochs on digits, trained once per test process; modules take a copy each
+    (``copy.deepcopy``), so one module's changes never reach another."""
+    import robprune as rp
+
+    data = rp.load_dataset("digits")
+    torch.manual_seed(0)
+    mean, std = data.channel_stats()
+    model = rp.create_model("small_cnn", in_channels=1, mean=mean, std=std)
+    rp.train(model, data, rp.TrainConfig(epochs=4, batch_size=64, lr=0.05))
+    return model.eval(), data
+
+
 @pytest.fixture
 def tiny_resnet() -> torch.nn.Module:
     torch.manual_seed(0)

@@ -15,13 +15,11 @@ from robprune.learned.rates import LearnedRates, _RatedWeight, allocate, learn_r
 
 
 @pytest.fixture(scope="module")
-def base():
-    data = rp.load_dataset("digits")
-    torch.manual_seed(0)
-    mean, std = data.channel_stats()
-    model = rp.create_model("small_cnn", in_channels=1, mean=mean, std=std)
-    rp.train(model, data, rp.TrainConfig(epochs=4, batch_size=64, lr=0.05))
-    return model.eval(), data
+def base(trained_digits_cnn):
+    import copy
+
+    model, data = trained_digits_cnn
+    return copy.deepcopy(model).eval(), data
 
 
 SCORE = rp.TrainConfig(epochs=3, batch_size=64, lr=0.1, adv="ce", augment="none")
