@@ -51,7 +51,7 @@ def described(model, key, out: Path, name: str, x_bound, y_bound, progress) -> d
 
 
 def suite_unit(model, key, data: ImageData, suite: str, eps_list, n: int, batch: int, out: Path, name: str,
-               progress, checks: bool = True, exact_model: bool = False) -> dict:
+               progress, checks: bool = True) -> dict:
     """Worst case over ``suite`` at each eps on ``n`` test images (``fixed_subset``), per-image outcomes kept,
     plus the sanity checks (PGD-4 on at most 200 of the images): a cached unit whose finished batches are saved,
     so a stopped one continues."""
@@ -59,7 +59,7 @@ def suite_unit(model, key, data: ImageData, suite: str, eps_list, n: int, batch:
 
     n = min(n, len(data.x_test))
     request = EvalRequest(eps=tuple(eps_list), suite=suite, batch_size=batch, checks=checks, check_steps=4,
-                          per_image=True, exact_model=exact_model)
+                          per_image=True)
     return evaluated(model, key, data, request, out, name, progress, n_images=n, log=True, unit="suite",
                      key={"model": key, "suite": suite, "n": n, "eps": [float(e) for e in eps_list]})
 
