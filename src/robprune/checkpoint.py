@@ -287,3 +287,10 @@ def import_checkpoint(
     except RuntimeError as err:
         raise ValueError(f"{path} does not fit {arch}: {summarise_key_mismatch(err)}") from None
     return model
+
+
+def check_fits_data(path, meta: Mapping, data, data_spec: str) -> None:
+    """Refuse (one-line ValueError) a checkpoint whose classes or input channels differ from the data's."""
+    if (meta.get("num_classes"), meta.get("in_channels")) != (len(data.classes), data.in_channels):
+        raise ValueError(f"{path} has {meta.get('num_classes')} classes and {meta.get('in_channels')} channels; "
+                         f"{data_spec} has {len(data.classes)} and {data.in_channels}")

@@ -7,7 +7,7 @@ from collections.abc import Callable, Sequence
 
 import torch
 
-from ..checkpoint import load_checkpoint
+from ..checkpoint import check_fits_data, load_checkpoint
 from ..data import load_dataset
 from ..data.batches import as_float_images
 from .accuracy import fixed_subset
@@ -24,9 +24,7 @@ def evaluate_checkpoints(paths: Sequence[str], data_spec: str, request: EvalRequ
     models = [load_checkpoint(path, expect_arch=arch) for path in paths]
     data = load_dataset(data_spec, progress=data_progress)
     for path, (_, _, meta) in zip(paths, models):
-        if meta["num_classes"] != len(data.classes) or meta["in_channels"] != data.in_channels:
-            raise ValueError(f"{path} has {meta['num_classes']} classes and {meta['in_channels']} "
-                             f"channels; {data_spec} has {len(data.classes)} and {data.in_channels}")
+        check_fits_data(path, meta, data, data_spec)
     n = len(data.x_test) if n_images is None else min(n_images, len(data.x_test))
     if n == 0:
         raise ValueError(f"{data_spec} has no test images to evaluate")

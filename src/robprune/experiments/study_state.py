@@ -74,12 +74,12 @@ class StudyState:
             saved = json.loads((self.out / name).read_text())
         except (OSError, ValueError):
             return {}
-        return upgrade(saved) if isinstance(saved, dict) else {}
+        return saved if isinstance(saved, dict) else {}
 
     def save(self) -> None:
         # Processes sharing the output folder (store.py's claims) each add what the others saved: rows they have not
         # computed or loaded yet, and their compute time, which the total sums over every invocation.
-        disk = self._on_disk()
+        disk = upgrade(self._on_disk())  # rows saved by an earlier version are merged in today's shape
         _merge_rows(self.state, disk)
         parts = {**self.parts, **_elapsed_parts(self._on_disk(ELAPSED_FILE)), **_elapsed_parts(disk),
                  self.me: time.time() - self.t0}

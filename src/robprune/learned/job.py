@@ -8,7 +8,7 @@ from pathlib import Path
 
 import torch
 
-from ..checkpoint import load_checkpoint, save_checkpoint
+from ..checkpoint import check_fits_data, load_checkpoint, save_checkpoint
 from ..io import write_json, write_text_atomic
 from ..pruning import CHANNEL_CRITERIA, CRITERIA, LEARNED, SCOPES, apply_masks, compute_masks, sparsity_report
 from ..training import TrainConfig
@@ -81,9 +81,7 @@ def _data(job: PruneJob, meta: dict):
     from ..data import load_dataset
 
     data = load_dataset(job.data)
-    if (meta.get("num_classes"), meta.get("in_channels")) != (len(data.classes), data.in_channels):
-        raise ValueError(f"{job.checkpoint} has {meta.get('num_classes')} classes and {meta.get('in_channels')} "
-                         f"channels; {job.data} has {len(data.classes)} and {data.in_channels}")
+    check_fits_data(job.checkpoint, meta, data, job.data)
     return data
 
 

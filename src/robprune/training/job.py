@@ -9,7 +9,7 @@ from pathlib import Path
 
 import torch
 
-from ..checkpoint import load_checkpoint
+from ..checkpoint import check_fits_data, load_checkpoint
 from ..data import load_dataset
 from ..io import write_json
 from ..models import create_model
@@ -75,9 +75,7 @@ def run_train_job(job: TrainJob, device: torch.device, world: int = 1, is_main: 
     masks = None
     if job.init:
         model, masks, meta = load_checkpoint(job.init, expect_arch=job.arch)
-        if meta["num_classes"] != len(data.classes) or meta["in_channels"] != data.in_channels:
-            raise ValueError(f"{job.init} has {meta['num_classes']} classes and {meta['in_channels']} channels; "
-                             f"{job.data} has {len(data.classes)} and {data.in_channels}")
+        check_fits_data(job.init, meta, data, job.data)
         arch = meta["arch"]
         if note is not None and job.init_note:
             note(job.init_note)
