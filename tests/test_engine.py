@@ -135,6 +135,20 @@ def test_methods_quick_runs_reports_and_resumes(tmp_path, capsys):
     assert "| HYDRA vs CP at 90% |" in capsys.readouterr().out
 
 
+def test_methods_report_describes_only_the_methods_that_ran_and_names_what_was_cut():
+    from dataclasses import asdict
+
+    from robprune.experiments.methods import MethodsConfig
+    from robprune.reporting.methods_report import _cut, _method_clauses
+
+    cfg = asdict(MethodsConfig(methods=("CP", "RATES"), sparsities=(0.99,), seeds=(0, 1)))
+    assert _cut(cfg) == "LAMP, HYDRA; 95%, 90%; seed 2"
+    clauses = _method_clauses(cfg)
+    assert clauses.startswith("CP prunes") and "RATES learns" in clauses and "LAMP" not in clauses
+    full = asdict(MethodsConfig())
+    assert _cut(full) == "" and _method_clauses(full) == ""  # the default grid keeps its long-standing text
+
+
 @pytest.mark.parametrize("extra", [["--extra-sparsities", "0.5"], ["--methods", "cp,foo"], ["--sparsities", "none"]])
 def test_methods_study_arguments_are_checked(tmp_path, extra):
     out = tmp_path / "never"

@@ -125,6 +125,35 @@ def _apb(state: dict, sparsities: list[float]) -> list[tuple[str, list[str]]]:
     return out
 
 
+def _method_clauses(cfg: dict) -> str:
+    """The protocol's sentence on how each method that ran makes its mask (all four: the text the default grid has
+    always had)."""
+    if list(cfg["methods"]) == ["CP", "LAMP", "HYDRA", "RATES"]:
+        return ""
+    stage = (f"for {cfg['score_epochs']} epoch(s) (lr {cfg['score_lr']}, weights frozen, the same adversarial "
+             "objective) before its fine-tuning")
+    text = {"CP": "CP prunes the smallest |w| over all layers",
+            "LAMP": "LAMP prunes the smallest LAMP score over all layers (Lee et al. 2021)",
+            "HYDRA": f"HYDRA learns {cfg['hydra_scope']}-wise scores (Sehwag et al. 2020) {stage}",
+            "RATES": "RATES learns HYDRA's scores (Sehwag et al. 2020) and one keep fraction per layer together under "
+                     f"the global target {stage} (the size term and its step-wise weight in docs/guide.md; in the "
+                     "spirit of HARP, Zhao & Wressnegger 2023)"}
+    learned = [m for m in cfg["methods"] if m in LEARNED]
+    extra = ", a stage the other arms do not have" if learned and len(learned) < len(cfg["methods"]) else ""
+    return "; ".join(text[m] for m in cfg["methods"]) + extra + "."
+
+
+def _cut(cfg: dict) -> str:
+    """What the default grid has and this run left out (methods, sparsities, seeds), in words; empty if nothing."""
+    from ..experiments.methods import MethodsConfig
+
+    default = MethodsConfig()
+    parts = [", ".join(m for m in default.methods if m not in cfg["methods"]),
+             ", ".join(f"{100 * s:g}%" for s in default.sparsities if s not in cfg["sparsities"]),
+             ", ".join(f"seed {s}" for s in default.seeds if s not in cfg["seeds"])]
+    return "; ".join(p for p in parts if p)
+
+
 def render_methods(state: dict) -> str:
     from .study_common import figure_lines
 
@@ -151,4 +180,5 @@ def render_methods(state: dict) -> str:
         pgd_eps=", ".join(eps_label(e) for e in cfg["pgd_eps"]), pgd_labels=[eps_label(e) for e in cfg["pgd_eps"]],
         suite_eps=eps_label(cfg["suite_eps"]), results=_result_rows(state),
         apb_sparsities=[f"{100 * s:g}%" for s in apb_sparsities], apb=_apb(state, apb_sparsities),
-        checks=suite_check_lines(state), figures="\n".join(figure_lines(state)).rstrip())
+        checks=suite_check_lines(state), figures="\n".join(figure_lines(state)).rstrip(),
+        method_clauses=_method_clauses(cfg), cut=_cut(cfg))
