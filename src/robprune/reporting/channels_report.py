@@ -82,8 +82,19 @@ def _apb(state: dict) -> list[tuple[str, list[str]]]:
     return out
 
 
+def _criteria(cfg: dict) -> str:
+    """How each criterion that ran ranks channels (all four: the text the default grid has always had)."""
+    text = {"l1": "`l1` the smallest filter L1 norms",
+            "reverse": "`reverse` the largest" + ("" if "l1" in cfg["methods"] else " filter L1 norms"),
+            "bn_scale": "`bn_scale` the smallest BatchNorm scales",
+            "hydra": f"`hydra` the lowest channel scores learned for {cfg['score_epochs']} epoch(s) under the same "
+                     "adversarial objective (weights frozen)"}
+    return ", ".join(text[m] for m in cfg["methods"])
+
+
 def render_channels(state: dict) -> str:
-    from .study_common import figure_lines
+    from ..experiments.channel_study import ChannelsConfig
+    from .study_common import figure_lines, left_out
 
     cfg = state["config"]
     seeds = state.get("seeds", {})
@@ -98,7 +109,7 @@ def render_channels(state: dict) -> str:
                     f"images, seed {lat['seed']}'s model of each shape (the criteria and the hinge leave the same "
                     f"shapes at one amount), {lat['threads']} torch thread(s), device {lat['device']}, on "
                     f"{lat['machine']}; measured while the machine did whatever else it was doing then.")
-    return render_template("channels.md.j2",
+    return render_template("channels.md.j2", criteria=_criteria(cfg), cut=left_out(cfg, ChannelsConfig()),
         pgd_n=images_used(state, "pgd", cfg["pgd_images"]), suite_n=images_used(state, "suite", cfg["suite_images"]),
         cfg=cfg, methods=cfg["methods"], data_name=Path(state["data"].split(":", 1)[-1]).name,
         status="complete" if done else f"IN PROGRESS (updated {state.get('updated', '?')}): {have} of {total} models "

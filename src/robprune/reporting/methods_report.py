@@ -143,19 +143,9 @@ def _method_clauses(cfg: dict) -> str:
     return "; ".join(text[m] for m in cfg["methods"]) + extra + "."
 
 
-def _cut(cfg: dict) -> str:
-    """What the default grid has and this run left out (methods, sparsities, seeds), in words; empty if nothing."""
-    from ..experiments.methods import MethodsConfig
-
-    default = MethodsConfig()
-    parts = [", ".join(m for m in default.methods if m not in cfg["methods"]),
-             ", ".join(f"{100 * s:g}%" for s in default.sparsities if s not in cfg["sparsities"]),
-             ", ".join(f"seed {s}" for s in default.seeds if s not in cfg["seeds"])]
-    return "; ".join(p for p in parts if p)
-
-
 def render_methods(state: dict) -> str:
-    from .study_common import figure_lines
+    from ..experiments.methods import MethodsConfig
+    from .study_common import figure_lines, left_out
 
     cfg = state["config"]
     seeds = state.get("seeds", {})
@@ -181,4 +171,4 @@ def render_methods(state: dict) -> str:
         suite_eps=eps_label(cfg["suite_eps"]), results=_result_rows(state),
         apb_sparsities=[f"{100 * s:g}%" for s in apb_sparsities], apb=_apb(state, apb_sparsities),
         checks=suite_check_lines(state), figures="\n".join(figure_lines(state)).rstrip(),
-        method_clauses=_method_clauses(cfg), cut=_cut(cfg))
+        method_clauses=_method_clauses(cfg), cut=left_out(cfg, MethodsConfig()))
