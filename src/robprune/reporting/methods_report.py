@@ -126,10 +126,7 @@ def _apb(state: dict, sparsities: list[float]) -> list[tuple[str, list[str]]]:
 
 
 def _method_clauses(cfg: dict) -> str:
-    """The protocol's sentence on how each method that ran makes its mask (all four: the text the default grid has
-    always had)."""
-    if list(cfg["methods"]) == ["CP", "LAMP", "HYDRA", "RATES"]:
-        return ""
+    """The protocol's sentence on how each method that ran makes its mask."""
     stage = (f"for {cfg['score_epochs']} epoch(s) (lr {cfg['score_lr']}, weights frozen, the same adversarial "
              "objective) before its fine-tuning")
     text = {"CP": "CP prunes the smallest |w| over all layers",
