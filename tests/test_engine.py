@@ -138,28 +138,28 @@ def test_methods_quick_runs_reports_and_resumes(tmp_path, capsys):
 def test_methods_report_describes_only_the_methods_that_ran_and_names_what_was_cut():
     from dataclasses import asdict
 
-    from robprune.experiments.methods import MethodsConfig
+    from robprune.experiments.methods import MethodsConfig, default_grid
     from robprune.reporting.methods_report import _method_clauses
     from robprune.reporting.study_common import left_out
 
     cfg = asdict(MethodsConfig(methods=("CP", "RATES"), sparsities=(0.99,), seeds=(0, 1)))
-    assert left_out(cfg, MethodsConfig()) == "LAMP, HYDRA; 95%, 90%; seed 2"
+    assert left_out(cfg, default_grid()) == "LAMP, HYDRA; 95%, 90%; seed 2"
     clauses = _method_clauses(cfg)
     assert clauses.startswith("CP prunes") and "RATES learns" in clauses and "LAMP" not in clauses
-    assert left_out(asdict(MethodsConfig()), MethodsConfig()) == ""
+    assert left_out(asdict(MethodsConfig()), default_grid()) == "" and left_out(cfg, None) == ""
 
 
 def test_channels_report_describes_only_the_criteria_that_ran_and_names_what_was_cut():
     from dataclasses import asdict
 
-    from robprune.experiments.channel_study import ChannelsConfig
+    from robprune.experiments.channel_study import ChannelsConfig, default_grid
     from robprune.reporting.channels_report import _criteria
     from robprune.reporting.study_common import left_out
 
     cfg = asdict(ChannelsConfig(methods=("l1", "hydra"), amounts=(0.75,), hinge=False))
-    assert left_out(cfg, ChannelsConfig()) == "reverse, bn_scale; 50%; the +hinge arms"
+    assert left_out(cfg, default_grid()) == "reverse, bn_scale; 50%; the +hinge arms"
     assert _criteria(cfg).startswith("`l1` the smallest filter L1 norms, `hydra` the lowest")
-    assert "reverse" not in _criteria(cfg) and left_out(asdict(ChannelsConfig()), ChannelsConfig()) == ""
+    assert "reverse" not in _criteria(cfg) and left_out(asdict(ChannelsConfig()), default_grid()) == ""
 
 
 @pytest.mark.parametrize("extra", [["--extra-sparsities", "0.5"], ["--methods", "cp,foo"], ["--sparsities", "none"]])

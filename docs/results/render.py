@@ -25,11 +25,15 @@ R56_FIGURES = {"![figure.png](figure.png)": f"![Figure, FGSM reading]({RESNET56}
 
 
 def render_study(folder: Path, report: Path) -> str:
-    """The study report of ``folder``'s results.json, written to ``report`` (figures stay in ``folder``)."""
-    from robprune.experiments.adversarial import default_grid
+    """The study report of ``folder``'s results.json, written to ``report`` (figures stay in ``folder``), set
+    against its study's default grid."""
+    from robprune.experiments import adversarial, channel_study, methods
     from robprune.reporting.study_report import rewrite_study_report
 
-    return rewrite_study_report(folder, report=report, default_grid=default_grid())
+    grids = {"adversarial": adversarial.default_grid, "methods": methods.default_grid,
+             "channels": channel_study.default_grid}
+    study = json.loads((folder / "results.json").read_text()).get("study")
+    return rewrite_study_report(folder, report=report, default_grid=grids[study]() if study in grids else None)
 
 
 def render_resnet56(here: Path) -> str:

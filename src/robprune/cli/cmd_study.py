@@ -102,13 +102,14 @@ def run(args) -> None:
         wrong = [o for o, v in (("--methods", args.methods), ("--score-epochs", args.score_epochs),
                                 ("--no-hinge", args.no_hinge)) if v]
     elif args.study == "methods":
-        from ..experiments.methods import METHODS_QUICK as QUICK, MethodsConfig as Config, run_methods as run_study
-        grid = None
+        from ..experiments.methods import METHODS_QUICK as QUICK, MethodsConfig as Config, default_grid, \
+            run_methods as run_study
+        grid = default_grid()
         wrong = ["--extra-sparsities"] if args.extra_sparsities is not None else []
     else:
         from ..experiments.channel_study import CHANNELS_QUICK as QUICK, ChannelsConfig as Config, \
-            run_channels as run_study
-        grid = None
+            default_grid, run_channels as run_study
+        grid = default_grid()
         wrong = ["--extra-sparsities"] if args.extra_sparsities is not None else []
     if args.methods:
         args.methods = _methods_of(args.study, args.methods)

@@ -6,6 +6,7 @@ parameters and MACs per model, and the latency of every network shape measured s
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -45,6 +46,12 @@ class ChannelsConfig:
     latency_batch: int = 256
     latency_rounds: int = 5
     train_images: int | None = None
+
+
+def default_grid() -> dict:
+    """The channel study's default grid, which its report compares a run's grid with."""
+    default = ChannelsConfig()
+    return {"methods": default.methods, "amounts": default.amounts, "seeds": default.seeds, "hinge": default.hinge}
 
 
 CHANNELS_QUICK = ChannelsConfig(
@@ -117,7 +124,8 @@ def channels_study(config: ChannelsConfig, data_spec: str) -> Study:
                  root_key=scratch_key(config.arch, data_spec, config.train_images),
                  arms=arms,
                  measures={"record": Measure(record, row=True), "suite": Measure(attacked.suite, gate="clean")},
-                 plan=plan, render=render_channels, prepare=first_train_images(config.train_images),
+                 plan=plan, render=functools.partial(render_channels, default_grid=default_grid()),
+                 prepare=first_train_images(config.train_images),
                  suite_identity=(config.suite, config.suite_images))
 
 

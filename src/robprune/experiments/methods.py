@@ -10,6 +10,7 @@ decision rule.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -58,6 +59,13 @@ METHODS_QUICK = MethodsConfig(
     finetune=TrainConfig(epochs=1, batch_size=64, lr=0.01, weight_decay=5e-4, adv="fgsm"),
     score_epochs=1, sparsities=(0.9,), pgd_steps=3, pgd_images=100, suite="fast", suite_images=40, eval_batch=100,
 )
+
+
+def default_grid() -> dict:
+    """The methods study's default grid, which its report compares a run's grid with."""
+    default = MethodsConfig()
+    return {"methods": default.methods, "sparsities": default.sparsities, "seeds": default.seeds,
+            "hinge": default.hinge}
 
 
 def arm_name(method: str, sparsity: float, hinge: bool = False) -> str:
@@ -111,7 +119,8 @@ def methods_study(config: MethodsConfig, data_spec: str) -> Study:
                  root_key=scratch_key(config.arch, data_spec, config.train_images),
                  arms=arms,
                  measures={"record": Measure(record, row=True), "suite": Measure(attacked.suite, gate="clean")},
-                 plan=plan, render=render_methods, prepare=first_train_images(config.train_images),
+                 plan=plan, render=functools.partial(render_methods, default_grid=default_grid()),
+                 prepare=first_train_images(config.train_images),
                  suite_identity=(config.suite, config.suite_images))
 
 

@@ -92,8 +92,9 @@ def _criteria(cfg: dict) -> str:
     return ", ".join(text[m] for m in cfg["methods"])
 
 
-def render_channels(state: dict) -> str:
-    from ..experiments.channel_study import ChannelsConfig
+def render_channels(state: dict, default_grid: dict | None = None) -> str:
+    """``default_grid``: the study's default grid (``experiments.channel_study.default_grid``), to name what a run
+    cut."""
     from .study_common import figure_lines, left_out
 
     cfg = state["config"]
@@ -109,7 +110,7 @@ def render_channels(state: dict) -> str:
                     f"images, seed {lat['seed']}'s model of each shape (the criteria and the hinge leave the same "
                     f"shapes at one amount), {lat['threads']} torch thread(s), device {lat['device']}, on "
                     f"{lat['machine']}; measured while the machine did whatever else it was doing then.")
-    return render_template("channels.md.j2", criteria=_criteria(cfg), cut=left_out(cfg, ChannelsConfig()),
+    return render_template("channels.md.j2", criteria=_criteria(cfg), cut=left_out(cfg, default_grid),
         pgd_n=images_used(state, "pgd", cfg["pgd_images"]), suite_n=images_used(state, "suite", cfg["suite_images"]),
         cfg=cfg, methods=cfg["methods"], data_name=Path(state["data"].split(":", 1)[-1]).name,
         status="complete" if done else f"IN PROGRESS (updated {state.get('updated', '?')}): {have} of {total} models "

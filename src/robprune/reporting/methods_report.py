@@ -140,8 +140,8 @@ def _method_clauses(cfg: dict) -> str:
     return "; ".join(text[m] for m in cfg["methods"]) + extra + "."
 
 
-def render_methods(state: dict) -> str:
-    from ..experiments.methods import MethodsConfig
+def render_methods(state: dict, default_grid: dict | None = None) -> str:
+    """``default_grid``: the study's default grid (``experiments.methods.default_grid``), to name what a run cut."""
     from .study_common import figure_lines, left_out
 
     cfg = state["config"]
@@ -168,4 +168,4 @@ def render_methods(state: dict) -> str:
         suite_eps=eps_label(cfg["suite_eps"]), results=_result_rows(state),
         apb_sparsities=[f"{100 * s:g}%" for s in apb_sparsities], apb=_apb(state, apb_sparsities),
         checks=suite_check_lines(state), figures="\n".join(figure_lines(state)).rstrip(),
-        method_clauses=_method_clauses(cfg), cut=left_out(cfg, MethodsConfig()))
+        method_clauses=_method_clauses(cfg), cut=left_out(cfg, default_grid))

@@ -209,12 +209,14 @@ def images_used(state: dict, measure: str, configured) -> int:
     return configured
 
 
-def left_out(cfg: dict, default) -> str:
-    """What the study's default grid (``default``, its config object) has and this run left out, in words: methods,
-    sparsities (or channel amounts), seeds, the +hinge arms; empty when nothing was."""
-    grid = "sparsities" if hasattr(default, "sparsities") else "amounts"
-    parts = [", ".join(m for m in default.methods if m not in cfg["methods"]),
-             ", ".join(f"{100 * s:g}%" for s in getattr(default, grid) if s not in cfg[grid]),
-             ", ".join(f"seed {s}" for s in default.seeds if s not in cfg["seeds"]),
-             "the +hinge arms" if default.hinge and not cfg["hinge"] else ""]
+def left_out(cfg: dict, default_grid: dict | None) -> str:
+    """What the study's default grid (``default_grid``: its ``methods``, ``sparsities`` or ``amounts``, ``seeds`` and
+    ``hinge``, from the experiments layer) has and this run left out, in words; empty when nothing or no grid."""
+    if default_grid is None:
+        return ""
+    grid = "sparsities" if "sparsities" in default_grid else "amounts"
+    parts = [", ".join(m for m in default_grid["methods"] if m not in cfg["methods"]),
+             ", ".join(f"{100 * s:g}%" for s in default_grid[grid] if s not in cfg[grid]),
+             ", ".join(f"seed {s}" for s in default_grid["seeds"] if s not in cfg["seeds"]),
+             "the +hinge arms" if default_grid["hinge"] and not cfg["hinge"] else ""]
     return "; ".join(p for p in parts if p)

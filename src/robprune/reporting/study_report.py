@@ -21,7 +21,8 @@ from .study_common import ARMS, READING_TEXT, REGIME
 
 def rewrite_study_report(out, report=None, default_grid: dict | None = None) -> str:
     """Re-render the report (OUT/report.md, or ``report``) and the figures of a study from OUT/results.json;
-    computes nothing. ``default_grid``: the adversarial study's default grid (see ``render_adversarial``)."""
+    computes nothing. ``default_grid``: the study's default grid (each study module's ``default_grid()``), which
+    its report compares the run's grid with."""
     from ..io import write_text_atomic
     from .study_figures import write_study_figures
 
@@ -41,9 +42,9 @@ def rewrite_study_report(out, report=None, default_grid: dict | None = None) -> 
     if state.get("study") == "adversarial":
         text = render_adversarial(state, default_grid)
     elif state.get("study") == "methods":
-        text = render_methods(state)
+        text = render_methods(state, default_grid)
     elif state.get("study") == "channels":
-        text = render_channels(state)
+        text = render_channels(state, default_grid)
     else:
         text = render_scratch(state)
     write_text_atomic(report, text)
