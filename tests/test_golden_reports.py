@@ -26,7 +26,8 @@ def _render_module():
 
 
 @pytest.mark.parametrize("name", ["adversarial-pruning-resnet20", "cifar10-jpeg-resnet20-scratch", "methods-digits",
-                                  "channels-study-digits", "methods-cifar"])
+                                  "channels-study-digits", "methods-cifar",
+                                  "channels-cifar"])
 def test_study_report_rerenders_identically(name, tmp_path):
     render = _render_module()
     shutil.copytree(RESULTS / name, tmp_path / name)

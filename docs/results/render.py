@@ -17,7 +17,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 STUDIES = ("adversarial-pruning-resnet20", "cifar10-jpeg-resnet20-scratch", "methods-digits", "channels-study-digits",
-           "methods-cifar")
+           "methods-cifar", "channels-cifar")
 RESNET56 = "cifar10-jpeg-resnet56"
 DASHES = "-" * 100
 R56_FIGURES = {"![figure.png](figure.png)": f"![Figure, FGSM reading]({RESNET56}.png)",
