@@ -43,6 +43,14 @@ def _methods_of(study: str, names: tuple[str, ...]) -> tuple[str, ...]:
     return names
 
 
+def folder_list(text: str) -> tuple[Path, ...]:
+    """Comma-separated output folders."""
+    folders = tuple(Path(t.strip()) for t in text.split(",") if t.strip())
+    if not folders:
+        raise argparse.ArgumentTypeError(f"expected comma-separated output folders, got {text!r}")
+    return folders
+
+
 def sparsity_list(text: str) -> tuple[float, ...]:
     """Comma-separated sparsities in (0, 1), or 'none' for an empty list."""
     if text.strip().lower() == "none":
@@ -84,6 +92,10 @@ def add_arguments(p) -> None:
     add_only_argument(p)
     p.add_argument("--report-only", action="store_true",
                    help="only rewrite report.md and the figures from OUT/results.json; computes nothing")
+    p.add_argument("--merge", type=folder_list, metavar="DIR,DIR[,...]",
+                   help="computes nothing: merge the results of this study run in several output folders (e.g. "
+                        "other seeds on another machine) into --out, a new folder, and write its report; the "
+                        "folders must differ only in their seeds")
     add_device(p)
     p.add_argument("--out", default=None, help="output folder (default runs/STUDY)")
 
@@ -115,8 +127,13 @@ def run(args) -> None:
         args.methods = _methods_of(args.study, args.methods)
     if wrong:
         raise ValueError(f"{', '.join(wrong)} do(es) not apply to the {args.study} study")
+    if args.report_only and args.merge:
+        raise ValueError("--merge already writes the report; drop --report-only")
     if args.report_only:
         print(rewrite_study_report(Path(args.out), default_grid=grid))
+        return
+    if args.merge:
+        _merge(args, grid)
         return
     config = QUICK if args.quick else Config()
     changes = {}
@@ -140,3 +157,15 @@ def run(args) -> None:
     config = replace(config, **changes)
     only = only_filter(args.only)
     run_logged(args, lambda dev, progress: run_study(args.data, args.out_dir, config, dev, progress, only))
+
+
+def _merge(args, grid) -> None:
+    from ..experiments.study_merge import write_merged
+    from ..io import write_json
+    from ..reporting.study_report import rewrite_study_report
+    from .common import resolved
+
+    write_merged(list(args.merge), args.out_dir, args.study, args.data, "robprune " + " ".join(args.argv))
+    write_json(args.out_dir / "config.json", resolved(args))
+    print(rewrite_study_report(args.out_dir, default_grid=grid))
+    print(f"wrote {args.out_dir}/report.md, results.json and the figures")

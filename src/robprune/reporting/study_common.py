@@ -80,6 +80,9 @@ def machine_text(state: dict) -> str:
 
 def invocations(state: dict) -> list[str]:
     log = state.get("runs_log", "").strip()
+    if state.get("merged_from"):
+        return [f"Merged from {len(state['merged_from'])} output folders by the last line below; each folder's "
+                "invocations continue from that folder's cached units:", "", "```text", log, "```", ""]
     return ["Produced by these invocations (from the output folder's runs.log; each continues from the cached units "
             "of the ones before):", "", "```text", log or "(no runs.log)", "```", ""]
 

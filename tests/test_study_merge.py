@@ -1,0 +1,89 @@
+"""robprune study --merge: a study's seeds run in separate folders (another machine, a later session) merge into
+the report one run of every seed would have written; folders that do not belong together are refused with nothing
+written."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from robprune.cli import main
+from robprune.experiments.methods import default_grid
+from robprune.reporting.study_report import rewrite_study_report
+
+RESULTS = Path(__file__).resolve().parents[1] / "docs" / "results"
+
+
+def _split(tmp_path: Path, name: str, groups: list[list[str]]) -> list[Path]:
+    """The committed study ``name`` cut into one folder per group of seeds, as separate runs would have left it."""
+    state = json.loads((RESULTS / name / "results.json").read_text())
+    folders = []
+    for i, seeds in enumerate(groups):
+        part = dict(state, seeds={s: state["seeds"][s] for s in seeds},
+                    config=dict(state["config"], seeds=[int(s) for s in seeds]),
+                    elapsed_parts={f"host:{i}": 100.0 * (i + 1)}, elapsed_s=100.0 * (i + 1))
+        folder = tmp_path / f"part{i}"
+        folder.mkdir()
+        (folder / "results.json").write_text(json.dumps(part))
+        (folder / "runs.log").write_text(f"2026-01-0{i + 1} 00:00:00 start: robprune study ... part {i}\n")
+        folders.append(folder)
+    return folders
+
+
+def _body(text: str) -> str:
+    """A report without what a merge rightly changes: the compute time and the invocations."""
+    head, rest = text.split("**Status", 1)
+    return head + rest.split("```text", 1)[1].split("```", 1)[1]
+
+
+def test_merged_seeds_render_the_report_of_one_run(tmp_path):
+    parts = _split(tmp_path, "methods-digits", [["0", "1"], ["2"]])
+    out = tmp_path / "merged"
+    assert main(["study", "methods", "--data", "digits", "--merge", ",".join(map(str, parts)), "--out", str(out)]) == 0
+    copy = tmp_path / "whole"
+    copy.mkdir()
+    (copy / "results.json").write_text((RESULTS / "methods-digits" / "results.json").read_text())
+    whole = rewrite_study_report(copy, default_grid=default_grid())
+    merged = (out / "report.md").read_text()
+    assert _body(merged) == _body(whole)
+    assert "over 3 seeds" in merged
+    state = json.loads((out / "results.json").read_text())
+    assert state["config"]["seeds"] == [0, 1, 2] and sorted(state["seeds"]) == ["0", "1", "2"]
+    assert state["elapsed_s"] == pytest.approx(300.0)
+    log = (out / "runs.log").read_text()
+    assert "part 0" in log and "part 1" in log and "merged: robprune study methods" in log
+    assert "Merged from 2 output folders" in merged
+
+
+def _refused(tmp_path, parts, out_name="merged", data="digits", study="methods") -> str:
+    out = tmp_path / out_name
+    assert main(["study", study, "--data", data, "--merge", ",".join(map(str, parts)), "--out", str(out)]) == 2
+    assert not (out / "results.json").exists()
+    return out
+
+
+def test_merge_refuses_what_does_not_belong_together(tmp_path, capsys):
+    parts = _split(tmp_path, "methods-digits", [["0", "1"], ["1", "2"]])
+    state = json.loads((parts[1] / "results.json").read_text())
+    state["seeds"]["1"] = state["seeds"]["2"]  # seed 1 with other results than in the first folder
+    (parts[1] / "results.json").write_text(json.dumps(state))
+    _refused(tmp_path, parts)
+    assert "seed 1" in capsys.readouterr().err
+    (tmp_path / "b").mkdir()
+    parts = _split(tmp_path / "b", "methods-digits", [["0"], ["1"]])
+    state = json.loads((parts[1] / "results.json").read_text())
+    state["config"]["finetune"]["epochs"] += 1  # another fine-tuning budget: not the same study
+    (parts[1] / "results.json").write_text(json.dumps(state))
+    _refused(tmp_path, parts)
+    assert "finetune" in capsys.readouterr().err
+    (tmp_path / "c").mkdir()
+    good = _split(tmp_path / "c", "methods-digits", [["0"], ["1"]])
+    _refused(tmp_path, good, study="channels")  # another study
+    _refused(tmp_path, good, data="imagefolder:x.tar.gz")  # other data
+    _refused(tmp_path, good[:1])  # one folder is not a merge
+    _refused(tmp_path, [good[0], tmp_path / "missing"])
+    assert main(["study", "methods", "--data", "digits", "--merge", ",".join(map(str, good)),
+                 "--out", str(good[0])]) == 2  # into one of its inputs
+    assert json.loads((good[0] / "results.json").read_text())["config"]["seeds"] == [0]
