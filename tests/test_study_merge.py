@@ -40,6 +40,8 @@ def _body(text: str) -> str:
 
 def test_merged_seeds_render_the_report_of_one_run(tmp_path):
     parts = _split(tmp_path, "methods-digits", [["0", "1"], ["2"]])
+    later = json.loads((parts[1] / "results.json").read_text())
+    (parts[1] / "results.json").write_text(json.dumps(dict(later, latency={"ms": {"x": 1.0}})))
     out = tmp_path / "merged"
     assert main(["study", "methods", "--data", "digits", "--merge", ",".join(map(str, parts)), "--out", str(out)]) == 0
     copy = tmp_path / "whole"
@@ -52,6 +54,7 @@ def test_merged_seeds_render_the_report_of_one_run(tmp_path):
     state = json.loads((out / "results.json").read_text())
     assert state["config"]["seeds"] == [0, 1, 2] and sorted(state["seeds"]) == ["0", "1", "2"]
     assert state["elapsed_s"] == pytest.approx(300.0)
+    assert state["latency"] == {"ms": {"x": 1.0}}  # a record only the later folder has is kept
     log = (out / "runs.log").read_text()
     assert "part 0" in log and "part 1" in log and "merged: robprune study methods" in log
     assert "Merged from 2 output folders" in merged

@@ -84,6 +84,9 @@ def merge_states(folders: list[Path], study: str, data: str, out: Path | None = 
     merged["merged_from"] = [{"folder": str(f), "seeds": sorted(int(s) for s in st["seeds"]),
                               "done": bool(st.get("done"))} for f, st in states]
     merged["updated"] = time.strftime("%Y-%m-%d %H:%M:%S")
+    for _, state in states[1:]:  # a record only a later folder has (the channel study's latency, measured once)
+        for key, value in state.items():
+            merged.setdefault(key, value)
     for key in ("search", "sweep"):  # the adversarial and scratch studies' extra records, by seed where they have one
         if any(key in s for _, s in states):
             merged[key] = _union(key, [s.get(key) for _, s in states])
