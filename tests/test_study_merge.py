@@ -85,6 +85,9 @@ def test_merge_refuses_what_does_not_belong_together(tmp_path, capsys):
     good = _split(tmp_path / "c", "methods-digits", [["0"], ["1"]])
     _refused(tmp_path, good, study="channels")  # another study
     _refused(tmp_path, good, data="imagefolder:x.tar.gz")  # other data
+    state = json.loads((good[1] / "results.json").read_text())
+    (good[1] / "results.json").write_text(json.dumps(dict(state, data="cifar10:data")))
+    _refused(tmp_path, good)  # one folder run on other data
     _refused(tmp_path, good[:1])  # one folder is not a merge
     _refused(tmp_path, [good[0], tmp_path / "missing"])
     assert main(["study", "methods", "--data", "digits", "--merge", ",".join(map(str, good)),

@@ -25,9 +25,15 @@ def _load(folder: Path, study: str, data: str) -> dict:
         raise ValueError(f"{path} is not a study results file (no 'config' and 'seeds')")
     if state.get("study") != study:
         raise ValueError(f"{path} holds a '{state.get('study')}' study, not '{study}'")
-    if state.get("data") != data:
+    if not _same_data(str(state.get("data")), data):
         raise ValueError(f"{path} was run on --data {state.get('data')}, not {data}")
     return state
+
+
+def _same_data(a: str, b: str) -> bool:
+    """The same data set: the same kind and file name (the path to it may differ between machines)."""
+    (kind_a, _, where_a), (kind_b, _, where_b) = a.partition(":"), b.partition(":")
+    return kind_a == kind_b and Path(where_a).name == Path(where_b).name
 
 
 def _without_merged(config: dict) -> dict:
@@ -66,6 +72,7 @@ def merge_states(folders: list[Path], study: str, data: str, out: Path | None = 
     for other in states[1:]:
         _check_same_config(states[0], other)
     merged = json.loads(json.dumps(states[0][1]))
+    merged["data"] = data
     merged["seeds"], seed_from, parts = {}, {}, {}
     for folder, state in states:
         for seed, rows in state["seeds"].items():
