@@ -89,6 +89,9 @@ def test_merge_refuses_what_does_not_belong_together(tmp_path, capsys):
     (good[1] / "results.json").write_text(json.dumps(dict(state, data="cifar10:data")))
     _refused(tmp_path, good)  # one folder run on other data
     _refused(tmp_path, good[:1])  # one folder is not a merge
+    assert main(["study", "methods", "--data", "digits", "--merge", ",".join(map(str, good)), "--seeds", "1",
+                 "--out", str(tmp_path / "seeds")]) == 2  # an option that computes: refused, not ignored
+    assert not (tmp_path / "seeds").exists()
     _refused(tmp_path, [good[0], tmp_path / "missing"])
     assert main(["study", "methods", "--data", "digits", "--merge", ",".join(map(str, good)),
                  "--out", str(good[0])]) == 2  # into one of its inputs

@@ -161,6 +161,15 @@ def run(args) -> None:
 
 def _merge(args, grid) -> None:
     from ..experiments.study_merge import write_merged
+
+    given = [o for o, v in (("--seeds", args.seeds), ("--sparsities", args.sparsities), ("--methods", args.methods),
+                            ("--quick", args.quick), ("--dense-epochs", args.dense_epochs), ("--epochs", args.epochs),
+                            ("--score-epochs", args.score_epochs), ("--suite", args.suite),
+                            ("--suite-images", args.suite_images), ("--only", args.only), ("--share", args.share),
+                            ("--no-hinge", args.no_hinge), ("--extra-sparsities", args.extra_sparsities)) if v]
+    if given:
+        raise ValueError(f"{', '.join(given)} do(es) not apply with --merge, which computes nothing and takes every "
+                         "seed of the folders")
     from ..io import write_json
     from ..reporting.study_report import rewrite_study_report
     from .common import resolved
