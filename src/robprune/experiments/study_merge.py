@@ -56,7 +56,7 @@ def _machine(states: list[tuple[Path, dict]]) -> dict:
              f"{m.get('device') or '?'}" for (folder, _), m in zip(states, machines)]
     devices = sorted({str(m.get("device") or "?") for m in machines})
     threads = sorted({str(m.get("threads") or "?") for m in machines})
-    return {"line": "merged from several machines (" + "; ".join(lines) + ")", "device": "/".join(devices),
+    return {"line": "runs that differ in machine or threads (" + "; ".join(lines) + ")", "device": "/".join(devices),
             "threads": "/".join(threads)}
 
 
