@@ -4,6 +4,7 @@ hinge on top of each)."""
 from __future__ import annotations
 
 import json
+import shutil
 from dataclasses import replace
 
 import numpy as np
@@ -241,3 +242,33 @@ def test_channels_quick_removes_channels_times_shapes_and_resumes(tmp_path, caps
     assert {p.name: p.stat().st_mtime_ns for p in (out / "units").iterdir()} == before
     assert main(["study", "channels", "--data", "digits", "--methods", "l2", "--out", str(tmp_path / "no")]) == 2
     assert not (tmp_path / "no").exists()
+
+
+def test_a_unit_gives_the_same_results_computed_or_loaded(tmp_path):
+    """Units built on a model do not depend on whether that model was trained in the same process or loaded from
+    its cached unit (a trained model used to be handed on as training left it, with channels_last weights, and
+    the learned channel scores and fine-tuning after it came out different)."""
+    from safetensors.torch import load_file
+
+    command = ["study", "channels", "--data", "digits", "--quick", "--seeds", "0", "--methods", "l1,hydra",
+               "--no-hinge", "--only", "record", "--out"]
+    assert main(command + [str(tmp_path / "a")]) == 0
+    (tmp_path / "b" / "units").mkdir(parents=True)
+    dense = next((tmp_path / "a" / "units").glob("s0-Dense-*"))
+    shutil.copytree(dense, tmp_path / "b" / "units" / dense.name)
+    assert main(command + [str(tmp_path / "b")]) == 0
+    checked = 0
+    for unit in sorted((tmp_path / "a" / "units").iterdir()):
+        if unit.name.startswith("s0-") and unit.name != dense.name:
+            a = load_file(unit / "model.safetensors")
+            b = load_file(tmp_path / "b" / "units" / unit.name / "model.safetensors")
+            assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), unit.name
+            checked += 1
+    assert checked == 4  # l1 and hydra: the slim model and its fine-tuned one
+
+    def measures(folder):
+        rows = json.loads((tmp_path / folder / "results.json").read_text())["seeds"]["0"]
+        return {arm: {m: row[m].get("clean") for m in ("clean",)} | {"stats": row["stats"]} for arm, row in
+                rows.items()}
+
+    assert measures("a") == measures("b")

@@ -190,8 +190,11 @@ class UnitStore:
             value = unit.cached(loader)  # completed by another process just before the claim was ours
             if value is not None:
                 return value
-            value = make(unit.start())
+            make(unit.start())
             unit.complete()
-            return value
+            # handed on as any later process will load it, never as ``make`` left it in memory: a model trained
+            # here keeps the layout training gave its weights (channels_last), other kernels run on it, and every
+            # unit built on it would then depend on whether this one was computed or loaded in the same process
+            return loader(unit.path)
         finally:
             unit.release()
