@@ -195,7 +195,8 @@ class Context:
                                 {"unit": f"{unit}-masks", "learn": key["learn"], "history": history})
             return model, masks
 
-        model, masks = UnitStore(self.out, self.progress).compute(f"{unit}-masks", key, model_loader(self.device), make)
+        model, masks = UnitStore(self.out, self.progress).compute(f"{unit}-masks", key, model_loader(self.device, base),
+                                                                make)
         return model, masks, key
 
     def _slim(self, base: nn.Module, base_key: dict, seed: int, unit: str, channels: Channels):
@@ -224,7 +225,8 @@ class Context:
                                     "groups": record.groups}]})
             return slim.to(self.device), masks
 
-        model, masks = UnitStore(self.out, self.progress).compute(f"{unit}-slim", key, model_loader(self.device), make)
+        model, masks = UnitStore(self.out, self.progress).compute(f"{unit}-slim", key, model_loader(self.device, base),
+                                                                make)
         return model, masks, key
 
     def train_record(self, t: Trained) -> dict:

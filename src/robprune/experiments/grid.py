@@ -44,10 +44,15 @@ def unit_request(eps=(), steps: int = 4, random_start: bool = False, **fields) -
     return EvalRequest(eps=tuple(eps), steps=steps, random_start=random_start, checks=False, **fields)
 
 
-def model_loader(device):
-    """How a cached model unit is read back: (model on ``device``, masks) from its model.safetensors."""
+def model_loader(device, like: nn.Module | None = None):
+    """How a cached model unit is read back: (model on ``device``, masks) from its model.safetensors. ``like``:
+    the model the unit started from; when a user's ``package.module:factory`` built it, that factory may rebuild
+    the unit's model too."""
+    arch = (getattr(like, "robprune_spec", None) or {}).get("arch")
+    expect = arch if isinstance(arch, str) and ":" in arch else None
+
     def load(path: Path):
-        model, masks, _ = load_checkpoint(path / "model.safetensors")
+        model, masks, _ = load_checkpoint(path / "model.safetensors", expect_arch=expect)
         return model.to(device), masks
 
     return load
@@ -71,7 +76,7 @@ def finetuned(base: nn.Module, base_key, data: ImageData, config: TrainConfig, o
         return model, result["masks"]
 
     return UnitStore(out_dir, progress).compute(name, {"base": base_key, "train": config_key(config)},
-                                                model_loader(device), make)
+                                                model_loader(device, base), make)
 
 
 def evaluated(model: nn.Module, model_key, data: ImageData, request: EvalRequest, out_dir: Path, name: str,
