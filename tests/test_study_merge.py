@@ -1,4 +1,4 @@
-"""robprune study --merge: a study's seeds run in separate folders (another machine, a later session) merge into
+"""robprune study --merge: a study's seeds run in separate folders (another machine, a later run) merge into
 the report one run of every seed would have written; folders that do not belong together are refused with nothing
 written."""
 

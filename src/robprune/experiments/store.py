@@ -164,7 +164,8 @@ class UnitStore:
         return Unit(unit_dir(self.root, name, key), name, key, self.progress)
 
     def compute(self, name: str, key, loader: Callable[[Path], Any], make: Callable[[Path], Any]) -> Any:
-        """The cached value of unit ``name`` or, when absent or damaged, ``make(folder)`` then completed.
+        """The cached value of unit ``name`` or, when absent or damaged, ``make(folder)`` then completed; either way
+        the value is ``loader(folder)`` (what ``make`` returns is not used).
 
         Under torchrun every rank runs ``make`` (training and evaluation are collective) and only rank 0
         writes files (``make`` checks ``distributed.is_main()``), so the units run one after another,

@@ -96,11 +96,12 @@ def merge_states(folders: list[Path], study: str, data: str, out: Path | None = 
             merged.setdefault(key, value)
     for key in ("search", "sweep"):  # the adversarial and scratch studies' extra records, by seed where they have one
         if any(key in s for _, s in states):
-            merged[key] = _union(key, [s.get(key) for _, s in states])
+            merged[key] = _union([s.get(key) for _, s in states])
     return merged
 
 
-def _union(key: str, values: list):
+def _union(values: list):
+    """Dicts merged (the first folder's entry wins), or lists concatenated without repeats."""
     if all(isinstance(v, dict) or v is None for v in values):
         out: dict = {}
         for v in values:
