@@ -38,16 +38,25 @@ def _body(text: str) -> str:
     return head + rest.split("```text", 1)[1].split("```", 1)[1]
 
 
+def _whole(tmp_path: Path) -> str:
+    """The committed 3-seed report, every seed's models in the order the study runs them (a shared run saved seed
+    2's in the order its processes finished them; a merge writes the study's order)."""
+    state = json.loads((RESULTS / "methods-digits" / "results.json").read_text())
+    order = list(state["seeds"]["0"])
+    state["seeds"] = {s: {arm: rows[arm] for arm in order} for s, rows in state["seeds"].items()}
+    copy = tmp_path / "whole"
+    copy.mkdir()
+    (copy / "results.json").write_text(json.dumps(state))
+    return rewrite_study_report(copy, default_grid=default_grid())
+
+
 def test_merged_seeds_render_the_report_of_one_run(tmp_path):
     parts = _split(tmp_path, "methods-digits", [["0", "1"], ["2"]])
     later = json.loads((parts[1] / "results.json").read_text())
     (parts[1] / "results.json").write_text(json.dumps(dict(later, latency={"ms": {"x": 1.0}})))
     out = tmp_path / "merged"
     assert main(["study", "methods", "--data", "digits", "--merge", ",".join(map(str, parts)), "--out", str(out)]) == 0
-    copy = tmp_path / "whole"
-    copy.mkdir()
-    (copy / "results.json").write_text((RESULTS / "methods-digits" / "results.json").read_text())
-    whole = rewrite_study_report(copy, default_grid=default_grid())
+    whole = _whole(tmp_path)
     merged = (out / "report.md").read_text()
     assert _body(merged) == _body(whole)
     assert "over 3 seeds" in merged
@@ -96,3 +105,63 @@ def test_merge_refuses_what_does_not_belong_together(tmp_path, capsys):
     assert main(["study", "methods", "--data", "digits", "--merge", ",".join(map(str, good)),
                  "--out", str(good[0])]) == 2  # into one of its inputs
     assert json.loads((good[0] / "results.json").read_text())["config"]["seeds"] == [0]
+
+
+def _split_arms(tmp_path: Path, name: str, groups: list[list[str]]) -> list[Path]:
+    """The committed study ``name`` cut into one folder per group of methods, every folder with the dense arm (as a
+    later run of more methods on the same dense models leaves it, its measured times differing)."""
+    state = json.loads((RESULTS / name / "results.json").read_text())
+    folders = []
+    for i, methods in enumerate(groups):
+        seeds = {s: {arm: row for arm, row in rows.items() if arm == "Dense" or arm.split("-")[0].split("+")[0]
+                     in methods} for s, rows in state["seeds"].items()}
+        if i:  # the dense model trained again: the same results, other times
+            for rows in seeds.values():
+                rows["Dense"] = json.loads(json.dumps(rows["Dense"]))
+                for epoch in rows["Dense"]["history"]:
+                    epoch["seconds"] *= 2
+                    epoch["images_per_s"] /= 2
+        part = dict(state, seeds=seeds, config=dict(state["config"], methods=methods))
+        folder = tmp_path / f"arms{i}"
+        folder.mkdir()
+        (folder / "results.json").write_text(json.dumps(part))
+        folders.append(folder)
+    return folders
+
+
+def test_merged_methods_render_the_report_of_one_run(tmp_path):
+    parts = _split_arms(tmp_path, "methods-digits", [["RATES", "CP"], ["HYDRA", "LAMP"]])
+    out = tmp_path / "merged"
+    assert main(["study", "methods", "--data", "digits", "--merge", ",".join(map(str, parts)), "--out", str(out)]) == 0
+    whole = _whole(tmp_path)
+    assert _body((out / "report.md").read_text()) == _body(whole)
+    state = json.loads((out / "results.json").read_text())
+    assert state["config"]["methods"] == ["CP", "LAMP", "HYDRA", "RATES"]  # the default grid's order
+    assert state["done"]
+    first = json.loads((parts[0] / "results.json").read_text())
+    assert state["seeds"]["1"]["Dense"]["history"] == first["seeds"]["1"]["Dense"]["history"]  # its times kept
+
+
+def test_merged_arms_missing_on_a_seed_leave_the_study_unfinished(tmp_path):
+    parts = _split_arms(tmp_path, "methods-digits", [["CP"], ["LAMP"]])
+    later = json.loads((parts[1] / "results.json").read_text())
+    later["seeds"] = {"2": later["seeds"]["2"]}
+    (parts[1] / "results.json").write_text(json.dumps(later))
+    out = tmp_path / "merged"
+    assert main(["study", "methods", "--data", "digits", "--merge", ",".join(map(str, parts)), "--out", str(out)]) == 0
+    state = json.loads((out / "results.json").read_text())
+    assert not state["done"] and "LAMP-0.99" in state["seeds"]["2"] and "LAMP-0.99" not in state["seeds"]["0"]
+
+
+def test_merge_refuses_a_dense_model_that_differs_beyond_its_times(tmp_path, capsys):
+    parts = _split_arms(tmp_path, "methods-digits", [["CP"], ["LAMP"]])
+    later = json.loads((parts[1] / "results.json").read_text())
+    later["seeds"]["0"]["Dense"]["history"][-1]["test_acc"] += 0.01  # another dense model under the same key
+    (parts[1] / "results.json").write_text(json.dumps(later))
+    _refused(tmp_path, parts)
+    assert "seed 0 Dense" in capsys.readouterr().err
+    later["seeds"]["0"]["Dense"]["history"][-1]["test_acc"] -= 0.01
+    later["config"]["hinge"] = False  # the hinge arms switched off: another grid, not more arms
+    (parts[1] / "results.json").write_text(json.dumps(later))
+    _refused(tmp_path, parts)
+    assert "hinge" in capsys.readouterr().err

@@ -94,8 +94,8 @@ def add_arguments(p) -> None:
                    help="only rewrite report.md and the figures from OUT/results.json; computes nothing")
     p.add_argument("--merge", type=folder_list, metavar="DIR,DIR[,...]",
                    help="computes nothing: merge the results of this study run in several output folders (e.g. "
-                        "other seeds on another machine) into --out, a new folder, and write its report; the "
-                        "folders must differ only in their seeds")
+                        "other seeds on another machine, more methods on the same dense models) into --out, a new "
+                        "folder, and write its report; the folders may differ only in seeds, methods and sparsities")
     add_device(p)
     p.add_argument("--out", default=None, help="output folder (default runs/STUDY)")
 
@@ -169,12 +169,12 @@ def _merge(args, grid) -> None:
                             ("--no-hinge", args.no_hinge), ("--extra-sparsities", args.extra_sparsities)) if v]
     if given:
         raise ValueError(f"{', '.join(given)} do(es) not apply with --merge, which computes nothing and takes every "
-                         "seed of the folders")
+                         "seed and model of the folders")
     from ..io import write_json
     from ..reporting.study_report import rewrite_study_report
     from .common import resolved
 
-    write_merged(list(args.merge), args.out_dir, args.study, args.data, "robprune " + " ".join(args.argv))
+    write_merged(list(args.merge), args.out_dir, args.study, args.data, "robprune " + " ".join(args.argv), grid)
     write_json(args.out_dir / "config.json", resolved(args))
     print(rewrite_study_report(args.out_dir, default_grid=grid))
     print(f"wrote {args.out_dir}/report.md, results.json and the figures")

@@ -1,10 +1,12 @@
 """Merge the results of one study run in several output folders (other seeds on another machine, a GPU run of
-the same grid) into one results.json: the same study, data and configuration except the seeds; a seed found in two
-folders must hold the same rows in both."""
+the same grid, a later run of more methods on the same dense models) into one results.json: the same study, data
+and configuration except the seeds and the grid's arms (methods, sparsities); an arm of a seed found in two folders
+must hold the same results in both (measured times aside)."""
 
 from __future__ import annotations
 
 import json
+import re
 import time
 from pathlib import Path
 
@@ -12,7 +14,9 @@ from ..io import write_json, write_text_atomic
 from ..results import load_results
 
 # configuration fields that may differ between merged folders (the union is taken)
-MERGED_FIELDS = ("seeds",)
+MERGED_FIELDS = ("seeds", "methods", "sparsities", "amounts")
+# what a result may differ in when it is computed again: the measured times
+TIMING_KEYS = frozenset({"seconds", "images_per_s"})
 
 
 def _load(folder: Path, study: str, data: str) -> dict:
@@ -45,7 +49,8 @@ def _check_same_config(first: tuple[Path, dict], other: tuple[Path, dict]) -> No
     if a != b:
         fields = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
         raise ValueError(f"{other[0]} was run with another configuration than {first[0]} (differs in "
-                         f"{', '.join(fields)}); only folders that differ in their seeds merge")
+                         f"{', '.join(fields)}); only folders that differ in their seeds, methods or "
+                         "sparsities merge")
 
 
 def _machine(states: list[tuple[Path, dict]]) -> dict:
@@ -60,8 +65,40 @@ def _machine(states: list[tuple[Path, dict]]) -> dict:
             "threads": "/".join(threads)}
 
 
-def merge_states(folders: list[Path], study: str, data: str, out: Path | None = None) -> dict:
-    """One results state holding every seed of ``folders`` (their study, data and configuration checked)."""
+def _without_timing(value):
+    if isinstance(value, dict):
+        return {k: _without_timing(v) for k, v in value.items() if k not in TIMING_KEYS}
+    if isinstance(value, list):
+        return [_without_timing(v) for v in value]
+    return value
+
+
+def _grid_union(values: list[list], order) -> list:
+    """The union of a grid field's values: in the default grid's order, then in the order first met."""
+    seen: list = []
+    for v in values:
+        seen += [x for x in v if x not in seen]
+    order = list(order or [])
+    return sorted(seen, key=lambda x: (order.index(x) if x in order else len(order), seen.index(x)))
+
+
+def _arm_order(config: dict):
+    """The order a methods or channel study runs its arms in: the dense arm, then per sparsity the methods without
+    the hinge, then with it (arm names 'METHOD[+hinge]-SPARSITY')."""
+    methods, grid = config.get("methods") or [], config.get("sparsities") or config.get("amounts") or []
+
+    def key(arm: str):
+        m = re.fullmatch(r"(.+?)(\+hinge)?-([0-9.e-]+)", arm)
+        if not m or m[1] not in methods or float(m[3]) not in grid:
+            return (-1, 0, 0)
+        return (grid.index(float(m[3])), bool(m[2]), methods.index(m[1]))
+    return key
+
+
+def merge_states(folders: list[Path], study: str, data: str, out: Path | None = None,
+                 default_grid: dict | None = None) -> dict:
+    """One results state holding every seed and arm of ``folders`` (their study, data and configuration checked);
+    ``default_grid`` orders the merged methods and sparsities."""
     if len(folders) < 2:
         raise ValueError("--merge needs at least two output folders")
     if len({f.resolve() for f in folders}) != len(folders):
@@ -73,20 +110,31 @@ def merge_states(folders: list[Path], study: str, data: str, out: Path | None = 
         _check_same_config(states[0], other)
     merged = json.loads(json.dumps(states[0][1]))
     merged["data"] = data
-    merged["seeds"], seed_from, parts = {}, {}, {}
+    merged["seeds"], arm_from, parts = {}, {}, {}
     for folder, state in states:
         for seed, rows in state["seeds"].items():
-            if seed in merged["seeds"] and merged["seeds"][seed] != rows:
-                raise ValueError(f"seed {seed} is in {seed_from[seed]} and {folder} with different results; merge "
-                                 "folders that ran different seeds")
-            merged["seeds"].setdefault(seed, rows)
-            seed_from.setdefault(seed, folder)
+            into = merged["seeds"].setdefault(seed, {})
+            for arm, row in rows.items():
+                if arm in into and _without_timing(into[arm]) != _without_timing(row):
+                    raise ValueError(f"seed {seed} {arm} is in {arm_from[seed, arm]} and {folder} with different "
+                                     "results; merge folders that computed it the same way (the same dense model)")
+                into.setdefault(arm, row)
+                arm_from.setdefault((seed, arm), folder)
         for key, seconds in (state.get("elapsed_parts") or {"earlier": state.get("elapsed_s", 0.0)}).items():
             parts[f"{folder}|{key}" if key in parts else key] = seconds
     seeds = sorted({int(s) for _, st in states for s in st["config"]["seeds"]} | {int(s) for s in merged["seeds"]})
     merged["config"]["seeds"] = seeds
+    for field in MERGED_FIELDS[1:]:
+        if field in merged["config"]:
+            merged["config"][field] = _grid_union([st["config"].get(field) or [] for _, st in states],
+                                                  (default_grid or {}).get(field))
     merged["elapsed_parts"], merged["elapsed_s"] = parts, sum(float(v) for v in parts.values())
-    merged["done"] = all(bool(s.get("done")) for _, s in states)
+    if "methods" in merged["config"]:  # arms from several folders: in the order one run would have written them
+        key = _arm_order(merged["config"])
+        merged["seeds"] = {seed: dict(sorted(rows.items(), key=lambda kv: key(kv[0])))
+                           for seed, rows in merged["seeds"].items()}
+    arms = [set(rows) for rows in merged["seeds"].values()]  # a seed without an arm another seed has: not done
+    merged["done"] = all(bool(s.get("done")) for _, s in states) and all(a == arms[0] for a in arms)
     merged["machine"] = _machine(states)
     merged["merged_from"] = [{"folder": str(f), "seeds": sorted(int(s) for s in st["seeds"]),
                               "done": bool(st.get("done"))} for f, st in states]
@@ -125,10 +173,11 @@ def merged_log(folders: list[Path], command: str) -> str:
     return "\n".join(parts) + "\n"
 
 
-def write_merged(folders: list[Path], out: Path, study: str, data: str, command: str) -> dict:
+def write_merged(folders: list[Path], out: Path, study: str, data: str, command: str,
+                 default_grid: dict | None = None) -> dict:
     """Merge ``folders`` into ``out``/results.json and runs.log (computes nothing; the report is rendered by the
     caller)."""
-    state = merge_states(folders, study, data, out)
+    state = merge_states(folders, study, data, out, default_grid)
     log = merged_log(folders, command)
     out.mkdir(parents=True, exist_ok=True)
     write_text_atomic(out / "runs.log", log)
