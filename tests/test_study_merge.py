@@ -165,3 +165,14 @@ def test_merge_refuses_a_dense_model_that_differs_beyond_its_times(tmp_path, cap
     (parts[1] / "results.json").write_text(json.dumps(later))
     _refused(tmp_path, parts)
     assert "hinge" in capsys.readouterr().err
+
+
+def test_a_merged_folder_merges_again_with_one_section_per_run(tmp_path):
+    parts = _split(tmp_path, "methods-digits", [["0"], ["1"], ["2"]])
+    first = tmp_path / "first"
+    assert main(["study", "methods", "--data", "digits", "--merge", f"{parts[0]},{parts[1]}", "--out", str(first)]) == 0
+    again = tmp_path / "again"
+    assert main(["study", "methods", "--data", "digits", "--merge", f"{first},{parts[2]}", "--out", str(again)]) == 0
+    log = (again / "runs.log").read_text()
+    assert [line for line in log.splitlines() if line.startswith("# ")] == [f"# {p}:" for p in parts]
+    assert log.count("merged: ") == 2

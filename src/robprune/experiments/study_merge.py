@@ -168,7 +168,8 @@ def merged_log(folders: list[Path], command: str) -> str:
     for folder in folders:
         log = folder / "runs.log"
         text = log.read_text().strip() if log.is_file() else "(no runs.log)"
-        parts.append(f"# {folder}:\n{text}")
+        # a merged folder's log is already one section per folder it came from
+        parts.append(text if text.startswith("# ") else f"# {folder}:\n{text}")
     parts.append(f"{time.strftime('%Y-%m-%d %H:%M:%S')} merged: {command}")
     return "\n".join(parts) + "\n"
 
