@@ -176,3 +176,16 @@ def test_a_merged_folder_merges_again_with_one_section_per_run(tmp_path):
     log = (again / "runs.log").read_text()
     assert [line for line in log.splitlines() if line.startswith("# ")] == [f"# {p}:" for p in parts]
     assert log.count("merged: ") == 2
+
+
+def test_a_partial_folder_without_a_measure_merges_with_the_measure_kept(tmp_path):
+    parts = _split_arms(tmp_path, "methods-digits", [["CP"], ["LAMP"]])
+    later = json.loads((parts[1] / "results.json").read_text())
+    for rows in later["seeds"].values():
+        del rows["Dense"]["suite"]  # its dense AutoAttack unit not run yet
+    later["done"] = False
+    (parts[1] / "results.json").write_text(json.dumps(later))
+    out = tmp_path / "merged"
+    assert main(["study", "methods", "--data", "digits", "--merge", ",".join(map(str, parts)), "--out", str(out)]) == 0
+    state = json.loads((out / "results.json").read_text())
+    assert all("suite" in rows["Dense"] for rows in state["seeds"].values()) and not state["done"]

@@ -115,10 +115,13 @@ def merge_states(folders: list[Path], study: str, data: str, out: Path | None = 
         for seed, rows in state["seeds"].items():
             into = merged["seeds"].setdefault(seed, {})
             for arm, row in rows.items():
-                if arm in into and _without_timing(into[arm]) != _without_timing(row):
-                    raise ValueError(f"seed {seed} {arm} is in {arm_from[seed, arm]} and {folder} with different "
-                                     "results; merge folders that computed it the same way (the same dense model)")
-                into.setdefault(arm, row)
+                have = into.setdefault(arm, {})
+                for measure, value in row.items():  # a partial folder may lack a measure (a suite not yet run)
+                    if measure in have and _without_timing(have[measure]) != _without_timing(value):
+                        raise ValueError(f"seed {seed} {arm} is in {arm_from[seed, arm]} and {folder} with different "
+                                         f"results ({measure}); merge folders that computed it the same way (the same "
+                                         "dense model)")
+                    have.setdefault(measure, value)
                 arm_from.setdefault((seed, arm), folder)
         for key, seconds in (state.get("elapsed_parts") or {"earlier": state.get("elapsed_s", 0.0)}).items():
             parts[f"{folder}|{key}" if key in parts else key] = seconds
