@@ -189,3 +189,15 @@ def test_a_partial_folder_without_a_measure_merges_with_the_measure_kept(tmp_pat
     assert main(["study", "methods", "--data", "digits", "--merge", ",".join(map(str, parts)), "--out", str(out)]) == 0
     state = json.loads((out / "results.json").read_text())
     assert all("suite" in rows["Dense"] for rows in state["seeds"].values()) and not state["done"]
+
+
+def test_the_latency_timed_over_the_most_shapes_is_kept(tmp_path):
+    parts = _split(tmp_path, "methods-digits", [["0"], ["1"], ["2"]])
+    timed = [{"ms": {"Dense": 4.0, "75%": 2.0}, "seed": 0}, None, {"ms": {"Dense": 5.0, "50%": 3.0, "75%": 2.5}}]
+    for folder, latency in zip(parts, timed):
+        state = json.loads((folder / "results.json").read_text())
+        state.pop("latency", None)
+        (folder / "results.json").write_text(json.dumps(dict(state, **({"latency": latency} if latency else {}))))
+    out = tmp_path / "merged"
+    assert main(["study", "methods", "--data", "digits", "--merge", ",".join(map(str, parts)), "--out", str(out)]) == 0
+    assert json.loads((out / "results.json").read_text())["latency"] == timed[2]  # not a mix of two runs' times

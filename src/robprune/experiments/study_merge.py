@@ -145,6 +145,9 @@ def merge_states(folders: list[Path], study: str, data: str, out: Path | None = 
     for _, state in states[1:]:  # a record only a later folder has (the channel study's latency, measured once)
         for key, value in state.items():
             merged.setdefault(key, value)
+    timed = [s["latency"] for _, s in states if s.get("latency")]
+    if timed:  # latencies are ratios of shapes timed side by side in one run: keep the run that timed the most shapes
+        merged["latency"] = max(timed, key=lambda lat: len(lat.get("ms") or {}))
     for key in ("search", "sweep"):  # the adversarial and scratch studies' extra records, by seed where they have one
         if any(key in s for _, s in states):
             merged[key] = _union([s.get(key) for _, s in states])
