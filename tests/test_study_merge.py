@@ -12,6 +12,7 @@ import pytest
 from robprune.cli import main
 from robprune.experiments.methods import default_grid
 from robprune.reporting.study_report import rewrite_study_report
+from robprune.results import load_results
 
 RESULTS = Path(__file__).resolve().parents[1] / "docs" / "results"
 
@@ -160,11 +161,6 @@ def test_merge_refuses_a_dense_model_that_differs_beyond_its_times(tmp_path, cap
     (parts[1] / "results.json").write_text(json.dumps(later))
     _refused(tmp_path, parts)
     assert "seed 0 Dense" in capsys.readouterr().err
-    later["seeds"]["0"]["Dense"]["history"][-1]["test_acc"] -= 0.01
-    later["config"]["hinge"] = False  # the hinge arms switched off: another grid, not more arms
-    (parts[1] / "results.json").write_text(json.dumps(later))
-    _refused(tmp_path, parts)
-    assert "hinge" in capsys.readouterr().err
 
 
 def test_a_merged_folder_merges_again_with_one_section_per_run(tmp_path):
@@ -201,3 +197,23 @@ def test_the_latency_timed_over_the_most_shapes_is_kept(tmp_path):
     out = tmp_path / "merged"
     assert main(["study", "methods", "--data", "digits", "--merge", ",".join(map(str, parts)), "--out", str(out)]) == 0
     assert json.loads((out / "results.json").read_text())["latency"] == timed[2]  # not a mix of two runs' times
+
+
+def test_a_folder_without_the_hinge_arms_merges_with_one_that_ran_them(tmp_path):
+    state = json.loads((RESULTS / "methods-digits" / "results.json").read_text())
+    plain, hinged = tmp_path / "plain", tmp_path / "hinged"
+    for folder, keep, hinge in ((plain, lambda arm: "+hinge" not in arm, False), (hinged, lambda arm: True, True)):
+        folder.mkdir()
+        seeds = {s: {arm: row for arm, row in rows.items() if keep(arm)} for s, rows in state["seeds"].items()}
+        if hinge:  # the later run: seeds 0 and 1 only, every arm (its plain arms the same as the first run's)
+            seeds = {s: seeds[s] for s in ("0", "1")}
+        part = dict(state, seeds=seeds, config=dict(state["config"], hinge=hinge, seeds=[int(s) for s in seeds]))
+        (folder / "results.json").write_text(json.dumps(part))
+    out = tmp_path / "merged"
+    assert main(["study", "methods", "--data", "digits", "--merge", f"{plain},{hinged}", "--out", str(out)]) == 0
+    merged = json.loads((out / "results.json").read_text())
+    assert merged["config"]["hinge"] and merged["config"]["seeds"] == [0, 1, 2]
+    whole = load_results(RESULTS / "methods-digits" / "results.json")
+    assert merged["seeds"]["0"] == whole["seeds"]["0"]  # every arm of seed 0, plain and with the hinge
+    assert not any("+hinge" in arm for arm in merged["seeds"]["2"]) and not merged["done"]  # seed 2 lacks them
+    assert "CP+hinge" in (out / "report.md").read_text()

@@ -95,7 +95,8 @@ def add_arguments(p) -> None:
     p.add_argument("--merge", type=folder_list, metavar="DIR,DIR[,...]",
                    help="computes nothing: merge the results of this study run in several output folders (e.g. "
                         "other seeds on another machine, more methods on the same dense models) into --out, a new "
-                        "folder, and write its report; the folders may differ only in seeds, methods and sparsities")
+                        "folder, and write its report; the folders may differ only in seeds, methods, sparsities and "
+                        "whether they ran the hinge arms")
     add_device(p)
     p.add_argument("--out", default=None, help="output folder (default runs/STUDY)")
 

@@ -14,7 +14,7 @@ from ..io import write_json, write_text_atomic
 from ..results import load_results
 
 # configuration fields that may differ between merged folders (the union is taken)
-MERGED_FIELDS = ("seeds", "methods", "sparsities", "amounts")
+MERGED_FIELDS = ("seeds", "methods", "sparsities", "amounts", "hinge")
 # what a result may differ in when it is computed again: the measured times
 TIMING_KEYS = frozenset({"seconds", "images_per_s"})
 
@@ -49,8 +49,8 @@ def _check_same_config(first: tuple[Path, dict], other: tuple[Path, dict]) -> No
     if a != b:
         fields = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
         raise ValueError(f"{other[0]} was run with another configuration than {first[0]} (differs in "
-                         f"{', '.join(fields)}); only folders that differ in their seeds, methods or "
-                         "sparsities merge")
+                         f"{', '.join(fields)}); only folders that differ in their seeds, methods, "
+                         "sparsities or hinge arms merge")
 
 
 def _machine(states: list[tuple[Path, dict]]) -> dict:
@@ -127,7 +127,9 @@ def merge_states(folders: list[Path], study: str, data: str, out: Path | None = 
             parts[f"{folder}|{key}" if key in parts else key] = seconds
     seeds = sorted({int(s) for _, st in states for s in st["config"]["seeds"]} | {int(s) for s in merged["seeds"]})
     merged["config"]["seeds"] = seeds
-    for field in MERGED_FIELDS[1:]:
+    if "hinge" in merged["config"]:  # the '+hinge' arms of a folder that ran them
+        merged["config"]["hinge"] = any(bool(st["config"].get("hinge")) for _, st in states)
+    for field in MERGED_FIELDS[1:-1]:
         if field in merged["config"]:
             merged["config"][field] = _grid_union([st["config"].get(field) or [] for _, st in states],
                                                   (default_grid or {}).get(field))
