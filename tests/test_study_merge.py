@@ -216,4 +216,5 @@ def test_a_folder_without_the_hinge_arms_merges_with_one_that_ran_them(tmp_path)
     whole = load_results(RESULTS / "methods-digits" / "results.json")
     assert merged["seeds"]["0"] == whole["seeds"]["0"]  # every arm of seed 0, plain and with the hinge
     assert not any("+hinge" in arm for arm in merged["seeds"]["2"]) and not merged["done"]  # seed 2 lacks them
-    assert "CP+hinge" in (out / "report.md").read_text()
+    report = (out / "report.md").read_text()
+    assert "CP+hinge" in report and "INCOMPLETE (merged" in report and "IN PROGRESS" not in report

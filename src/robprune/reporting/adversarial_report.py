@@ -10,7 +10,7 @@ import numpy as np
 from .claims import Metric, decide_all
 from .markdown import eps_label
 from .templating import render_template
-from .study_common import (images_used, RULE_TEXT, acc, bounds_lines, figure_lines, fmt_decision, hours, invocations,
+from .study_common import (unfinished, images_used, RULE_TEXT, acc, bounds_lines, figure_lines, fmt_decision, hours, invocations,
                            machine_text, mean_sd, table1)
 
 
@@ -163,7 +163,7 @@ def render_adversarial(state: dict, default_grid: dict | None = None) -> str:
     return render_template(
         "adversarial.md.j2", cfg=cfg,
         pgd_n=images_used(state, "pgd", cfg["pgd_images"]), suite_n=images_used(state, "suite", cfg["suite_images"]), data_name=Path(state["data"].split(":", 1)[-1]).name,
-        status="complete" if done else (f"IN PROGRESS (updated {state.get('updated', '?')}): {have} of {total} models "
+        status="complete" if done else (f"{unfinished(state)}: {have} of {total} models "
                                         f"trained and evaluated (clean, PGD), {suites} of {total} with "
                                         f"`{cfg['suite']}` (or skipped as broken)"),
         compute=("" if done else "recorded so far ") + hours(state.get("elapsed_s", 0)), machine=machine_text(state),

@@ -11,7 +11,7 @@ import numpy as np
 from .claims import Metric, decide_all
 from .markdown import eps_label
 from .templating import render_template
-from .study_common import (images_used, RULE_TEXT, acc, fmt_decision, hours, invocations, machine_text, mean_sd, rows_of,
+from .study_common import (unfinished, images_used, RULE_TEXT, acc, fmt_decision, hours, invocations, machine_text, mean_sd, rows_of,
                            suite_acc, suite_cell, suite_check_lines)
 
 # The Adversarial Pruning Benchmark's published ResNet-18 rows (unstructured; CIFAR-10, AutoAttack 8/255, 10,000
@@ -158,7 +158,7 @@ def render_methods(state: dict, default_grid: dict | None = None) -> str:
     return render_template("methods.md.j2",
         pgd_n=images_used(state, "pgd", cfg["pgd_images"]), suite_n=images_used(state, "suite", cfg["suite_images"]),
         cfg=cfg, methods=cfg["methods"], data_name=Path(state["data"].split(":", 1)[-1]).name,
-        status="complete" if done else f"IN PROGRESS (updated {state.get('updated', '?')}): {have} of {total} models "
+        status="complete" if done else f"{unfinished(state)}: {have} of {total} models "
                                        f"trained and evaluated, {suites} of {total} with `{cfg['suite']}` (or skipped as broken)",
         compute=("" if done else "recorded so far ") + hours(state.get("elapsed_s", 0)), machine=machine_text(state),
         invocations="\n".join(invocations(state)).rstrip(), rule=RULE_TEXT, answers=_answers(state, claims),

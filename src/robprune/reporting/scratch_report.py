@@ -11,7 +11,7 @@ from ..evaluation.accuracy import subset_indices
 from ..evaluation.outcomes import correct
 from .markdown import eps_label
 from .templating import render_template
-from .study_common import (ARMS, PAPER_TABLE1, READING_TEXT, REGIME, RULE_TEXT, acc, arms_of, bounds_lines, c_label,
+from .study_common import (unfinished, ARMS, PAPER_TABLE1, READING_TEXT, REGIME, RULE_TEXT, acc, arms_of, bounds_lines, c_label,
                            claim_lines, done_seeds, figure_lines, hours, invocations, machine_text, mean_sd, per_seed,
                            table1)
 from .scratch_claims import gains_survive, plain_words, scratch_claims, survival_lines, verdict_text
@@ -150,7 +150,7 @@ def render_scratch(state: dict) -> str:
         else None
     context = dict(
         cfg=cfg, data_name=Path(state["data"].split(":", 1)[-1]).name, seeds=seeds,
-        status="complete" if done else f"IN PROGRESS (updated {state.get('updated', '?')}): "
+        status="complete" if done else f"{unfinished(state)}: "
                                        f"{len(seeds)} of {len(seeds_all)} seeds have every arm evaluated",
         compute=("" if done else "recorded so far ") + hours(state.get("elapsed_s", 0)), machine=machine_text(state),
         invocations="\n".join(invocations(state)).rstrip(), rule=RULE_TEXT, survival=survival,

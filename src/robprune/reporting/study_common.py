@@ -87,6 +87,14 @@ def invocations(state: dict) -> list[str]:
             "of the ones before):", "", "```text", log or "(no runs.log)", "```", ""]
 
 
+def unfinished(state: dict) -> str:
+    """The status word of a study not done: a run still going, or a merge of folders that did not run every arm on
+    every seed (nothing left running; the missing arms are run in a folder of their own and merged again)."""
+    stamp = f"updated {state.get('updated', '?')}"
+    return f"INCOMPLETE (merged, {stamp}; a seed lacks models another seed has)" if state.get("merged_from") else \
+        f"IN PROGRESS ({stamp})"
+
+
 def hours(seconds: float) -> str:
     return f"{seconds / 3600:.2f} h" if seconds >= 3600 else f"{seconds / 60:.0f} min"
 
