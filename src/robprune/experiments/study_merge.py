@@ -13,8 +13,9 @@ from pathlib import Path
 from ..io import write_json, write_text_atomic
 from ..results import load_results
 
-# configuration fields that may differ between merged folders (the union is taken)
-MERGED_FIELDS = ("seeds", "methods", "sparsities", "amounts", "hinge")
+# the grid fields merged folders may differ in (the union is taken), and all the fields they may differ in
+GRID_FIELDS = ("methods", "sparsities", "amounts")
+MERGED_FIELDS = ("seeds", *GRID_FIELDS, "hinge")
 # what a result may differ in when it is computed again: the measured times
 TIMING_KEYS = frozenset({"seconds", "images_per_s"})
 
@@ -129,7 +130,7 @@ def merge_states(folders: list[Path], study: str, data: str, out: Path | None = 
     merged["config"]["seeds"] = seeds
     if "hinge" in merged["config"]:  # the '+hinge' arms of a folder that ran them
         merged["config"]["hinge"] = any(bool(st["config"].get("hinge")) for _, st in states)
-    for field in MERGED_FIELDS[1:-1]:
+    for field in GRID_FIELDS:
         if field in merged["config"]:
             merged["config"][field] = _grid_union([st["config"].get(field) or [] for _, st in states],
                                                   (default_grid or {}).get(field))

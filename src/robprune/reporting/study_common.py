@@ -91,8 +91,11 @@ def unfinished(state: dict) -> str:
     """The status word of a study not done: a run still going, or a merge of folders that did not run every arm on
     every seed (nothing left running; the missing arms are run in a folder of their own and merged again)."""
     stamp = f"updated {state.get('updated', '?')}"
-    return f"INCOMPLETE (merged, {stamp}; a seed lacks models another seed has)" if state.get("merged_from") else \
-        f"IN PROGRESS ({stamp})"
+    if not state.get("merged_from"):
+        return f"IN PROGRESS ({stamp})"
+    why = ("a merged folder's run had not finished" if not all(m.get("done") for m in state["merged_from"])
+           else "a seed lacks models another seed has")
+    return f"INCOMPLETE (merged, {stamp}; {why})"
 
 
 def hours(seconds: float) -> str:
